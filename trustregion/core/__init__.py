@@ -1,0 +1,37 @@
+"""The matrix-free core: CG, Steihaug CG, step scaling and a constrained line search.
+
+Each piece does one thing and is combined by the caller (see ``natural_gradient_step``
+for the composition TRPO uses).
+"""
+
+from trustregion.core.cg import CGResult, CGStatus, cg
+from trustregion.core.line_search import (
+    LineSearchResult,
+    LineSearchStatus,
+    backtracking_line_search,
+)
+from trustregion.core.steihaug import SteihaugResult, SteihaugStatus, steihaug_cg
+from trustregion.core.step import (
+    NaturalStepResult,
+    ScaledStep,
+    StepStatus,
+    natural_gradient_step,
+    scale_step,
+)
+
+__all__ = [
+    "CGResult",
+    "CGStatus",
+    "LineSearchResult",
+    "LineSearchStatus",
+    "NaturalStepResult",
+    "ScaledStep",
+    "SteihaugResult",
+    "SteihaugStatus",
+    "StepStatus",
+    "backtracking_line_search",
+    "cg",
+    "natural_gradient_step",
+    "scale_step",
+    "steihaug_cg",
+]

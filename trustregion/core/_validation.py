@@ -1,0 +1,122 @@
+"""Input checks shared by the core solvers.
+
+Every public function validates its arguments once, up front, and raises a
+``ValueError`` or ``TypeError`` that names the argument and the offending value.
+The numerical loops behind them can then assume clean input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator
+
+Matvec = Callable[[np.ndarray], np.ndarray]
+
+
+def float_vector(name: str, value: Any, *, allow_nonfinite: bool = False) -> np.ndarray:
+    """Return ``value`` as a 1-D float32/float64 array, or raise.
+
+    float32 and float64 are kept as they are; integers and bools become float64.
+    Complex input and other dtypes are rejected rather than silently cast.
+    """
+    arr = np.asarray(value)
+    if arr.dtype.kind in "iub":
+        arr = arr.astype(np.float64)
+    elif arr.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be a real float32 or float64 vector, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    if not allow_nonfinite and not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"{name} must be finite, got {name}[{bad}] = {arr[bad]}")
+    return arr
+
+
+def nonnegative(name: str, value: Any) -> float:
+    """Return ``value`` as a float that is finite and >= 0, or raise."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(out) or out < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return out
+
+
+def positive(name: str, value: Any) -> float:
+    """Return ``value`` as a float that is finite and > 0, or raise."""
+    out = nonnegative(name, value)
+    if out == 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return out
+
+
+def fraction_open(name: str, value: Any) -> float:
+    """Return ``value`` as a float strictly inside (0, 1), or raise."""
+    out = positive(name, value)
+    if out >= 1:
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+    return out
+
+
+def count(name: str, value: Any, *, minimum: int = 0) -> int:
+    """Return ``value`` as an int >= ``minimum``, or raise."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def as_matvec(name: str, A: Any, n: int) -> Matvec:
+    """Turn a matrix-like ``A`` into a plain ``v -> A v`` callable.
+
+    Accepts a callable, a dense ``(n, n)`` array, a scipy.sparse matrix or array,
+    or a ``LinearOperator``. The returned callable does no checking of its own:
+    callers check the output once per call where it matters.
+    """
+    if isinstance(A, LinearOperator):
+        _check_square(name, A.shape, n)
+        return A.matvec
+    if sp.issparse(A):
+        _check_square(name, A.shape, n)
+        return A.dot
+    if isinstance(A, np.ndarray):
+        if A.dtype.kind not in "fiub":
+            raise TypeError(f"{name} must be a real matrix, got dtype {A.dtype}")
+        _check_square(name, A.shape, n)
+        return A.dot
+    if callable(A):
+        return A
+    raise TypeError(
+        f"{name} must be a callable matvec, an ndarray, a scipy.sparse matrix or a "
+        f"LinearOperator, got {type(A).__name__}"
+    )
+
+
+def _check_square(name: str, shape: tuple[int, ...], n: int) -> None:
+    if len(shape) != 2 or shape[0] != n or shape[1] != n:
+        raise ValueError(f"{name} must have shape ({n}, {n}) to match the vector, got {shape}")
+
+
+def matvec_output(name: str, out: Any, n: int, dtype: np.dtype) -> np.ndarray:
+    """Check a matvec's output shape and return it as a vector of ``dtype``.
+
+    A wrong shape is misuse and raises; non-finite values are left for the
+    caller to report as a status.
+    """
+    arr = np.asarray(out)
+    if arr.shape != (n,):
+        if arr.size == n and arr.ndim == 2:
+            arr = arr.reshape(n)  # an (n, 1) column from a matrix operator
+        else:
+            raise ValueError(f"{name} returned shape {arr.shape}, expected ({n},)")
+    if arr.dtype != dtype:
+        arr = arr.astype(dtype)
+    return arr
