@@ -91,11 +91,17 @@ class LineSearchResult:
     message: str
 
 
-def _as_finite_float(name: str, value: Any) -> float:
+def _evaluate(evaluate: Callable[[np.ndarray], Any], x: np.ndarray) -> tuple[float, float]:
+    """Call ``evaluate`` and return its two values as floats (possibly non-finite)."""
+    value = evaluate(x)
     try:
-        return float(value)
+        objective, constraint = value
     except (TypeError, ValueError):
-        raise TypeError(f"evaluate must return two real numbers, got {name} = {value!r}") from None
+        raise TypeError(f"evaluate must return (objective, constraint), got {value!r}") from None
+    try:
+        return float(objective), float(constraint)
+    except (TypeError, ValueError):
+        raise TypeError(f"evaluate must return two real numbers, got {value!r}") from None
 
 
 def backtracking_line_search(
@@ -181,12 +187,14 @@ def backtracking_line_search(
     if not callable(evaluate):
         raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
     if f0 is None:
-        f0_value, _ = evaluate(x0.copy())
-        f0 = _as_finite_float("objective", f0_value)
+        f0, _ = _evaluate(evaluate, x0.copy())
     else:
-        f0 = _as_finite_float("f0", f0)
+        try:
+            f0 = float(f0)
+        except (TypeError, ValueError):
+            raise TypeError(f"f0 must be a real number, got {f0!r}") from None
     if not np.isfinite(f0):
-        raise ValueError(f"the objective at x0 must be finite, got {f0}")
+        raise ValueError(f"the objective at x0 (f0) must be finite, got {f0}")
 
     bound = constraint_slack * max_constraint
     fractions: list[float] = []
@@ -197,15 +205,8 @@ def backtracking_line_search(
     for k in range(max_backtracks + 1):
         fraction = shrink**k
         x = (x0 + fraction * full_step).astype(dtype, copy=False)
-        value = evaluate(x)
-        try:
-            objective_raw, constraint_raw = value
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"evaluate must return (objective, constraint), got {value!r}"
-            ) from None
-        objective = _as_finite_float("objective", objective_raw)
-        constraint = _as_finite_float("constraint", constraint_raw)
+        # evaluate gets its own copy: a callback that writes into it cannot corrupt x
+        objective, constraint = _evaluate(evaluate, x.copy())
         fractions.append(fraction)
         objectives.append(objective)
         constraints.append(constraint)
