@@ -7,6 +7,7 @@ The numerical loops behind them can then assume clean input.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
 Matvec = Callable[[np.ndarray], np.ndarray]
+_F64 = np.dtype(np.float64)
+_F32 = np.dtype(np.float32)
 
 
 def float_vector(name: str, value: Any, *, allow_nonfinite: bool = False) -> np.ndarray:
@@ -24,7 +27,9 @@ def float_vector(name: str, value: Any, *, allow_nonfinite: bool = False) -> np.
     Complex input and other dtypes are rejected rather than silently cast.
     """
     arr = np.asarray(value)
-    if arr.dtype.kind in "iub":
+    if arr.dtype is _F64 or arr.dtype is _F32:
+        pass
+    elif arr.dtype.kind in "iub":
         arr = arr.astype(np.float64)
     elif arr.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name} must be a real float32 or float64 vector, got dtype {arr.dtype}")
@@ -32,7 +37,7 @@ def float_vector(name: str, value: Any, *, allow_nonfinite: bool = False) -> np.
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty")
-    if not allow_nonfinite and not np.all(np.isfinite(arr)):
+    if not allow_nonfinite and not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise ValueError(f"{name} must be finite, got {name}[{bad}] = {arr[bad]}")
     return arr
@@ -44,7 +49,7 @@ def nonnegative(name: str, value: Any) -> float:
         out = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not np.isfinite(out) or out < 0:
+    if not math.isfinite(out) or out < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     return out
 
@@ -81,15 +86,15 @@ def as_matvec(name: str, A: Any, n: int) -> Matvec:
     or a ``LinearOperator``. The returned callable does no checking of its own:
     callers check the output once per call where it matters.
     """
+    if isinstance(A, np.ndarray):
+        if A.dtype.kind not in "fiub":
+            raise TypeError(f"{name} must be a real matrix, got dtype {A.dtype}")
+        _check_square(name, A.shape, n)
+        return A.dot
     if isinstance(A, LinearOperator):
         _check_square(name, A.shape, n)
         return A.matvec
     if sp.issparse(A):
-        _check_square(name, A.shape, n)
-        return A.dot
-    if isinstance(A, np.ndarray):
-        if A.dtype.kind not in "fiub":
-            raise TypeError(f"{name} must be a real matrix, got dtype {A.dtype}")
         _check_square(name, A.shape, n)
         return A.dot
     if callable(A):

@@ -11,6 +11,7 @@ without wrapping the operator, and the residual history.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from trustregion.core import _cg_kernels as _k
 from trustregion.core import _validation as v
 
 
@@ -98,6 +100,17 @@ class CGResult:
     message: str
     direction: np.ndarray | None = None
     curvature: float | None = None
+
+
+_EPS = {np.float64: float(np.finfo(np.float64).eps), np.float32: float(np.finfo(np.float32).eps)}
+
+
+def _checked(out: Any, name: str, n: int, dtype: np.dtype, shape: tuple[int]) -> np.ndarray:
+    """The operator's output as a contiguous vector of ``dtype``; a fast path when it already is."""
+    if type(out) is np.ndarray and out.dtype == dtype and out.shape == shape:
+        if out.flags.c_contiguous:
+            return out
+    return np.ascontiguousarray(v.matvec_output(name, out, n, dtype))
 
 
 def cg(
@@ -204,12 +217,12 @@ def cg(
             raise ValueError("A @ x0 is not finite: check A and x0")
         r = b - Ax
 
-    tol = max(rtol * float(np.linalg.norm(b)), atol)
+    tol = max(rtol * math.sqrt(float(np.dot(b, b))), atol)
     rr = float(np.dot(r, r))
-    history = [np.sqrt(rr)]
+    history = [rr]  # squared residual norms; square roots taken once at the end
 
     def finish(status: CGStatus, nit: int, **extra: Any) -> CGResult:
-        res = history[-1]
+        res = math.sqrt(history[-1])
         fmt = dict(res=res, tol=tol, nit=nit, curv=extra.get("curvature") or 0.0)
         fmt["where"] = extra.pop("where", "matvec")
         return CGResult(
@@ -217,57 +230,67 @@ def cg(
             nit=nit,
             n_matvec=n_matvec,
             residual_norm=float(res),
-            residual_history=np.asarray(history),
+            residual_history=np.sqrt(history),
             success=status is CGStatus.CONVERGED,
             status=status,
             message=_CG_MESSAGES[status].format(**fmt),
             **extra,
         )
 
-    if history[0] <= tol:
+    if math.sqrt(rr) <= tol:
         return finish(CGStatus.CONVERGED, 0)
 
     # A direction whose Rayleigh quotient p^T A p / p^T p is below eps times the largest one
     # seen so far is numerically in the null space: treat it as zero curvature (singular A).
-    eps = float(np.finfo(dtype).eps)
-    max_rayleigh = 0.0
-    p = np.empty_like(b)
-    rho_prev = 1.0
+    eps = _EPS[dtype.type]
+    null_threshold = 0.0
+    tol_sq = tol * tol
+    shape = b.shape
+    p = np.empty(n, dtype=dtype)
+    pp = rho_prev = 1.0
+    # The loop is the hot path for cheap operators: locals instead of attribute lookups,
+    # and the operator output is checked with a fast path before the full validation.
+    dot, update_direction, update_iterate = np.dot, _k.update_direction, _k.update_iterate
     for k in range(maxiter):
         if psolve is None:
-            z = r
-            rho = rr
+            z, rho = r, rr
         else:
-            z = v.matvec_output("M", psolve(r), n, dtype)
-            rho = float(np.dot(r, z))
-            if not np.isfinite(rho):
+            z = _checked(psolve(r), "M", n, dtype, shape)
+            rho = float(dot(r, z))
+            if not math.isfinite(rho):
                 return finish(CGStatus.NON_FINITE, k, where="preconditioner M")
             if rho <= 0.0:
                 return finish(CGStatus.INDEFINITE_PRECONDITIONER, k, curvature=rho)
-        if k == 0:
-            p[:] = z
+        if k:
+            beta = rho / rho_prev
+            update_direction(p, z, beta)
+            # ||p||^2 only sets the null-space threshold, so a cheap estimate will do:
+            # without preconditioning r_{k+1} is orthogonal to p_k, so
+            # ||p_{k+1}||^2 = ||r_{k+1}||^2 + beta^2 ||p_k||^2.
+            pp = rr + beta * beta * pp if psolve is None else _k.dot(p, p)
         else:
-            p *= rho / rho_prev
-            p += z
-        q = v.matvec_output("A", matvec(p), n, dtype)
+            p[:] = z
+            pp = _k.dot(p, p)
+        q = matvec(p)
+        if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
+            q = _checked(q, "A", n, dtype, shape)
         n_matvec += 1
         if damping:
-            q += damping * p
-        pq = float(np.dot(p, q))
-        if not np.isfinite(pq):
-            return finish(CGStatus.NON_FINITE, k)
-        pp = float(np.dot(p, p))
-        if pq <= eps * max_rayleigh * pp or pq <= 0.0:
+            q = q + damping * p  # not in place: q may be the caller's own buffer
+        pq = float(dot(p, q))
+        if not (null_threshold * pp < pq < math.inf):  # also false for NaN
+            if math.isnan(pq) or pq == math.inf:
+                return finish(CGStatus.NON_FINITE, k)
             return finish(CGStatus.NEGATIVE_CURVATURE, k, direction=p.copy(), curvature=pq)
-        max_rayleigh = max(max_rayleigh, pq / pp)
+        if pq * eps > null_threshold * pp:
+            null_threshold = eps * pq / pp
         alpha = rho / pq
-        x += alpha * p
-        r -= alpha * q
+        update_iterate(x, r, p, q, alpha)
+        rr = float(dot(r, r))
         rho_prev = rho
-        rr = float(np.dot(r, r))
-        history.append(np.sqrt(rr))
+        history.append(rr)
         if callback is not None:
             callback(x)
-        if history[-1] <= tol:
+        if rr <= tol_sq:
             return finish(CGStatus.CONVERGED, k + 1)
     return finish(CGStatus.MAX_ITER, maxiter)

@@ -10,6 +10,20 @@ curvature, reaches the residual tolerance or the iteration cap.
 
 The model is tracked through the CG recurrences (``H z`` equals ``r - g``), so choosing
 between the two boundary points on negative curvature costs no Hessian-vector product.
+
+With a preconditioner :math:`M \approx H^{-1}` the region becomes the ellipsoid
+:math:`\|p\|_{M^{-1}} = \sqrt{p^T M^{-1} p} \le \Delta` and CG becomes preconditioned CG
+(Conn, Gould & Toint, *Trust-Region Methods*, 2000, Algorithm 7.5.1). Only products with
+:math:`M` are needed: the :math:`M^{-1}`-norms of the iterates follow from the recurrences
+(Steihaug 1983)
+
+.. math::
+
+    \|z_{j+1}\|^2 = \|z_j\|^2 + 2\alpha_j \langle z_j, d_j\rangle + \alpha_j^2 \|d_j\|^2,\quad
+    \langle z_{j+1}, d_{j+1}\rangle = \beta_j (\langle z_j, d_j\rangle + \alpha_j \|d_j\|^2),\quad
+    \|d_{j+1}\|^2 = r_{j+1}^T y_{j+1} + \beta_j^2 \|d_j\|^2,
+
+all in the :math:`M^{-1}` inner product, with :math:`y = M r`.
 """
 
 from __future__ import annotations
@@ -36,7 +50,11 @@ class SteihaugStatus(IntEnum):
     MAX_ITER = 3
     """The iteration cap was reached inside the region."""
     NON_FINITE = 4
-    """``hessp`` returned NaN or inf; the last good iterate is returned."""
+    """``hessp`` (or the preconditioner) returned NaN or inf; the last good iterate is
+    returned."""
+    INDEFINITE_PRECONDITIONER = 5
+    """``r^T M r <= 0``: the preconditioner is not positive definite; the last good iterate
+    is returned."""
 
 
 _MESSAGES = {
@@ -44,7 +62,12 @@ _MESSAGES = {
     SteihaugStatus.BOUNDARY: "stopped on the trust-region boundary",
     SteihaugStatus.NEGATIVE_CURVATURE: "negative curvature: followed the direction to the boundary",
     SteihaugStatus.MAX_ITER: "iteration cap reached inside the trust region",
-    SteihaugStatus.NON_FINITE: "hessp returned a non-finite value; last good iterate returned",
+    SteihaugStatus.NON_FINITE: (
+        "hessp or the preconditioner returned a non-finite value; last good iterate returned"
+    ),
+    SteihaugStatus.INDEFINITE_PRECONDITIONER: (
+        "r^T M r <= 0: the preconditioner is not positive definite; last good iterate returned"
+    ),
 }
 
 
@@ -55,11 +78,12 @@ class SteihaugResult:
     Attributes
     ----------
     p : ndarray
-        The step, with ``||p|| <= radius`` up to rounding.
+        The step, with ``||p|| <= radius`` up to rounding (``||p||_{M^{-1}}`` with a
+        preconditioner).
     nit : int
         CG iterations made.
     nhev : int
-        Calls to ``hessp``.
+        Calls to ``hessp`` (calls to the preconditioner are not counted).
     status : SteihaugStatus
         Why it stopped.
     hits_boundary : bool
@@ -97,9 +121,16 @@ def boundary_intersections(z: np.ndarray, d: np.ndarray, radius: float) -> tuple
     >>> float(ta), float(tb)
     (-2.0, 2.0)
     """
-    a = float(np.dot(d, d))
-    b = 2.0 * float(np.dot(z, d))
-    c = float(np.dot(z, z)) - radius * radius
+    return _sphere_roots(
+        float(np.dot(d, d)), float(np.dot(z, d)), float(np.dot(z, z)), radius
+    )
+
+
+def _sphere_roots(dd: float, zd: float, zz: float, radius: float) -> tuple[float, float]:
+    """Roots of ``||z + t d||^2 = radius^2`` from the inner products (any inner product)."""
+    a = dd
+    b = 2.0 * zd
+    c = zz - radius * radius
     # c <= 0 in exact arithmetic (z is inside); rounding can push it over, so clamp.
     c = min(c, 0.0)
     sqrt_disc = np.sqrt(b * b - 4.0 * a * c)
@@ -117,6 +148,7 @@ def steihaug_cg(
     *,
     rtol: float | None = None,
     maxiter: int | None = None,
+    M: Any = None,
 ) -> SteihaugResult:
     r"""Approximately minimize :math:`g^Tp + \tfrac12 p^THp` over :math:`\|p\| \le \Delta`.
 
@@ -138,6 +170,13 @@ def steihaug_cg(
     The model decrease is at least that of the Cauchy point (the first CG step is the
     steepest-descent step, and every later step decreases the model further).
 
+    With a preconditioner ``M`` (:math:`\approx H^{-1}`, symmetric positive definite) this is
+    preconditioned CG and every norm above that measures the step becomes
+    :math:`\|p\|_{M^{-1}} = \sqrt{p^T M^{-1} p}`: the region is an ellipsoid shaped like
+    :math:`H` where :math:`M^{-1} \approx H`, and the first step is the preconditioned
+    steepest-descent step :math:`-M g`. The residual test stays Euclidean. With ``M = I`` the
+    iterates are those of the unpreconditioned method.
+
     Parameters
     ----------
     hessp : callable
@@ -150,6 +189,10 @@ def steihaug_cg(
         Relative residual tolerance; the forcing term above when None.
     maxiter : int, optional
         Iteration cap, ``2 n`` by default.
+    M : callable, ndarray, scipy.sparse matrix or LinearOperator, optional
+        Preconditioner approximating :math:`H^{-1}` (applied as ``M(r)`` or ``M @ r``); it
+        must be symmetric positive definite. ``r^T M r <= 0`` stops with
+        ``INDEFINITE_PRECONDITIONER``.
 
     Returns
     -------
@@ -165,6 +208,17 @@ def steihaug_cg(
     >>> res = steihaug_cg(np.diag([1.0, -1.0]).dot, np.array([1.0, 1e-3]), radius=2.0, rtol=1e-8)
     >>> res.status.name, bool(np.isclose(np.linalg.norm(res.p), 2.0))
     ('NEGATIVE_CURVATURE', True)
+
+    With the exact inverse as preconditioner, the first step is the Newton step, and the
+    region is measured in the :math:`H`-norm:
+
+    >>> H = np.diag([100.0, 1.0]); g = np.array([1.0, 1.0])
+    >>> res = steihaug_cg(H.dot, g, radius=0.5, M=np.linalg.inv(H))
+    >>> res.status.name, res.nit, bool(np.isclose(res.p @ H @ res.p, 0.5**2))
+    ('BOUNDARY', 1, True)
+    >>> newton = -np.linalg.solve(H, g)
+    >>> bool(np.allclose(res.p, newton * 0.5 / np.sqrt(newton @ H @ newton)))
+    True
     """
     g = v.float_vector("g", g)
     n = g.shape[0]
@@ -175,6 +229,7 @@ def steihaug_cg(
     maxiter = 2 * n if maxiter is None else v.count("maxiter", maxiter, minimum=1)
     if not callable(hessp):
         raise TypeError(f"hessp must be callable, got {type(hessp).__name__}")
+    psolve = None if M is None else v.as_matvec("M", M, n)
 
     g_norm = float(np.linalg.norm(g))
     tol = min(0.5, np.sqrt(g_norm)) * g_norm if rtol is None else rtol * g_norm
@@ -182,7 +237,6 @@ def steihaug_cg(
     z = np.zeros(n, dtype=dtype)
     Hz = np.zeros(n, dtype=dtype)
     r = g.copy()  # r = g + H z, the model gradient at z
-    d = -r
     rr = float(np.dot(r, r))
     nhev = 0
 
@@ -202,6 +256,21 @@ def steihaug_cg(
     if np.sqrt(rr) <= tol:
         return finish(SteihaugStatus.INTERIOR, z, Hz, 0)
 
+    # Preconditioned state: y = M r, ry = r^T y, and the M^{-1} inner products of z and d.
+    # Without a preconditioner ry = rr and the norms are computed directly, as scipy does.
+    if psolve is None:
+        d = -r
+        ry = rr
+    else:
+        y = v.matvec_output("M", psolve(r), n, dtype)
+        ry = float(np.dot(r, y))
+        if not np.isfinite(ry):
+            return finish(SteihaugStatus.NON_FINITE, z, Hz, 0)
+        if ry <= 0.0:
+            return finish(SteihaugStatus.INDEFINITE_PRECONDITIONER, z, Hz, 0)
+        d = -y
+    zz_w, zd_w, dd_w = 0.0, 0.0, ry  # <z,z>, <z,d>, <d,d> in the M^{-1} inner product
+
     for j in range(maxiter):
         Hd = v.matvec_output("hessp", hessp(d), n, dtype)
         nhev += 1
@@ -209,7 +278,10 @@ def steihaug_cg(
         if not np.isfinite(dHd):
             return finish(SteihaugStatus.NON_FINITE, z, Hz, j)
         if dHd <= 0.0:
-            ta, tb = boundary_intersections(z, d, radius)
+            if psolve is None:
+                ta, tb = boundary_intersections(z, d, radius)
+            else:
+                ta, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
             rd = float(np.dot(r, d))
             # model change along z + t d relative to m(z)
             change_a = ta * rd + 0.5 * ta * ta * dHd
@@ -217,18 +289,44 @@ def steihaug_cg(
             tau = ta if change_a < change_b else tb
             p = z + tau * d
             return finish(SteihaugStatus.NEGATIVE_CURVATURE, p, Hz + tau * Hd, j + 1)
-        alpha = rr / dHd
-        z_next = z + alpha * d
-        if float(np.linalg.norm(z_next)) >= radius:
-            _, tb = boundary_intersections(z, d, radius)
+        alpha = ry / dHd
+        if psolve is None:
+            z_next = z + alpha * d
+            outside = float(np.linalg.norm(z_next)) >= radius
+        else:
+            zz_w_next = zz_w + 2.0 * alpha * zd_w + alpha * alpha * dd_w
+            outside = np.sqrt(zz_w_next) >= radius
+        if outside:
+            if psolve is None:
+                _, tb = boundary_intersections(z, d, radius)
+            else:
+                _, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
             p = z + tb * d
             return finish(SteihaugStatus.BOUNDARY, p, Hz + tb * Hd, j + 1)
-        z = z_next
+        if psolve is None:
+            z = z_next
+        else:
+            z = z + alpha * d
+            zz_w = zz_w_next
         Hz = Hz + alpha * Hd
         r = r + alpha * Hd
         rr_next = float(np.dot(r, r))
         if np.sqrt(rr_next) <= tol:
             return finish(SteihaugStatus.INTERIOR, z, Hz, j + 1)
-        d = -r + (rr_next / rr) * d
+        if psolve is None:
+            d = -r + (rr_next / rr) * d
+            ry = rr_next
+        else:
+            y = v.matvec_output("M", psolve(r), n, dtype)
+            ry_next = float(np.dot(r, y))
+            if not np.isfinite(ry_next):
+                return finish(SteihaugStatus.NON_FINITE, z, Hz, j + 1)
+            if ry_next <= 0.0:
+                return finish(SteihaugStatus.INDEFINITE_PRECONDITIONER, z, Hz, j + 1)
+            beta = ry_next / ry
+            zd_w = beta * (zd_w + alpha * dd_w)
+            dd_w = ry_next + beta * beta * dd_w
+            d = -y + beta * d
+            ry = ry_next
         rr = rr_next
     return finish(SteihaugStatus.MAX_ITER, z, Hz, maxiter)

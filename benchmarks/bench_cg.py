@@ -1,0 +1,110 @@
+"""trustregion.cg against scipy.sparse.linalg.cg, same matvec, same process.
+
+For each n and matvec kind (dense matrix, diagonal), both solvers run exactly
+``--iters`` iterations (rtol=0 so neither stops early). The time of the matvec
+alone (``--iters`` calls) is measured too, so the per-iteration *overhead* of
+each solver (everything but the matvec) can be compared: that is what a CG
+implementation controls.
+
+Run:  .venv/bin/python benchmarks/bench_cg.py [--repeats 300] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import scipy
+import scipy.sparse.linalg as sla
+
+import trustregion as tr
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def call_repeatedly(matvec: Callable[[np.ndarray], np.ndarray], b: np.ndarray, k: int) -> None:
+    for _ in range(k):
+        matvec(b)
+
+
+def make_matvec(kind: str, n: int, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    if kind == "dense":
+        Q = rng.standard_normal((n, n)) / np.sqrt(n)
+        A = Q @ Q.T + np.eye(n)
+        return A.dot
+    diag = rng.uniform(1.0, 100.0, n)
+    return lambda v: diag * v
+
+
+def run(sizes: list[int], iters: int, repeats: int) -> list[dict]:
+    rows = []
+    for kind in ("diagonal", "dense"):
+        for n in sizes:
+            if kind == "dense" and n > 2000:
+                continue  # a 10000^2 dense matvec is all BLAS: nothing left to compare
+            rng = np.random.default_rng(0)
+            matvec = make_matvec(kind, n, rng)
+            b = rng.standard_normal(n)
+            op = sla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+            reps = max(20, repeats // (1 + n // 1000))
+            t_matvec = median_time(lambda: call_repeatedly(matvec, b, iters), reps)
+            t_ours = median_time(lambda: tr.cg(matvec, b, rtol=0.0, maxiter=iters), reps)
+            t_scipy = median_time(lambda: sla.cg(op, b, rtol=0.0, maxiter=iters), reps)
+            ours_res = tr.cg(matvec, b, rtol=0.0, maxiter=iters)
+            assert ours_res.nit == iters, ours_res.message
+            over_ours = (t_ours - t_matvec) / iters
+            over_scipy = (t_scipy - t_matvec) / iters
+            rows.append(
+                dict(
+                    kind=kind,
+                    n=n,
+                    iters=iters,
+                    ours_us=t_ours * 1e6,
+                    scipy_us=t_scipy * 1e6,
+                    matvec_us=t_matvec * 1e6,
+                    speedup=t_scipy / t_ours,
+                    overhead_ours_us_per_iter=over_ours * 1e6,
+                    overhead_scipy_us_per_iter=over_scipy * 1e6,
+                    overhead_ratio=over_ours / over_scipy,
+                )
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 1000, 10000])
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args()
+    rows = run(args.sizes, args.iters, args.repeats)
+    print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+          f"numpy {np.__version__}, scipy {scipy.__version__}")
+    header = (f"{'matvec':>8} {'n':>6} {'ours us':>9} {'scipy us':>9} {'matvec us':>9} "
+              f"{'speedup':>8} {'ovh ours/it':>11} {'ovh scipy/it':>12} {'ovh ratio':>9}")
+    print(header)
+    for r in rows:
+        print(f"{r['kind']:>8} {r['n']:>6} {r['ours_us']:>9.1f} {r['scipy_us']:>9.1f} "
+              f"{r['matvec_us']:>9.1f} {r['speedup']:>7.2f}x {r['overhead_ours_us_per_iter']:>10.2f} "
+              f"{r['overhead_scipy_us_per_iter']:>12.2f} {r['overhead_ratio']:>9.2f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
