@@ -25,14 +25,21 @@ import scipy.sparse.linalg as sla
 import trustregion as tr
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    samples = []
+def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median time of each function, timed in turn within every repeat.
+
+    Interleaving exposes all contenders to the same background load, so their ratio stays
+    meaningful on a shared machine even when absolute times drift.
+    """
+    for fn in fns:
+        fn()  # warm-up (and Numba compilation)
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+        for fn, out in zip(fns, samples, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [statistics.median(out) for out in samples]
 
 
 def call_repeatedly(matvec: Callable[[np.ndarray], np.ndarray], b: np.ndarray, k: int) -> None:
@@ -60,9 +67,14 @@ def run(sizes: list[int], iters: int, repeats: int) -> list[dict]:
             b = rng.standard_normal(n)
             op = sla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
             reps = max(20, repeats // (1 + n // 1000))
-            t_matvec = median_time(lambda: call_repeatedly(matvec, b, iters), reps)
-            t_ours = median_time(lambda: tr.cg(matvec, b, rtol=0.0, maxiter=iters), reps)
-            t_scipy = median_time(lambda: sla.cg(op, b, rtol=0.0, maxiter=iters), reps)
+            t_matvec, t_ours, t_scipy = interleaved_medians(
+                [
+                    lambda: call_repeatedly(matvec, b, iters),
+                    lambda: tr.cg(matvec, b, rtol=0.0, maxiter=iters),
+                    lambda: sla.cg(op, b, rtol=0.0, maxiter=iters),
+                ],
+                reps,
+            )
             ours_res = tr.cg(matvec, b, rtol=0.0, maxiter=iters)
             assert ours_res.nit == iters, ours_res.message
             over_ours = (t_ours - t_matvec) / iters
