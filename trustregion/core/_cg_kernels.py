@@ -35,7 +35,9 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def update_iterate(x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, alpha: float) -> None:
+def update_iterate(
+    x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, alpha: float
+) -> None:
     """``x += alpha p`` and ``r -= alpha q`` in place, in one pass."""
     for i in range(x.shape[0]):
         x[i] += alpha * p[i]

@@ -1,0 +1,331 @@
+"""Diagonal Gaussians against scipy.stats, closed forms, quadrature and finite differences."""
+
+import numba
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from trustregion import distributions as dist
+from trustregion import kernels
+
+DTYPES = [np.float32, np.float64]
+RTOL = {np.float32: 2e-6, np.float64: 1e-12}
+
+
+def gaussian_batch(rng, n, d, dtype=np.float64, shared=True, low=-2.0, high=1.0):
+    mean = rng.standard_normal((n, d)).astype(dtype)
+    log_std = rng.uniform(low, high, d if shared else (n, d)).astype(dtype)
+    return mean, log_std
+
+
+def textbook_kl(mean_p, log_std_p, mean_q, log_std_q):
+    """sum_j log(sq/sp) + (sp^2 + (mp - mq)^2) / (2 sq^2) - 1/2, in extended precision."""
+    mp, lp, mq, lq = (np.asarray(a, dtype=np.longdouble) for a in (mean_p, log_std_p, mean_q, log_std_q))
+    sp2, sq2 = np.exp(2 * lp), np.exp(2 * lq)
+    terms = (lq - lp) + (sp2 + (mp - mq) ** 2) / (2 * sq2) - 0.5
+    return np.asarray(np.broadcast_to(terms, np.broadcast_shapes(terms.shape, mp.shape)).sum(axis=1),
+                      dtype=np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ["shared", "row", "per_row"])
+def test_log_prob_and_entropy_match_scipy_stats(dtype, shape):
+    rng = np.random.default_rng(1)
+    n, d = 30, 4
+    mean, log_std = gaussian_batch(rng, n, d, dtype, shared=shape != "per_row")
+    if shape == "row":
+        log_std = log_std[None, :]
+    x = (mean + rng.standard_normal((n, d))).astype(dtype)
+    std = np.exp(log_std.astype(np.float64))
+    expected = scipy.stats.norm.logpdf(x.astype(np.float64), mean.astype(np.float64), std).sum(axis=1)
+    log_prob = dist.diag_gaussian_log_prob(mean, log_std, x)
+    assert log_prob.dtype == dtype and log_prob.shape == (n,)
+    np.testing.assert_allclose(log_prob, expected, rtol=RTOL[dtype])
+
+    entropy = dist.diag_gaussian_entropy(log_std)
+    expected_entropy = np.broadcast_to(scipy.stats.norm.entropy(scale=std), log_std.shape).sum(axis=-1)
+    assert entropy.dtype == dtype
+    np.testing.assert_allclose(entropy, expected_entropy, rtol=RTOL[dtype])
+
+
+def test_entropy_of_a_shared_log_std_is_a_scalar():
+    entropy = dist.diag_gaussian_entropy(np.array([0.0, 1.0], dtype=np.float32))
+    assert np.ndim(entropy) == 0 and entropy.dtype == np.float32
+    np.testing.assert_allclose(entropy, 1.0 + np.log(2 * np.pi) + 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kl_matches_the_closed_form_across_the_supported_log_std_range(dtype):
+    rng = np.random.default_rng(2)
+    grid = np.linspace(-20.0, 5.0, 11)
+    log_std_p, log_std_q = (a.reshape(-1, 1).astype(dtype) for a in np.meshgrid(grid, grid))
+    n = log_std_p.shape[0]
+    mean_p = rng.standard_normal((n, 1)).astype(dtype)
+    mean_q = rng.standard_normal((n, 1)).astype(dtype)
+    kl = dist.diag_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q)
+    assert kl.dtype == dtype and np.all(np.isfinite(kl))
+    np.testing.assert_allclose(kl, textbook_kl(mean_p, log_std_p, mean_q, log_std_q), rtol=RTOL[dtype])
+
+
+def test_kl_keeps_relative_accuracy_for_nearly_equal_stds():
+    # t = 2 (lp - lq) = 2e-9: the textbook form cancels to ~1e-9 relative, expm1 does not
+    kl = dist.diag_gaussian_kl([[0.0]], [1e-9], [[0.0]], [0.0])
+    np.testing.assert_allclose(kl, [1e-18], rtol=1e-6)  # (expm1(t) - t) / 2 ~ t^2 / 4
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_kl_matches_a_monte_carlo_estimate(shared):
+    rng = np.random.default_rng(3)
+    mean_p, log_std_p = gaussian_batch(rng, 1, 3, shared=shared, low=-0.5, high=0.5)
+    mean_q, log_std_q = gaussian_batch(rng, 1, 3, shared=shared, low=-0.5, high=0.5)
+    samples = 200_000
+    x = dist.diag_gaussian_sample(np.repeat(mean_p, samples, axis=0), log_std_p, rng)
+    log_ratio = (
+        scipy.stats.norm.logpdf(x, mean_p, np.exp(log_std_p)).sum(axis=1)
+        - scipy.stats.norm.logpdf(x, mean_q, np.exp(log_std_q)).sum(axis=1)
+    )
+    kl = dist.diag_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q)[0]
+    assert abs(log_ratio.mean() - kl) < 5 * log_ratio.std() / np.sqrt(samples)
+
+
+def kl_gradient(mean_p, log_std_p, mean, log_std):
+    """Closed-form gradient of KL(p || N(mean, exp(log_std)^2)) in (mean, log_std)."""
+    precision = np.exp(-2 * log_std)
+    d_mean = (mean - mean_p) * precision
+    d_log_std = 1.0 - (np.exp(2 * log_std_p) + (mean_p - mean) ** 2) * precision
+    return d_mean, np.broadcast_to(d_log_std, mean.shape)
+
+
+def test_closed_form_kl_gradient_matches_finite_differences_of_the_kernel():
+    rng = np.random.default_rng(4)
+    mean_p, log_std_p = gaussian_batch(rng, 3, 2, shared=False)
+    mean_q, log_std_q = gaussian_batch(rng, 3, 2, shared=False)
+    h = 1e-6
+    d_mean, d_log_std = kl_gradient(mean_p, log_std_p, mean_q, log_std_q)
+    for j in range(2):
+        step = np.zeros_like(mean_q)
+        step[:, j] = h
+        numeric_mean = (
+            dist.diag_gaussian_kl(mean_p, log_std_p, mean_q + step, log_std_q)
+            - dist.diag_gaussian_kl(mean_p, log_std_p, mean_q - step, log_std_q)
+        ) / (2 * h)
+        numeric_log_std = (
+            dist.diag_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q + step)
+            - dist.diag_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q - step)
+        ) / (2 * h)
+        np.testing.assert_allclose(numeric_mean, d_mean[:, j], rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(numeric_log_std, d_log_std[:, j], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_fisher_product_is_the_finite_difference_of_the_kl_gradient(shared):
+    rng = np.random.default_rng(5)
+    mean, log_std = gaussian_batch(rng, 4, 3, shared=shared)
+    v_mean = rng.standard_normal(mean.shape)
+    v_log_std = rng.standard_normal(log_std.shape)
+    h = 1e-5
+    plus = kl_gradient(mean, log_std, mean + h * v_mean, log_std + h * v_log_std)
+    minus = kl_gradient(mean, log_std, mean - h * v_mean, log_std - h * v_log_std)
+    numeric_mean = (plus[0] - minus[0]) / (2 * h)
+    numeric_log_std = (plus[1] - minus[1]) / (2 * h)
+    fv_mean, fv_log_std = dist.diag_gaussian_fisher_product(mean, log_std, v_mean, v_log_std)
+    np.testing.assert_allclose(fv_mean, numeric_mean, rtol=1e-7, atol=1e-9)
+    # for a shared log_std each row gives the same block: the (D,) result is that row
+    np.testing.assert_allclose(np.broadcast_to(fv_log_std, mean.shape), numeric_log_std, rtol=1e-7)
+
+
+def test_fisher_product_equals_dense_fisher_from_per_sample_scores():
+    """F = E[s s^T] with s the score in (mean, log_std), by exact Gauss-Hermite quadrature."""
+    mean = np.array([0.3, -1.2])
+    log_std = np.array([0.4, -0.7])
+    nodes, weights = np.polynomial.hermite_e.hermegauss(8)  # exact for degree <= 15
+    weights = weights / np.sqrt(2 * np.pi)
+    z = np.stack(np.meshgrid(nodes, nodes, indexing="ij"), axis=-1).reshape(-1, 2)
+    w = np.outer(weights, weights).reshape(-1)
+    x = mean + np.exp(log_std) * z
+    d_mean, d_log_std = dist.diag_gaussian_log_prob_grad(np.tile(mean, (len(w), 1)), log_std, x)
+    scores = np.hstack([d_mean, d_log_std])
+    dense = (scores.T * w) @ scores
+    columns = []
+    for basis in np.eye(4):
+        fv_mean, fv_log_std = dist.diag_gaussian_fisher_product(
+            mean[None, :], log_std, basis[None, :2], basis[2:]
+        )
+        columns.append(np.concatenate([fv_mean[0], fv_log_std]))
+    np.testing.assert_allclose(np.array(columns).T, dense, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_prob_grad_matches_finite_differences(dtype):
+    rng = np.random.default_rng(6)
+    mean, log_std = gaussian_batch(rng, 5, 3)
+    x = mean + rng.standard_normal(mean.shape)
+    d_mean, d_log_std = dist.diag_gaussian_log_prob_grad(
+        mean.astype(dtype), log_std.astype(dtype), x.astype(dtype)
+    )
+    assert d_mean.dtype == dtype and d_log_std.dtype == dtype and d_log_std.shape == (5, 3)
+    h = 1e-6
+    tol = 1e-6 if dtype == np.float64 else 1e-4
+    for j in range(3):
+        step = np.zeros_like(mean)
+        step[:, j] = h
+        numeric_mean = (
+            dist.diag_gaussian_log_prob(mean + step, log_std, x)
+            - dist.diag_gaussian_log_prob(mean - step, log_std, x)
+        ) / (2 * h)
+        np.testing.assert_allclose(d_mean[:, j], numeric_mean, rtol=tol, atol=tol)
+        per_row_log_std = np.tile(log_std, (5, 1))
+        numeric_log_std = (
+            dist.diag_gaussian_log_prob(mean, per_row_log_std + step, x)
+            - dist.diag_gaussian_log_prob(mean, per_row_log_std - step, x)
+        ) / (2 * h)
+        np.testing.assert_allclose(d_log_std[:, j], numeric_log_std, rtol=tol, atol=tol)
+
+
+def test_fisher_product_output_shapes():
+    mean = np.zeros((5, 3))
+    shared, per_row = np.zeros(3), np.zeros((5, 3))
+    one_row = np.zeros((1, 3))
+    cases = [
+        (shared, shared, (3,)),
+        (shared, per_row, (5, 3)),
+        (per_row, shared, (5, 3)),
+        (per_row, per_row, (5, 3)),
+        (one_row, shared, (1, 3)),
+        (shared, one_row, (1, 3)),
+    ]
+    for log_std, v_log_std, expected in cases:
+        fv_mean, fv_log_std = dist.diag_gaussian_fisher_product(mean, log_std, mean + 1, v_log_std + 1)
+        assert fv_mean.shape == (5, 3)
+        assert fv_log_std.shape == expected == np.broadcast_shapes(log_std.shape, v_log_std.shape)
+        np.testing.assert_array_equal(fv_log_std, 2.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_extreme_log_std_stays_finite(dtype):
+    mean = np.zeros((2, 2), dtype=dtype)
+    log_std = np.array([[-20.0, 5.0], [5.0, -20.0]], dtype=dtype)
+    x = np.ones((2, 2), dtype=dtype)
+    log_prob = dist.diag_gaussian_log_prob(mean, log_std, x)
+    d_mean, d_log_std = dist.diag_gaussian_log_prob_grad(mean, log_std, x)
+    fv_mean, _ = dist.diag_gaussian_fisher_product(mean, log_std, x, log_std)
+    for values in (log_prob, d_mean, d_log_std, fv_mean, dist.diag_gaussian_entropy(log_std)):
+        assert np.all(np.isfinite(values))
+    expected = scipy.stats.norm.logpdf(1.0, 0.0, np.exp(log_std.astype(float))).sum(axis=1)
+    np.testing.assert_allclose(log_prob, expected, rtol=RTOL[dtype])
+
+
+def test_sampling_is_reproducible_and_has_the_right_moments():
+    mean = np.tile([1.0, -2.0], (100_000, 1))
+    log_std = np.array([0.0, np.log(0.5)])
+    a = dist.diag_gaussian_sample(mean, log_std, np.random.default_rng(7))
+    b = dist.diag_gaussian_sample(mean, log_std, np.random.default_rng(7))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a.mean(axis=0), [1.0, -2.0], atol=0.02)
+    np.testing.assert_allclose(a.std(axis=0), [1.0, 0.5], rtol=0.02)
+    small = dist.diag_gaussian_sample(mean[:3].astype(np.float32), log_std, np.random.default_rng(0))
+    assert small.dtype == np.float64  # float32 mean with float64 log_std promotes
+    small32 = dist.diag_gaussian_sample(
+        mean[:3].astype(np.float32), log_std.astype(np.float32), np.random.default_rng(0)
+    )
+    assert small32.dtype == np.float32
+
+
+def test_kernels_are_callable_from_user_njit_code():
+    @numba.njit
+    def pieces(mean_old, mean_new, log_std, x, v):
+        log_ratio = kernels.diag_gaussian_log_prob(mean_new, log_std, x) - kernels.diag_gaussian_log_prob(
+            mean_old, log_std, x
+        )
+        fv_mean, fv_log_std = kernels.diag_gaussian_fisher_product(mean_old, log_std, v, log_std)
+        return (
+            log_ratio,
+            kernels.diag_gaussian_kl(mean_old, log_std, mean_new, log_std),
+            kernels.diag_gaussian_entropy(log_std)[0],
+            fv_mean,
+            fv_log_std,
+        )
+
+    rng = np.random.default_rng(8)
+    mean_old, log_std = gaussian_batch(rng, 6, 2)
+    mean_new = mean_old + 0.1
+    x = mean_old + rng.standard_normal(mean_old.shape)
+    v = rng.standard_normal(mean_old.shape)
+    log_ratio, kl, entropy, fv_mean, fv_log_std = pieces(mean_old, mean_new, log_std, x, v)
+    np.testing.assert_allclose(
+        log_ratio,
+        dist.diag_gaussian_log_prob(mean_new, log_std, x) - dist.diag_gaussian_log_prob(mean_old, log_std, x),
+        rtol=1e-14,
+    )
+    np.testing.assert_allclose(kl, dist.diag_gaussian_kl(mean_old, log_std, mean_new, log_std), rtol=1e-14)
+    np.testing.assert_allclose(entropy, dist.diag_gaussian_entropy(log_std), rtol=1e-14)
+    np.testing.assert_allclose(fv_mean, v * np.exp(-2 * log_std), rtol=1e-14)
+    np.testing.assert_allclose(fv_log_std, 2 * log_std[None, :], rtol=1e-14)  # 2-D from the kernel
+
+
+def test_validate_false_and_the_kernels_give_the_same_results():
+    rng = np.random.default_rng(9)
+    mean, log_std = gaussian_batch(rng, 5, 3)
+    x = rng.standard_normal(mean.shape)
+    for name, args in [
+        ("diag_gaussian_log_prob", (mean, log_std, x)),
+        ("diag_gaussian_kl", (mean, log_std, x, log_std + 0.1)),
+    ]:
+        function = getattr(dist, name)
+        np.testing.assert_array_equal(function(*args), function(*args, validate=False), name)
+        np.testing.assert_array_equal(function(*args), getattr(kernels, name)(*args), name)
+    for name, args in [
+        ("diag_gaussian_log_prob_grad", (mean, log_std, x)),
+        ("diag_gaussian_fisher_product", (mean, log_std, x, log_std)),
+    ]:
+        function = getattr(dist, name)
+        for checked, fast in zip(function(*args), function(*args, validate=False), strict=True):
+            np.testing.assert_array_equal(checked, fast, name)
+
+
+# ------------------------------------------------------------------ properties
+
+SIZES = st.tuples(st.integers(1, 4), st.integers(1, 5))
+MEANS = st.floats(-100, 100, width=32)
+LOG_STDS = st.floats(-20, 5, width=32)
+
+
+@st.composite
+def gaussians(draw, n, d, dtype):
+    mean = draw(hnp.arrays(dtype, (n, d), elements=MEANS))
+    shape = draw(st.sampled_from([(d,), (1, d), (n, d)]))
+    log_std = draw(hnp.arrays(dtype, shape, elements=LOG_STDS))
+    return mean, log_std
+
+
+@given(data=st.data(), size=SIZES, dtype=st.sampled_from(DTYPES))
+def test_kl_is_nonnegative_zero_on_the_diagonal_and_broadcasts_exactly(data, size, dtype):
+    mean_p, log_std_p = data.draw(gaussians(*size, dtype))
+    mean_q, log_std_q = data.draw(gaussians(*size, dtype))
+    kl = dist.diag_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q)
+    assert np.all(kl >= 0.0)
+    assert np.all(dist.diag_gaussian_kl(mean_p, log_std_p, mean_p, log_std_p) == 0.0)
+    # a shared log_std is the same as that row repeated
+    repeated_p = np.broadcast_to(log_std_p, mean_p.shape).copy()
+    repeated_q = np.broadcast_to(log_std_q, mean_q.shape).copy()
+    np.testing.assert_array_equal(kl, dist.diag_gaussian_kl(mean_p, repeated_p, mean_q, repeated_q))
+
+
+@given(data=st.data(), size=SIZES, dtype=st.sampled_from(DTYPES))
+def test_fisher_product_is_symmetric_and_positive_semidefinite(data, size, dtype):
+    mean, log_std = data.draw(gaussians(*size, dtype))
+    log_std = np.clip(log_std, -5, 5)  # keep 1/sigma^2 moderate so float32 sums stay comparable
+    vectors = st.floats(-10, 10, width=32)
+    u_mean, v_mean = (data.draw(hnp.arrays(dtype, mean.shape, elements=vectors)) for _ in range(2))
+    u_ls, v_ls = (data.draw(hnp.arrays(dtype, mean.shape, elements=vectors)) for _ in range(2))
+    fu = dist.diag_gaussian_fisher_product(mean, log_std, u_mean, u_ls)
+    fv = dist.diag_gaussian_fisher_product(mean, log_std, v_mean, v_ls)
+    u_fv = np.sum(u_mean * fv[0] + u_ls * fv[1], axis=1, dtype=np.float64)
+    v_fu = np.sum(v_mean * fu[0] + v_ls * fu[1], axis=1, dtype=np.float64)
+    v_fv = np.sum(v_mean * fv[0] + v_ls * fv[1], axis=1, dtype=np.float64)
+    scale = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(u_fv, v_fu, rtol=scale, atol=scale * (1 + np.abs(u_fv).max()))
+    assert np.all(v_fv >= 0.0)
