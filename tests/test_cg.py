@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse.linalg import LinearOperator
 from scipy.sparse.linalg import cg as scipy_cg
@@ -19,6 +19,7 @@ def spd_matrix(n: int, cond: float, rng: np.random.Generator, dtype=np.float64) 
     return ((Q * eigs) @ Q.T).astype(dtype)
 
 
+@settings(max_examples=30)
 @given(
     n=st.integers(1, 200),
     log_cond=st.floats(0.0, 6.0),
@@ -26,15 +27,18 @@ def spd_matrix(n: int, cond: float, rng: np.random.Generator, dtype=np.float64) 
 )
 def test_solves_spd_systems_like_numpy(n, log_cond, seed):
     rng = np.random.default_rng(seed)
-    A = spd_matrix(n, 10.0**log_cond, rng)
+    cond = 10.0**log_cond
+    A = spd_matrix(n, cond, rng)
     b = rng.standard_normal(n)
-    res = tr.cg(A, b, rtol=1e-12, maxiter=20 * n)
+    res = tr.cg(A, b, rtol=1e-10, maxiter=50 * n)
     assert res.status is CGStatus.CONVERGED, res.message
+    # The recurrence residual drifts from the true one by about eps * cond(A) * ||b||.
+    true_residual = np.linalg.norm(A @ res.x - b)
+    assert true_residual <= (1e-10 + 1e-14 * cond) * np.linalg.norm(b) * 10
     x_ref = np.linalg.solve(A, b)
-    # CG's forward error is bounded by cond(A) times the residual tolerance
-    assert np.linalg.norm(res.x - x_ref) <= 1e-12 * 10.0**log_cond * 10 * np.linalg.norm(x_ref)
-    assert np.linalg.norm(A @ res.x - b) <= 1e-11 * np.linalg.norm(b) * 10
+    assert np.linalg.norm(res.x - x_ref) <= cond * (1e-10 + 1e-14 * cond) * 10 * np.linalg.norm(x_ref)
     assert res.residual_history.shape == (res.nit + 1,)
+    assert res.residual_history[-1] == res.residual_norm
 
 
 @pytest.mark.parametrize("n", [5, 50, 200])

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.linalg import LinearOperator
 
 Matvec = Callable[[np.ndarray], np.ndarray]
 _F64 = np.dtype(np.float64)
@@ -91,12 +89,18 @@ def as_matvec(name: str, A: Any, n: int) -> Matvec:
             raise TypeError(f"{name} must be a real matrix, got dtype {A.dtype}")
         _check_square(name, A.shape, n)
         return A.dot
-    if isinstance(A, LinearOperator):
-        _check_square(name, A.shape, n)
-        return A.matvec
-    if sp.issparse(A):
-        _check_square(name, A.shape, n)
-        return A.dot
+    if type(A).__module__.startswith("scipy."):
+        # imported here, not at module level: scipy.sparse costs ~0.2 s at import time and
+        # only users who pass scipy operators need it
+        import scipy.sparse as sp
+        from scipy.sparse.linalg import LinearOperator
+
+        if isinstance(A, LinearOperator):
+            _check_square(name, A.shape, n)
+            return A.matvec
+        if sp.issparse(A):
+            _check_square(name, A.shape, n)
+            return A.dot
     if callable(A):
         return A
     raise TypeError(
