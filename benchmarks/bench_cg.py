@@ -56,43 +56,44 @@ def make_matvec(kind: str, n: int, rng: np.random.Generator) -> Callable[[np.nda
     return lambda v: diag * v
 
 
+def measure_case(kind: str, n: int, iters: int, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    matvec = make_matvec(kind, n, rng)
+    b = rng.standard_normal(n)
+    op = sla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+    t_matvec, t_ours, t_scipy = interleaved_medians(
+        [
+            lambda: call_repeatedly(matvec, b, iters),
+            lambda: tr.cg(matvec, b, rtol=0.0, maxiter=iters),
+            lambda: sla.cg(op, b, rtol=0.0, maxiter=iters),
+        ],
+        repeats,
+    )
+    ours_res = tr.cg(matvec, b, rtol=0.0, maxiter=iters)
+    assert ours_res.nit == iters, ours_res.message
+    over_ours = (t_ours - t_matvec) / iters
+    over_scipy = (t_scipy - t_matvec) / iters
+    return dict(
+        kind=kind,
+        n=n,
+        iters=iters,
+        ours_us=t_ours * 1e6,
+        scipy_us=t_scipy * 1e6,
+        matvec_us=t_matvec * 1e6,
+        speedup=t_scipy / t_ours,
+        overhead_ours_us_per_iter=over_ours * 1e6,
+        overhead_scipy_us_per_iter=over_scipy * 1e6,
+        overhead_ratio=over_ours / over_scipy,
+    )
+
+
 def run(sizes: list[int], iters: int, repeats: int) -> list[dict]:
     rows = []
     for kind in ("diagonal", "dense"):
         for n in sizes:
             if kind == "dense" and n > 2000:
                 continue  # a 10000^2 dense matvec is all BLAS: nothing left to compare
-            rng = np.random.default_rng(0)
-            matvec = make_matvec(kind, n, rng)
-            b = rng.standard_normal(n)
-            op = sla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
-            reps = max(20, repeats // (1 + n // 1000))
-            t_matvec, t_ours, t_scipy = interleaved_medians(
-                [
-                    lambda: call_repeatedly(matvec, b, iters),
-                    lambda: tr.cg(matvec, b, rtol=0.0, maxiter=iters),
-                    lambda: sla.cg(op, b, rtol=0.0, maxiter=iters),
-                ],
-                reps,
-            )
-            ours_res = tr.cg(matvec, b, rtol=0.0, maxiter=iters)
-            assert ours_res.nit == iters, ours_res.message
-            over_ours = (t_ours - t_matvec) / iters
-            over_scipy = (t_scipy - t_matvec) / iters
-            rows.append(
-                dict(
-                    kind=kind,
-                    n=n,
-                    iters=iters,
-                    ours_us=t_ours * 1e6,
-                    scipy_us=t_scipy * 1e6,
-                    matvec_us=t_matvec * 1e6,
-                    speedup=t_scipy / t_ours,
-                    overhead_ours_us_per_iter=over_ours * 1e6,
-                    overhead_scipy_us_per_iter=over_scipy * 1e6,
-                    overhead_ratio=over_ours / over_scipy,
-                )
-            )
+            rows.append(measure_case(kind, n, iters, max(20, repeats // (1 + n // 1000))))
     return rows
 
 
@@ -111,7 +112,8 @@ def main() -> None:
     print(header)
     for r in rows:
         print(f"{r['kind']:>8} {r['n']:>6} {r['ours_us']:>9.1f} {r['scipy_us']:>9.1f} "
-              f"{r['matvec_us']:>9.1f} {r['speedup']:>7.2f}x {r['overhead_ours_us_per_iter']:>10.2f} "
+              f"{r['matvec_us']:>9.1f} {r['speedup']:>7.2f}x "
+              f"{r['overhead_ours_us_per_iter']:>10.2f} "
               f"{r['overhead_scipy_us_per_iter']:>12.2f} {r['overhead_ratio']:>9.2f}")
     if args.json:
         with open(args.json, "w") as fh:

@@ -10,6 +10,7 @@ Layers (dependencies point downwards only):
 The core never imports ``rl_adapters``, Gymnasium or a deep-learning framework.
 """
 
+from trustregion import distributions
 from trustregion.core import (
     CGResult,
     CGStatus,
@@ -26,14 +27,29 @@ from trustregion.core import (
     scale_step,
     steihaug_cg,
 )
+from trustregion.solvers import (
+    AscentResult,
+    AscentStatus,
+    CPOStatus,
+    CPOStepResult,
+    MinimizeStatus,
+    cpo_step,
+    divergence_ascent,
+    minimize,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AscentResult",
+    "AscentStatus",
     "CGResult",
     "CGStatus",
+    "CPOStatus",
+    "CPOStepResult",
     "LineSearchResult",
     "LineSearchStatus",
+    "MinimizeStatus",
     "NaturalStepResult",
     "ScaledStep",
     "SteihaugResult",
@@ -42,6 +58,10 @@ __all__ = [
     "__version__",
     "backtracking_line_search",
     "cg",
+    "cpo_step",
+    "distributions",
+    "divergence_ascent",
+    "minimize",
     "natural_gradient_step",
     "scale_step",
     "steihaug_cg",

@@ -1,0 +1,403 @@
+r"""The closed-form step of Constrained Policy Optimization (Achiam et al., 2017).
+
+Solves
+
+.. math::
+
+    \max_x\; g^T x \quad\text{s.t.}\quad b^T x + c \le 0, \qquad \tfrac12 x^T H x \le \delta
+
+(``H`` symmetric positive definite, e.g. the Fisher matrix; ``b`` the gradient of a cost
+whose linearized value after the step must stay below its limit, ``c`` the current excess)
+through its Lagrange dual, with two CG solves :math:`v \approx H^{-1} g`,
+:math:`w \approx H^{-1} b` and the scalars
+
+.. math::
+
+    q = g^T v,\quad r = b^T v,\quad s = b^T w,\quad
+    A = q - r^2/s \;(\ge 0),\quad B = 2\delta - c^2/s.
+
+The stationarity condition of the Lagrangian :math:`g^Tx - \nu(b^Tx + c) - \lambda(\tfrac12
+x^THx - \delta)` gives :math:`x = (v - \nu w)/\lambda`, and the dual is, for
+:math:`\lambda > 0, \nu \ge 0`,
+
+.. math::
+
+    \min\; \frac{q - 2\nu r + \nu^2 s}{2\lambda} - \nu c + \lambda\delta,
+    \qquad \nu^\star(\lambda) = \max\Bigl(0, \frac{r + \lambda c}{s}\Bigr),
+
+a convex function of :math:`\lambda` once :math:`\nu` is eliminated, with two pieces:
+
+- where :math:`r + \lambda c \le 0` (:math:`\nu = 0`, the linear constraint inactive):
+  :math:`\frac{q}{2\lambda} + \lambda\delta`, minimized at :math:`\lambda_b = \sqrt{q/2\delta}`
+  (the TRPO step :math:`x = \sqrt{2\delta/q}\, v`);
+- where :math:`r + \lambda c > 0` (:math:`\nu > 0`, active): :math:`\frac{A}{2\lambda} +
+  \frac{B\lambda}{2} - \frac{rc}{s}`, minimized at :math:`\lambda_a = \sqrt{A/B}` (both
+  constraints active).
+
+Each candidate is clipped to its piece's interval, the one with the lower dual value wins
+(Appendix 10.2 of the paper). The cases:
+
+- **inactive** (``c <= 0`` and ``B <= 0``: the trust region lies inside the half-space; or
+  the clipped minimizer has :math:`\nu = 0`): the TRPO step;
+- **active** (:math:`\nu > 0`): :math:`x = u/\lambda - (c/s)\,w` with :math:`u = v - (r/s) w`,
+  the form that stays finite as :math:`A \to 0` (``g`` parallel to ``b``);
+- **recovery** (``c > 0`` and ``B <= 0``: no point of the trust region satisfies the linear
+  constraint): :math:`x = -\sqrt{2\delta/s}\; w`, the step that decreases the constraint
+  most within the trust region.
+
+About the signs: with ``g`` the gradient of the objective to *maximize*, the multiplier is
+:math:`\nu = (r + \lambda c)/s`. The paper writes :math:`(\lambda c - r)/s`, which is right
+for the reference implementation (``jachiam/cpo``), where ``g`` is the gradient of a loss
+to minimize; OmniSafe combines an ascent ``g`` with the paper's formula. The tests compare
+every case against ``scipy.optimize.minimize(method="SLSQP")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from trustregion.core import _validation as v
+from trustregion.core.cg import CGResult, CGStatus, cg
+
+
+class CPOStatus(IntEnum):
+    """Which case :func:`cpo_step` solved, or why it produced no step."""
+
+    INACTIVE = 0
+    """The linear constraint is inactive at the solution: the TRPO step."""
+    ACTIVE = 1
+    """Both constraints are active: the step lies on the constraint's hyperplane and on the
+    trust-region boundary."""
+    RECOVERY = 2
+    """Infeasible: no point of the trust region satisfies the linear constraint; the step
+    decreases the constraint as much as the trust region allows."""
+    INFEASIBLE_NO_DIRECTION = 3
+    """``c > 0`` and ``b = 0``: nothing can reduce the constraint; the step is zero."""
+    NON_POSITIVE_CURVATURE = 4
+    """CG met ``d^T H d <= 0`` at once (``H`` is not positive definite); the step is zero."""
+    NON_FINITE = 5
+    """``hvp`` returned NaN or inf; the step is zero."""
+
+
+_MESSAGES = {
+    CPOStatus.INACTIVE: "linear constraint inactive: the TRPO step",
+    CPOStatus.ACTIVE: "both constraints active (nu = {nu:.3e}, lambda = {lam:.3e})",
+    CPOStatus.RECOVERY: (
+        "infeasible: c = {c:.3e} > sqrt(2 delta s) = {reach:.3e}; recovery step along -H^-1 b"
+    ),
+    CPOStatus.INFEASIBLE_NO_DIRECTION: (
+        "infeasible (c = {c:.3e} > 0) and b = 0: no step can reduce the constraint"
+    ),
+    CPOStatus.NON_POSITIVE_CURVATURE: (
+        "H is not positive definite along {which} (CG: {cg}); add damping"
+    ),
+    CPOStatus.NON_FINITE: "hvp returned a non-finite value while solving for {which}",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class CPOStepResult:
+    """Outcome of :func:`cpo_step`.
+
+    Attributes
+    ----------
+    step : ndarray
+        The step :math:`x` (zeros for ``INFEASIBLE_NO_DIRECTION``, ``NON_POSITIVE_CURVATURE``
+        and ``NON_FINITE``).
+    lam : float
+        :math:`\\lambda`, the trust-region multiplier (0 for recovery and failures).
+    nu : float
+        :math:`\\nu`, the linear-constraint multiplier (for recovery: the step length
+        :math:`\\sqrt{2\\delta/s}` along :math:`-w`, as the reference implementation).
+    status : CPOStatus
+    expected_improvement : float
+        :math:`g^T x`, the linear model's improvement.
+    predicted_constraint : float
+        :math:`b^T x + c`, the linearized constraint after the step (<= 0 unless recovery).
+    predicted_divergence : float
+        :math:`\\tfrac12 x^T H x` from the CG quantities (:math:`\\delta` on the boundary),
+        without an extra ``hvp`` call.
+    q, r, s : float
+        :math:`g^T H^{-1} g`, :math:`b^T H^{-1} g`, :math:`b^T H^{-1} b` (from CG).
+    cg_g, cg_b : CGResult or None
+        The two CG solves (``cg_b`` is None when ``b = 0``).
+    message : str
+    """
+
+    step: np.ndarray
+    lam: float
+    nu: float
+    status: CPOStatus
+    expected_improvement: float
+    predicted_constraint: float
+    predicted_divergence: float
+    q: float
+    r: float
+    s: float
+    cg_g: CGResult
+    cg_b: CGResult | None
+    message: str
+
+
+# Below this fraction of q, A = q - r^2/s is cancellation noise: g is parallel to b in the
+# H^{-1} inner product, the u part of the step carries no objective (g^T u / lambda =
+# sqrt(A B) -> 0) and is dropped rather than amplified by 1 / lambda.
+_PARALLEL = 1e-10
+
+
+def _orthogonal_part(q: float, r: float, s: float) -> float:
+    """A = q - r^2/s, the squared H^{-1}-norm of g's part orthogonal to b (0 if parallel)."""
+    A = q - r * r / s
+    return A if A > _PARALLEL * q else 0.0
+
+
+def _dual_minimizer(q: float, r: float, s: float, c: float, delta: float) -> tuple[float, bool]:
+    """Minimize the dual over lambda > 0 when B > 0; return (lambda, piece a?)."""
+    A = _orthogonal_part(q, r, s)
+    B = 2.0 * delta - c * c / s
+
+    def dual_a(lam: float) -> float:
+        return (A / (2.0 * lam) if A > 0.0 else 0.0) + 0.5 * B * lam - r * c / s
+
+    def dual_b(lam: float) -> float:
+        return (q / (2.0 * lam) if q > 0.0 else 0.0) + lam * delta
+
+    # Intervals of the two pieces, {r + lam c > 0} (a) and {r + lam c <= 0} (b), on lam > 0.
+    inf = float("inf")
+    interval_a: tuple[float, float] | None
+    interval_b: tuple[float, float] | None
+    if c > 0.0:
+        split = -r / c
+        interval_a = (max(split, 0.0), inf)
+        interval_b = (0.0, split) if split > 0.0 else None
+    elif c < 0.0:
+        split = -r / c
+        interval_a = (0.0, split) if split > 0.0 else None
+        interval_b = (max(split, 0.0), inf)
+    else:
+        interval_a, interval_b = ((0.0, inf), None) if r > 0.0 else (None, (0.0, inf))
+
+    candidates: list[tuple[float, float, bool]] = []
+    if interval_a is not None:
+        lam_a = float(np.clip(np.sqrt(A / B), *interval_a))
+        candidates.append((dual_a(lam_a) if lam_a > 0.0 else -r * c / s, lam_a, True))
+    if interval_b is not None:
+        lam_b = float(np.clip(np.sqrt(q / (2.0 * delta)), *interval_b))
+        candidates.append((dual_b(lam_b), lam_b, False))
+    _, lam, active = min(candidates, key=lambda item: item[0])
+    return lam, active
+
+
+def cpo_step(
+    g: Any,
+    b: Any,
+    c: float,
+    hvp: Callable[[np.ndarray], Any],
+    delta: float,
+    *,
+    cg_iters: int = 10,
+    damping: float = 0.0,
+    cg_rtol: float = 1e-10,
+) -> CPOStepResult:
+    r"""The CPO step: :math:`\max g^Tx` s.t. :math:`b^Tx + c \le 0,\ \tfrac12 x^THx \le \delta`.
+
+    See the module docstring for the dual and its cases.
+
+    Parameters
+    ----------
+    g : array_like, shape (n,)
+        Gradient of the objective to maximize.
+    b : array_like, shape (n,)
+        Gradient of the constraint function.
+    c : float
+        Current constraint value minus its limit (> 0: the current point violates it).
+    hvp : callable
+        ``hvp(u) -> H u``, ``H`` symmetric positive definite (the Fisher matrix in CPO).
+        Called at most ``2 * cg_iters`` times (two CG solves, no extra product).
+    delta : float
+        Trust-region size :math:`\delta > 0`.
+    cg_iters : int
+        CG iteration limit per solve.
+    damping : float
+        :math:`\lambda_H \ge 0`: ``H + damping I`` is used throughout.
+    cg_rtol : float
+        CG relative residual tolerance.
+
+    Returns
+    -------
+    CPOStepResult
+
+    Raises
+    ------
+    ValueError, TypeError
+        Non-finite or mismatched ``g``, ``b``, non-finite ``c``, ``delta <= 0``, bad CG
+        settings, or an ``hvp`` returning the wrong shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import trustregion as tr
+    >>> from trustregion import cpo_step
+    >>> H = np.diag([1.0, 4.0]); g = np.array([1.0, 1.0]); b = np.array([1.0, 0.0])
+    >>> res = cpo_step(g, b, -0.05, H.dot, delta=0.02)
+    >>> res.status.name
+    'ACTIVE'
+    >>> x = res.step
+    >>> round(float(b @ x - 0.05), 12), round(float(0.5 * x @ H @ x), 12)
+    (0.0, 0.02)
+
+    Far from the constraint it is the TRPO step:
+
+    >>> res = cpo_step(g, b, -10.0, H.dot, delta=0.02)
+    >>> trpo = tr.natural_gradient_step(g, H.dot, delta=0.02).step
+    >>> res.status.name, bool(np.allclose(res.step, trpo))
+    ('INACTIVE', True)
+    """
+    g = v.float_vector("g", g)
+    b = v.float_vector("b", b)
+    if b.shape != g.shape:
+        raise ValueError(f"b must have shape {g.shape} like g, got {b.shape}")
+    try:
+        c = float(c)
+    except (TypeError, ValueError):
+        raise TypeError(f"c must be a real number, got {c!r}") from None
+    if not np.isfinite(c):
+        raise ValueError(f"c must be finite, got {c}")
+    delta = v.positive("delta", delta)
+    cg_iters = v.count("cg_iters", cg_iters, minimum=1)
+    damping = v.nonnegative("damping", damping)
+    cg_rtol = v.nonnegative("cg_rtol", cg_rtol)
+    if not callable(hvp):
+        raise TypeError(f"hvp must be callable, got {type(hvp).__name__}")
+    dtype = np.result_type(g, b)
+    g, b = g.astype(dtype, copy=False), b.astype(dtype, copy=False)
+    n = g.shape[0]
+
+    def product(u: np.ndarray) -> np.ndarray:
+        return v.matvec_output("hvp", hvp(u), n, dtype)
+
+    def result(
+        status: CPOStatus,
+        x: np.ndarray,
+        *,
+        lam: float = 0.0,
+        nu: float = 0.0,
+        divergence: float = 0.0,
+        q: float = 0.0,
+        r: float = 0.0,
+        s: float = 0.0,
+        cg_b: CGResult | None = None,
+        fmt: dict[str, Any] | None = None,
+    ) -> CPOStepResult:
+        return CPOStepResult(
+            step=x,
+            lam=lam,
+            nu=nu,
+            status=status,
+            expected_improvement=float(g @ x),
+            predicted_constraint=float(b @ x) + c,
+            predicted_divergence=divergence,
+            q=q,
+            r=r,
+            s=s,
+            cg_g=cg_g,
+            cg_b=cg_b,
+            message=_MESSAGES[status].format(lam=lam, nu=nu, c=c, **(fmt or {})),
+        )
+
+    zero = np.zeros(n, dtype=dtype)
+    cg_g = cg(product, g, rtol=cg_rtol, maxiter=cg_iters, damping=damping)
+    failure = _cg_failure(cg_g, "g")
+    if failure is not None:
+        return result(failure[0], zero, fmt=failure[1])
+    v_g = cg_g.x
+    q = max(float(g @ v_g), 0.0)
+
+    def trpo_step(cg_b: CGResult | None, r: float, s: float) -> CPOStepResult:
+        if q == 0.0:  # g = 0: nothing to gain, and the current point is feasible
+            return result(CPOStatus.INACTIVE, zero, cg_b=cg_b, r=r, s=s)
+        lam = float(np.sqrt(q / (2.0 * delta)))
+        return result(
+            CPOStatus.INACTIVE, v_g / lam, lam=lam, divergence=delta, q=q, r=r, s=s, cg_b=cg_b
+        )
+
+    if not np.any(b):
+        if c <= 0.0:
+            return trpo_step(None, 0.0, 0.0)
+        return result(CPOStatus.INFEASIBLE_NO_DIRECTION, zero, q=q)
+
+    cg_b = cg(product, b, rtol=cg_rtol, maxiter=cg_iters, damping=damping)
+    failure = _cg_failure(cg_b, "b")
+    if failure is not None:
+        return result(failure[0], zero, q=q, cg_b=cg_b, fmt=failure[1])
+    w = cg_b.x
+    r = float(b @ v_g)
+    s = float(b @ w)
+    if not s > 0.0:
+        return result(
+            CPOStatus.NON_POSITIVE_CURVATURE,
+            zero,
+            q=q,
+            r=r,
+            s=s,
+            cg_b=cg_b,
+            fmt={"which": "b", "cg": f"b^T H^-1 b = {s:.3e} <= 0"},
+        )
+    B = 2.0 * delta - c * c / s
+    # B = 0 < c: the region touches the hyperplane at one point, which is the recovery step.
+    if c > 0.0 and B <= 0.0:
+        nu = float(np.sqrt(2.0 * delta / s))
+        return result(
+            CPOStatus.RECOVERY,
+            -nu * w,
+            nu=nu,
+            divergence=delta,
+            q=q,
+            r=r,
+            s=s,
+            cg_b=cg_b,
+            fmt={"reach": float(np.sqrt(2.0 * delta * s))},
+        )
+    if c <= 0.0 and B <= 0.0:
+        return trpo_step(cg_b, r, s)
+
+    lam, active = _dual_minimizer(q, r, s, c, delta)
+    if not active:
+        if lam == 0.0:
+            return trpo_step(cg_b, r, s)
+        x = v_g / lam
+        return result(
+            CPOStatus.INACTIVE,
+            x,
+            lam=lam,
+            divergence=0.5 * q / lam**2,
+            q=q,
+            r=r,
+            s=s,
+            cg_b=cg_b,
+        )
+    nu = (r + lam * c) / s
+    A = _orthogonal_part(q, r, s)
+    if A == 0.0 or lam == 0.0:
+        x = -(c / s) * w  # the point of the hyperplane nearest to 0 in the H-norm
+    else:
+        u = v_g - (r / s) * w  # H-orthogonal to w, with u^T H u = A
+        x = u / lam - (c / s) * w
+    divergence = 0.5 * ((A / lam**2 if A > 0.0 else 0.0) + c * c / s)
+    return result(
+        CPOStatus.ACTIVE, x, lam=lam, nu=nu, divergence=divergence, q=q, r=r, s=s, cg_b=cg_b
+    )
+
+
+def _cg_failure(sol: CGResult, which: str) -> tuple[CPOStatus, dict[str, Any]] | None:
+    """A status when CG produced no usable solution (as natural_gradient_step decides)."""
+    if sol.status is CGStatus.NON_FINITE:
+        return CPOStatus.NON_FINITE, {"which": f"H^-1 {which}"}
+    if sol.status is CGStatus.NEGATIVE_CURVATURE and not np.any(sol.x):
+        return CPOStatus.NON_POSITIVE_CURVATURE, {"which": which, "cg": sol.message}
+    return None
