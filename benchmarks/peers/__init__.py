@@ -1,0 +1,1 @@
+"""Peer implementations measured by the benchmarks (SB3-contrib TRPO)."""
