@@ -1,0 +1,352 @@
+"""The TRPO agent (Schulman et al., 2015) on Gymnasium environments, in NumPy.
+
+One update, top to bottom (see ``docs/trpo_update.md`` for the map to this file):
+
+1. collect ``n_envs * n_steps`` transitions with the current policy;
+2. evaluate the critic, compute GAE advantages and lambda-returns;
+3. the policy gradient ``g`` of the surrogate ``L(theta) = mean(ratio * A)``;
+4. CG on ``(F + lambda I) d = g`` with Fisher-vector products ``J^T M J v``, and the step
+   ``s = sqrt(2 delta / d^T F d) d`` (``trustregion.natural_gradient_step``);
+5. backtracking line search on the surrogate under ``mean KL <= delta``
+   (``trustregion.backtracking_line_search``); the parameters only change to an
+   accepted trial;
+6. fit the critic to the lambda-returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from numpy.typing import NDArray
+
+from rl_adapters.config import TRPOConfig
+from rl_adapters.normalization import RewardScaler, RunningMeanStd
+from rl_adapters.policies import FisherOperator, Policy, make_policy
+from rl_adapters.rollout import Collector, advantages_and_returns, make_vector_env
+from rl_adapters.value import ValueFunction
+from trustregion import StepStatus, backtracking_line_search, natural_gradient_step
+
+__all__ = ["TRPO"]
+
+#: Columns of the per-update metrics (the CSV written by ``trpo train``).
+METRIC_KEYS = (
+    "update", "timesteps", "ep_return_mean", "ep_return_recent", "ep_len_mean", "n_episodes",
+    "kl", "surrogate_improvement", "expected_improvement", "backtracks", "step_accepted",
+    "step_fraction", "step_status", "cg_iters", "cg_residual", "entropy",
+    "explained_variance", "value_loss", "steps_per_sec", "env_time", "policy_time",
+    "update_time", "wall_time",
+)
+
+
+class TRPO:
+    """Trust Region Policy Optimization with NumPy policies.
+
+    Parameters
+    ----------
+    env : str or gymnasium.Env or gymnasium.vector.VectorEnv
+        A registered environment id (recommended: the agent builds ``n_envs`` copies and
+        can rebuild them on load), an environment instance (``n_envs`` must be 1) or a
+        vector env in ``SAME_STEP`` autoreset mode.
+    seed : int
+        Seeds the agent's generator (initialization, sampling, minibatches) and the
+        environments' first reset.  Same seed, same machine: identical runs.
+    config : TRPOConfig, optional
+        Full configuration; by default ``TRPOConfig.for_env(env_id)``.
+    **overrides
+        Fields of :class:`~rl_adapters.config.TRPOConfig` to change.
+
+    Examples
+    --------
+    >>> agent = TRPO("CartPole-v1", seed=0, n_steps=64)
+    >>> _ = agent.learn(256)
+    >>> agent.num_timesteps
+    256
+    """
+
+    def __init__(self, env: Any, *, seed: int = 0, config: TRPOConfig | None = None,
+                 **overrides: Any) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.env_id = _env_id(env)
+        if config is None:
+            config = TRPOConfig.for_env(self.env_id, **overrides)
+        elif overrides:
+            config = config.replace(**overrides)
+        self.seed = int(seed)
+        self.venv = make_vector_env(env, config.n_envs, config.vector_env)
+        if self.venv.num_envs != config.n_envs:
+            # A ready-made vector env decides the number of environments.
+            config = config.replace(n_envs=self.venv.num_envs)
+        self.config = config
+        obs_space = self.venv.single_observation_space
+        act_space = self.venv.single_action_space
+        self.policy: Policy = make_policy(
+            obs_space, act_space, hidden=config.policy_hidden, activation=config.activation,
+            log_std_init=config.log_std_init,
+        )
+        obs_dim = int(obs_space.shape[0])
+        self.rng = np.random.default_rng(self.seed)
+        self.theta: NDArray = self.policy.init_params(self.rng)
+        self.value = ValueFunction(obs_dim, config.value_hidden, config.activation)
+        self.value.init(self.rng)
+        self.obs_rms = RunningMeanStd((obs_dim,)) if config.normalize_obs else None
+        self.reward_scaler = (
+            RewardScaler(self.venv.num_envs, config.gamma, config.clip_reward)
+            if config.normalize_reward else None
+        )
+        self.collector = Collector(self.venv, self.policy, self.obs_rms, self.reward_scaler,
+                                   config.clip_obs)
+        self.collector.reset(self.seed)
+        self.num_timesteps = 0
+        self.n_updates = 0
+        self.episode_returns: deque[float] = deque(maxlen=100)
+        self.episode_lengths: deque[int] = deque(maxlen=100)
+        self.metrics: list[dict[str, float]] = []
+        self._predict_rng = np.random.default_rng(self.seed + 1)
+
+    # ----------------------------------------------------------------- training
+    def learn(self, total_timesteps: int, *, callback: Callable[..., Any] | None = None,
+              progress_bar: bool = False) -> TRPO:
+        """Train for ``total_timesteps`` more environment steps (whole updates).
+
+        ``callback(agent, metrics)`` runs after every update; returning ``False`` stops.
+        """
+        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int | np.integer) \
+                or total_timesteps < 0:
+            raise ValueError(f"total_timesteps must be an int >= 0, got {total_timesteps!r}")
+        target = self.num_timesteps + int(total_timesteps)
+        with _blas_threads(self.config.blas_threads):
+            return self._learn(target, int(total_timesteps), callback, progress_bar)
+
+    def _learn(self, target: int, total: int, callback, progress_bar: bool) -> TRPO:
+        bar = None
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+        try:
+            while self.num_timesteps < target:
+                metrics = self.train_one_update()
+                if bar is not None:
+                    # The last update may overshoot the budget: keep the bar at 100%.
+                    bar.update(min(self.config.batch_size, bar.total - bar.n))
+                    bar.set_postfix(ret=f"{metrics['ep_return_mean']:.1f}", refresh=False)
+                if callback is not None and callback(self, metrics) is False:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    def train_one_update(self) -> dict[str, float]:
+        """Collect one batch and make one TRPO update; return its metrics."""
+        cfg = self.config
+        t_start = time.perf_counter()
+        # 1. Collect.
+        batch = self.collector.collect(self.theta, cfg.n_steps, self.rng)
+        t_collect = time.perf_counter()
+        self.episode_returns.extend(batch.episode_returns)
+        self.episode_lengths.extend(batch.episode_lengths)
+        # 2. Returns and advantages.
+        adv_tn, returns_tn, values_tn = advantages_and_returns(
+            batch, self.value, cfg.gamma, cfg.gae_lambda
+        )
+        T, E, obs_dim = batch.obs.shape
+        n = T * E
+        obs = batch.obs.reshape(n, obs_dim)
+        actions = batch.actions.reshape(n, -1)
+        returns = returns_tn.reshape(n)
+        values = values_tn.reshape(n)
+        adv = adv_tn.reshape(n)
+        if cfg.normalize_advantage and n > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        # 3-5. Policy step.
+        step_info = self._policy_step(obs, actions, adv)
+        # 6. Critic.
+        value_loss = self.value.fit(
+            obs, returns, self.rng, optimizer=cfg.value_optimizer, lr=cfg.value_lr,
+            epochs=cfg.value_epochs, batch_size=cfg.value_batch_size,
+            lbfgs_iters=cfg.value_lbfgs_iters, l2=cfg.value_l2,
+        )
+        t_end = time.perf_counter()
+        self.num_timesteps += n
+        self.n_updates += 1
+        var_ret = float(np.var(returns))
+        explained = (float("nan") if var_ret == 0
+                     else 1.0 - float(np.var(returns - values)) / var_ret)
+        metrics = {
+            "update": float(self.n_updates),
+            "timesteps": float(self.num_timesteps),
+            "ep_return_mean": _mean(self.episode_returns),
+            "ep_return_recent": _mean(batch.episode_returns),
+            "ep_len_mean": _mean(self.episode_lengths),
+            "n_episodes": float(len(batch.episode_returns)),
+            **step_info,
+            "explained_variance": explained,
+            "value_loss": value_loss,
+            "steps_per_sec": n / (t_end - t_start),
+            "env_time": batch.env_time,
+            "policy_time": batch.policy_time,
+            "update_time": t_end - t_collect,
+            "wall_time": t_end - t_start,
+        }
+        self.metrics.append(metrics)
+        return metrics
+
+    def _policy_step(self, obs: NDArray, actions: NDArray, adv: NDArray) -> dict[str, float]:
+        cfg = self.config
+        policy = self.policy
+        theta_old = self.theta
+        out_old, cache = policy.outputs(theta_old, obs, keep_cache=True)
+        logp_old = policy.log_prob(theta_old, out_old, actions)
+        entropy_old = float(np.mean(policy.entropy(theta_old, out_old)))
+        # The surrogate gradient at theta_old: mean(A grad log pi) (+ entropy bonus).
+        g = policy.surrogate_gradient(theta_old, cache, out_old, actions, adv, cfg.entropy_coef)
+        # Fisher-vector products reuse the forward pass (or one on a subsample).
+        if cfg.fvp_subsample < 1.0:
+            k = max(1, round(cfg.fvp_subsample * obs.shape[0]))
+            idx = np.sort(self.rng.choice(obs.shape[0], size=k, replace=False))
+            fisher = policy.fisher_operator(theta_old, obs[idx], dtype=np.dtype(cfg.fvp_dtype))
+        else:
+            fisher = FisherOperator(policy, theta_old, cache, out_old, np.dtype(cfg.fvp_dtype))
+        nat = natural_gradient_step(g, fisher, cfg.max_kl, cg_iters=cfg.cg_iters,
+                                    damping=cfg.cg_damping, cg_rtol=cfg.cg_rtol)
+        f0 = float(np.mean(adv)) + cfg.entropy_coef * entropy_old
+
+        def surrogate_and_kl(theta: NDArray) -> tuple[float, float]:
+            out, _ = policy.outputs(theta, obs)
+            if not np.all(np.isfinite(out)) or not np.all(np.isfinite(theta)):
+                return float("nan"), float("nan")
+            ratio = np.exp(policy.log_prob(theta, out, actions) - logp_old)
+            objective = float(np.mean(ratio * adv))
+            if cfg.entropy_coef:
+                objective += cfg.entropy_coef * float(np.mean(policy.entropy(theta, out)))
+            kl = float(np.mean(policy.kl(theta_old, out_old, theta, out)))
+            return objective, kl
+
+        info = {
+            "expected_improvement": nat.expected_improvement,
+            "cg_iters": float(nat.cg.nit),
+            "cg_residual": float(nat.cg.residual_norm),
+            "step_status": float(nat.status),
+            "entropy": entropy_old,
+        }
+        if nat.status is not StepStatus.OK:
+            # No usable direction: keep the parameters (reported in the metrics).
+            info.update(kl=0.0, surrogate_improvement=0.0, backtracks=0.0, step_accepted=0.0,
+                        step_fraction=0.0)
+            return info
+        if cfg.line_search:
+            ls = backtracking_line_search(
+                surrogate_and_kl, theta_old, nat.step,
+                expected_improvement=max(nat.expected_improvement, 0.0),
+                max_constraint=cfg.max_kl, shrink=cfg.ls_shrink,
+                max_backtracks=cfg.ls_max_backtracks, accept_ratio=cfg.ls_accept_ratio,
+                constraint_slack=cfg.ls_kl_slack, f0=f0,
+            )
+            # ls.x is theta_old itself when every trial was rejected.
+            self.theta = ls.x
+            info.update(
+                kl=float(ls.constraint) if ls.accepted else 0.0,
+                surrogate_improvement=float(ls.objective - f0) if ls.accepted else 0.0,
+                backtracks=float(ls.n_backtracks), step_accepted=float(ls.accepted),
+                step_fraction=float(ls.step_fraction),
+            )
+        else:
+            # Natural policy gradient: take the scaled step without a line search.
+            new_theta = theta_old + nat.step
+            objective, kl = surrogate_and_kl(new_theta)
+            self.theta = new_theta
+            info.update(kl=kl, surrogate_improvement=objective - f0, backtracks=0.0,
+                        step_accepted=1.0, step_fraction=1.0)
+        return info
+
+    # ---------------------------------------------------------------- acting
+    def normalize_obs(self, obs: NDArray) -> NDArray:
+        """Apply the running observation normalization (without updating it)."""
+        obs = np.asarray(obs, dtype=np.float64)
+        if self.obs_rms is None:
+            return obs
+        return self.obs_rms.normalize(obs, self.config.clip_obs)
+
+    def predict(self, obs: Any, deterministic: bool = True) -> NDArray:
+        """Action(s) for one observation ``(obs_dim,)`` or a batch ``(N, obs_dim)``."""
+        arr = np.asarray(obs, dtype=np.float64)
+        single = arr.ndim == 1
+        batch = self.normalize_obs(arr[None, :] if single else arr)
+        env_actions, _, _ = self.policy.act(self.theta, batch, self._predict_rng, deterministic)
+        return env_actions[0] if single else env_actions
+
+    def evaluate(self, n_episodes: int = 10, *, deterministic: bool = True,
+                 seed: int | None = None, env: gym.Env | None = None,
+                 max_episode_steps: int = 100_000) -> tuple[float, float]:
+        """Mean and std of the undiscounted return over ``n_episodes`` fresh episodes.
+
+        Runs on a separate environment (``gym.make(env_id)`` unless ``env`` is given)
+        and does not touch the training state or its random generators.  An episode is
+        cut after ``max_episode_steps`` steps, so an environment without a time limit
+        cannot hang the evaluation.
+        """
+        if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
+            raise ValueError(f"n_episodes must be a positive int, got {n_episodes!r}")
+        if env is None:
+            if self.env_id is None:
+                raise ValueError("env: this agent has no env id; pass env= to evaluate()")
+            env = gym.make(self.env_id)
+        rng = np.random.default_rng(seed)
+        returns = []
+        for i in range(n_episodes):
+            obs, _ = env.reset(seed=None if seed is None else seed + i)
+            total, done, steps = 0.0, False, 0
+            while not done and steps < max_episode_steps:
+                steps += 1
+                x = self.normalize_obs(np.asarray(obs)[None, :])
+                action, _, _ = self.policy.act(self.theta, x, rng, deterministic)
+                obs, reward, terminated, truncated, _ = env.step(action[0])
+                total += float(reward)
+                done = bool(terminated or truncated)
+            returns.append(total)
+        return float(np.mean(returns)), float(np.std(returns))
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path: str) -> None:
+        """Write the whole training state to one ``.npz`` file, atomically."""
+        from rl_adapters.checkpoint import save_agent
+
+        save_agent(self, path)
+
+    @classmethod
+    def load(cls, path: str, env: Any = None) -> TRPO:
+        """Restore an agent saved with :meth:`save`; training continues the same run."""
+        from rl_adapters.checkpoint import load_agent
+
+        return load_agent(path, env)
+
+    def close(self) -> None:
+        self.venv.close()
+
+
+def _blas_threads(n: int):
+    """Limit BLAS threads: oversubscribed OpenBLAS threads make small matmuls 100x slower."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is in the `rl` extra
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def _env_id(env: Any) -> str | None:
+    if isinstance(env, str):
+        return env
+    spec = getattr(env, "spec", None)
+    return getattr(spec, "id", None)
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")

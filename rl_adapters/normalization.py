@@ -1,0 +1,115 @@
+"""Running observation and reward normalization (statistics saved with the agent).
+
+Observations are whitened with running moments and clipped,
+
+.. math::
+
+    \\tilde o = \\operatorname{clip}\\bigl((o - \\mu) / \\sqrt{\\sigma^2 + \\epsilon},
+    -c, c\\bigr),
+
+where ``(mu, sigma^2)`` are updated batch by batch with the parallel formula of Chan,
+Golub and LeVeque (1979), exact for any split of the data.  Rewards are divided by the
+running standard deviation of the discounted return ``R_t = gamma R_{t-1} + r_t`` (reset at
+episode ends), the scheme of OpenAI Baselines' ``VecNormalize``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from rl_adapters._fast import rms_normalize, rms_update, scale_rewards
+
+__all__ = ["RewardScaler", "RunningMeanStd"]
+
+
+class RunningMeanStd:
+    """Running mean and (population) variance of vectors of shape ``shape``.
+
+    Examples
+    --------
+    >>> rms = RunningMeanStd((2,))
+    >>> x = np.arange(12.0).reshape(6, 2)
+    >>> rms.update(x[:2]); rms.update(x[2:])
+    >>> # equal up to the 1e-4 pseudo-count of the prior (mean 0, var 1)
+    >>> np.allclose(rms.mean, x.mean(0), rtol=1e-4), np.allclose(rms.var, x.var(0), rtol=1e-4)
+    (True, True)
+    """
+
+    def __init__(self, shape: tuple[int, ...], epsilon: float = 1e-8) -> None:
+        self.mean = np.zeros(shape, dtype=np.float64)
+        self.var = np.ones(shape, dtype=np.float64)
+        # A pseudo-count so the first batch does not divide by zero (as in Baselines).
+        self.count = 1e-4
+        self.epsilon = epsilon
+
+    def update(self, batch: NDArray) -> None:
+        """Merge the moments of ``batch`` (rows are samples) into the running moments."""
+        n = batch.shape[0]
+        if n == 0:
+            return
+        # Fused loop (called once per environment step): mean and var updated in place.
+        self.count = rms_update(self.mean.reshape(-1), self.var.reshape(-1), self.count,
+                                np.ascontiguousarray(batch, dtype=np.float64).reshape(n, -1))
+
+    def normalize(self, x: NDArray, clip: float, out: NDArray | None = None) -> NDArray:
+        """Whiten ``x`` with the current moments and clip to ``[-clip, clip]``."""
+        if x.ndim == 2 and x.shape[0] <= 8 and out is None:
+            return rms_normalize(np.ascontiguousarray(x, dtype=np.float64), self.mean,
+                                 self.var, self.epsilon, float(clip))
+        y = np.subtract(x, self.mean, out=out)
+        y /= np.sqrt(self.var + self.epsilon)
+        np.clip(y, -clip, clip, out=y)
+        return y
+
+    def state(self, prefix: str) -> dict[str, NDArray]:
+        return {
+            f"{prefix}mean": self.mean,
+            f"{prefix}var": self.var,
+            f"{prefix}count": np.asarray(self.count),
+        }
+
+    def load_state(self, arrays: dict[str, NDArray], prefix: str) -> None:
+        self.mean = np.array(arrays[f"{prefix}mean"], dtype=np.float64)
+        self.var = np.array(arrays[f"{prefix}var"], dtype=np.float64)
+        self.count = float(arrays[f"{prefix}count"])
+
+
+class RewardScaler:
+    """Scale rewards by the running std of the discounted return, per environment.
+
+    Parameters
+    ----------
+    n_envs : int
+        Number of parallel environments (one running return each).
+    gamma : float
+        Discount of the running return.
+    clip : float
+        Scaled rewards are clipped to ``[-clip, clip]``.
+    """
+
+    def __init__(self, n_envs: int, gamma: float, clip: float, epsilon: float = 1e-8) -> None:
+        self.rms = RunningMeanStd(())
+        self.returns = np.zeros(n_envs, dtype=np.float64)
+        self.gamma = gamma
+        self.clip = clip
+        self.epsilon = epsilon
+
+    def __call__(self, rewards: NDArray, dones: NDArray) -> NDArray:
+        """Update with this step's ``rewards`` and return them scaled; ``dones`` reset returns."""
+        out = np.empty(rewards.shape[0])
+        rms = self.rms
+        rms.count = scale_rewards(
+            np.ascontiguousarray(rewards, dtype=np.float64), np.asarray(dones, dtype=np.bool_),
+            self.returns, rms.mean.reshape(-1), rms.var.reshape(-1), rms.count, self.gamma,
+            self.clip, self.epsilon, out)
+        return out
+
+    def state(self, prefix: str) -> dict[str, NDArray]:
+        out = self.rms.state(prefix)
+        out[f"{prefix}returns"] = self.returns
+        return out
+
+    def load_state(self, arrays: dict[str, NDArray], prefix: str) -> None:
+        self.rms.load_state(arrays, prefix)
+        self.returns = np.array(arrays[f"{prefix}returns"], dtype=np.float64)

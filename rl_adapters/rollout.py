@@ -1,0 +1,404 @@
+"""Rollouts from Gymnasium vector environments, GAE, and environment snapshots.
+
+The collector steps a :class:`gymnasium.vector.VectorEnv` built in ``SAME_STEP`` autoreset
+mode: when a sub-environment's episode ends, ``step`` returns the first observation of
+the next episode and the last observation of the finished one in
+``info["final_obs"]``.  The policy is evaluated once per step for the whole batch of
+environments; the critic is evaluated after the rollout, in one batched call, on every
+stored observation, on the final observations of truncated episodes (the bootstrap
+values) and on the observations the rollout stops at.
+
+Generalized advantage estimation (Schulman et al., 2016):
+
+.. math::
+
+    \\delta_t = r_t + \\gamma\\, \\hat V_{t+1} - V(s_t), \\qquad
+    A_t = \\delta_t + \\gamma\\lambda\\,(1 - d_t)\\, A_{t+1},
+
+where ``d_t`` marks the end of an episode (terminated or truncated) and the next-state
+value is ``V(s_{t+1})`` inside an episode, ``0`` on termination and ``V(s_final)`` on
+truncation (a time limit is not a terminal state of the MDP).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from rl_adapters._fast import rms_normalize_into, rms_update
+
+__all__ = ["LeanSyncVectorEnv", "RolloutBatch", "SnapshotWrapper", "compute_gae",
+           "make_vector_env"]
+
+
+@numba.njit(cache=True)
+def _gae_kernel(rewards, values, next_values, episode_ends, gamma, lam):
+    steps, n_envs = rewards.shape
+    adv = np.empty_like(rewards)
+    for e in range(n_envs):
+        running = 0.0
+        for t in range(steps - 1, -1, -1):
+            if episode_ends[t, e]:
+                running = 0.0
+            delta = rewards[t, e] + gamma * next_values[t, e] - values[t, e]
+            running = delta + gamma * lam * running
+            adv[t, e] = running
+    return adv
+
+
+def compute_gae(rewards: NDArray, values: NDArray, next_values: NDArray,
+                episode_ends: NDArray, gamma: float, lam: float) -> NDArray:
+    """GAE(gamma, lambda) advantages, arrays of shape ``(T, n_envs)``.
+
+    Parameters
+    ----------
+    rewards, values : ndarray
+        ``r_t`` and ``V(s_t)``.
+    next_values : ndarray
+        The value of the state after ``t``: ``V(s_{t+1})``, ``0`` if the episode
+        terminated at ``t``, ``V(s_final)`` if it was truncated at ``t``.
+    episode_ends : ndarray of bool
+        True where the episode ended at ``t`` (terminated or truncated): the recursion
+        does not carry advantages across it.
+
+    Examples
+    --------
+    >>> r = np.array([[1.0], [1.0]]); v = np.zeros((2, 1))
+    >>> compute_gae(r, v, np.zeros((2, 1)), np.array([[False], [True]]), 0.5, 1.0)[:, 0]
+    array([1.5, 1. ])
+    """
+    return _gae_kernel(np.asarray(rewards, dtype=np.float64), np.asarray(values, np.float64),
+                       np.asarray(next_values, np.float64), np.asarray(episode_ends, bool),
+                       float(gamma), float(lam))
+
+
+# ---------------------------------------------------------------- environments
+class SnapshotWrapper(gym.Wrapper):
+    """Outermost wrapper exposing the attribute ``trpo_snapshot`` (get and set).
+
+    A snapshot holds what is needed to continue an episode bitwise after a restart: the
+    environment's RNG state, the ``TimeLimit`` step counter and the simulator state
+    (MuJoCo's full integration state via ``mj_getState``, or the ``state`` array of the
+    classic-control environments).  For other environments the snapshot is ``None`` and
+    a resumed run starts new episodes there.  Vector envs reach it per sub-env through
+    ``get_attr`` / ``set_attr``, which also works across processes (async).
+    """
+
+    @property
+    def trpo_snapshot(self) -> dict | None:
+        base = self.env.unwrapped
+        snap: dict = {"np_random": json.dumps(base.np_random.bit_generator.state)}
+        steps = _time_limit(self.env)
+        snap["elapsed_steps"] = -1 if steps is None else int(steps._elapsed_steps or 0)
+        if hasattr(base, "model") and hasattr(base, "data") and type(base).__module__.startswith(
+            "gymnasium.envs.mujoco"
+        ):
+            import mujoco
+
+            spec = mujoco.mjtState.mjSTATE_INTEGRATION
+            state = np.empty(mujoco.mj_stateSize(base.model, spec))
+            mujoco.mj_getState(base.model, base.data, state, spec)
+            snap["mujoco_state"] = state
+        elif isinstance(getattr(base, "state", None), np.ndarray):
+            snap["state"] = np.array(base.state)
+            if hasattr(base, "steps_beyond_terminated"):
+                sbt = base.steps_beyond_terminated
+                snap["steps_beyond_terminated"] = -1 if sbt is None else int(sbt)
+        else:
+            return None
+        return snap
+
+    @trpo_snapshot.setter
+    def trpo_snapshot(self, snap: dict | None) -> None:
+        if snap is None:
+            return
+        base = self.env.unwrapped
+        base.np_random.bit_generator.state = json.loads(str(snap["np_random"]))
+        steps = _time_limit(self.env)
+        if steps is not None and int(snap["elapsed_steps"]) >= 0:
+            steps._elapsed_steps = int(snap["elapsed_steps"])
+        if "mujoco_state" in snap:
+            import mujoco
+
+            spec = mujoco.mjtState.mjSTATE_INTEGRATION
+            mujoco.mj_setState(base.model, base.data, np.asarray(snap["mujoco_state"]), spec)
+            mujoco.mj_forward(base.model, base.data)
+        elif "state" in snap:
+            base.state = np.array(snap["state"])
+            if "steps_beyond_terminated" in snap:
+                sbt = int(snap["steps_beyond_terminated"])
+                base.steps_beyond_terminated = None if sbt < 0 else sbt
+
+
+def _time_limit(env: gym.Env):
+    while True:
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        if not isinstance(env, gym.Wrapper):
+            return None
+        env = env.env
+
+
+def make_env_fn(env_id: str, **kwargs):
+    def thunk():
+        return SnapshotWrapper(gym.make(env_id, disable_env_checker=True, **kwargs))
+
+    return thunk
+
+
+class LeanSyncVectorEnv(gym.vector.VectorEnv):
+    """A sequential vector env in ``SAME_STEP`` autoreset mode, with lean ``infos``.
+
+    Same stepping, seeding (``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``) and
+    autoreset semantics as :class:`gymnasium.vector.SyncVectorEnv` with
+    ``autoreset_mode=SAME_STEP``, but ``infos`` only carries what TRPO reads at episode
+    ends (``final_obs``, ``final_info`` and their ``_``-masks): Gymnasium's per-key
+    merging of every sub-env's info dict costs more than a MuJoCo step here.  Use
+    ``vector_env="gym_sync"`` for the full Gymnasium behaviour.
+    """
+
+    def __init__(self, env_fns) -> None:
+        self.envs = [fn() for fn in env_fns]
+        self.num_envs = len(self.envs)
+        first = self.envs[0]
+        self.metadata = {**first.metadata,
+                         "autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+        self.spec = first.spec
+        self.render_mode = first.render_mode
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = gym.vector.utils.batch_space(first.observation_space,
+                                                              self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(first.action_space, self.num_envs)
+        space = first.observation_space
+        self._obs = np.zeros((self.num_envs, *space.shape), dtype=space.dtype)
+
+    def reset(self, *, seed=None, options=None):
+        seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        infos: dict = {}
+        for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
+            obs, _ = env.reset(seed=s, options=options)
+            self._obs[i] = obs
+        return self._obs.copy(), infos
+
+    def step(self, actions):
+        n = self.num_envs
+        rewards = np.zeros(n)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        infos: dict = {}
+        for i, env in enumerate(self.envs):
+            obs, reward, term, trunc, info = env.step(actions[i])
+            rewards[i] = reward
+            terminated[i] = term
+            truncated[i] = trunc
+            if term or trunc:
+                if not infos:
+                    infos = {"final_obs": np.full(n, None, dtype=object),
+                             "_final_obs": np.zeros(n, dtype=bool),
+                             "final_info": np.full(n, None, dtype=object),
+                             "_final_info": np.zeros(n, dtype=bool)}
+                infos["final_obs"][i] = obs
+                infos["_final_obs"][i] = True
+                infos["final_info"][i] = info
+                infos["_final_info"][i] = True
+                obs, _ = env.reset()
+            self._obs[i] = obs
+        return self._obs.copy(), rewards, terminated, truncated, infos
+
+    def get_attr(self, name: str):
+        return tuple(env.get_wrapper_attr(name) for env in self.envs)
+
+    def set_attr(self, name: str, values) -> None:
+        if not isinstance(values, list | tuple):
+            values = [values] * self.num_envs
+        for env, value in zip(self.envs, values, strict=True):
+            setattr(env, name, value)
+
+    def call(self, name: str, *args, **kwargs):
+        out = []
+        for env in self.envs:
+            fn = env.get_wrapper_attr(name)
+            out.append(fn(*args, **kwargs) if callable(fn) else fn)
+        return tuple(out)
+
+    def close_extras(self, **kwargs) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def make_vector_env(env, n_envs: int, kind: str = "sync") -> gym.vector.VectorEnv:
+    """A vector env in SAME_STEP autoreset mode from an id, an env instance or a vector env."""
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    if isinstance(env, gym.vector.VectorEnv):
+        mode = env.metadata.get("autoreset_mode")
+        if mode != same_step:
+            raise ValueError(
+                f"env: vector envs must use autoreset_mode=AutoresetMode.SAME_STEP, got {mode!r}"
+            )
+        return env
+    if isinstance(env, gym.Env):
+        if n_envs != 1:
+            raise ValueError(f"n_envs={n_envs}: an env instance gives one env; pass an id instead")
+        wrapped = env if isinstance(env, SnapshotWrapper) else SnapshotWrapper(env)
+        return LeanSyncVectorEnv([lambda: wrapped])
+    fns = [make_env_fn(env) for _ in range(n_envs)]
+    if kind == "async":
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=same_step)
+    if kind == "gym_sync":
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=same_step)
+    return LeanSyncVectorEnv(fns)
+
+
+# ---------------------------------------------------------------- the batch
+@dataclass
+class RolloutBatch:
+    """One rollout of ``T`` steps from ``E`` environments (time-major arrays).
+
+    ``obs`` are the (normalized) observations the policy saw; ``rewards`` are the
+    (possibly scaled) rewards used for learning; ``final_obs`` holds, at ``[t, e]`` where
+    episode ``e`` was truncated at ``t``, its last (normalized) observation.
+    """
+
+    obs: NDArray  # (T, E, obs_dim)
+    actions: NDArray  # (T, E, act_dim)
+    log_probs: NDArray  # (T, E)
+    rewards: NDArray  # (T, E)
+    terminated: NDArray  # (T, E) bool
+    truncated: NDArray  # (T, E) bool
+    final_obs: NDArray  # (T, E, obs_dim), meaningful where truncated
+    last_obs: NDArray  # (E, obs_dim): the observation after the last step
+    episode_returns: list[float]
+    episode_lengths: list[int]
+    env_time: float
+    policy_time: float
+
+
+class Collector:
+    """Steps the vector env with the current policy; owns per-episode bookkeeping."""
+
+    def __init__(self, venv: gym.vector.VectorEnv, policy, obs_rms, reward_scaler,
+                 clip_obs: float) -> None:
+        self.venv = venv
+        self.policy = policy
+        self.obs_rms = obs_rms  # RunningMeanStd or None
+        self.reward_scaler = reward_scaler  # RewardScaler or None
+        self.clip_obs = clip_obs
+        self.n_envs = venv.num_envs
+        self.raw_obs: NDArray | None = None
+        self.ep_return = np.zeros(self.n_envs)
+        self.ep_length = np.zeros(self.n_envs, dtype=np.int64)
+
+    def reset(self, seed: int) -> None:
+        obs, _ = self.venv.reset(seed=seed)
+        self.raw_obs = np.asarray(obs, dtype=np.float64)
+        self.ep_return[:] = 0.0
+        self.ep_length[:] = 0
+
+    def normalize(self, raw: NDArray, update: bool) -> NDArray:
+        if self.obs_rms is None:
+            return raw
+        if update:
+            self.obs_rms.update(raw)
+        return self.obs_rms.normalize(raw, self.clip_obs)
+
+    def collect(self, theta: NDArray, n_steps: int, rng: np.random.Generator) -> RolloutBatch:
+        assert self.raw_obs is not None, "call reset() first"
+        E = self.n_envs
+        obs_dim = self.raw_obs.shape[1]
+        policy = self.policy
+        act_dim = getattr(policy, "act_dim", None) or len(policy.nvec)
+        act_dtype = np.float64 if hasattr(policy, "act_dim") else np.int64
+        # act_buf[t] must be a contiguous (E, act_dim) block: it is written in place.
+        obs_buf = np.empty((n_steps, E, obs_dim))
+        act_buf = np.empty((n_steps, E, act_dim), dtype=act_dtype)
+        logp_buf = np.empty((n_steps, E))
+        rew_buf = np.empty((n_steps, E))
+        term_buf = np.zeros((n_steps, E), dtype=bool)
+        trunc_buf = np.zeros((n_steps, E), dtype=bool)
+        final_buf = np.zeros((n_steps, E, obs_dim))
+        ep_returns: list[float] = []
+        ep_lengths: list[int] = []
+        env_time = 0.0
+        policy_time = 0.0
+        step = self.venv.step
+        clock = time.perf_counter
+        raw = self.raw_obs
+        # All the rollout's sampling noise in one draw (one generator call, not n_steps).
+        noise = policy.draw_noise(rng, (n_steps, E))
+        rms = self.obs_rms
+        clip_obs = float(self.clip_obs)
+        scaler = self.reward_scaler
+        ep_return, ep_length = self.ep_return, self.ep_length
+        for t in range(n_steps):
+            t0 = clock()
+            obs = obs_buf[t]
+            if rms is None:
+                obs[...] = raw
+            else:
+                rms.count = rms_update(rms.mean, rms.var, rms.count, raw)
+                rms_normalize_into(raw, rms.mean, rms.var, rms.epsilon, clip_obs, obs)
+            env_actions, logp_buf[t] = policy.act_from_noise(theta, obs, noise[t], act_buf[t])
+            t1 = clock()
+            next_raw, reward, terminated, truncated, info = step(env_actions)
+            t2 = clock()
+            env_time += t2 - t1
+            reward = np.asarray(reward, dtype=np.float64)
+            done = terminated | truncated
+            ep_return += reward
+            ep_length += 1
+            rew_buf[t] = reward if scaler is None else scaler(reward, done)
+            term_buf[t] = terminated
+            trunc_buf[t] = truncated
+            if done.any():
+                final_obs = info["final_obs"]
+                for e in np.flatnonzero(done):
+                    ep_returns.append(float(ep_return[e]))
+                    ep_lengths.append(int(ep_length[e]))
+                    ep_return[e] = 0.0
+                    ep_length[e] = 0
+                    if truncated[e] and not terminated[e]:
+                        final_buf[t, e] = self.normalize(
+                            np.asarray(final_obs[e], dtype=np.float64)[None, :], update=False
+                        )[0]
+            raw = np.array(next_raw, dtype=np.float64)
+            policy_time += clock() - t2 + (t1 - t0)
+        self.raw_obs = raw
+        last_obs = self.normalize(raw, update=False)
+        return RolloutBatch(obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf, final_buf,
+                            np.array(last_obs), ep_returns, ep_lengths, env_time, policy_time)
+
+
+def advantages_and_returns(batch: RolloutBatch, value_fn, gamma: float, lam: float):
+    """GAE advantages and lambda-returns for ``batch`` with the critic ``value_fn``.
+
+    The critic is evaluated in one call on all stored observations, the observations
+    after the last step and the final observations of truncated episodes.
+    """
+    T, E, obs_dim = batch.obs.shape
+    trunc = batch.truncated & ~batch.terminated
+    trunc_idx = np.flatnonzero(trunc.ravel())
+    stacked = np.concatenate(
+        [batch.obs.reshape(T * E, obs_dim), batch.last_obs,
+         batch.final_obs.reshape(T * E, obs_dim)[trunc_idx]]
+    )
+    v_all = value_fn.predict(stacked)
+    values = v_all[: T * E].reshape(T, E)
+    last_values = v_all[T * E : T * E + E]
+    next_values = np.empty((T, E))
+    next_values[:-1] = values[1:]
+    next_values[-1] = last_values
+    ends = batch.terminated | batch.truncated
+    # After an episode end the stored next state is the reset of a new episode: replace
+    # its value by 0 (terminated) or V(s_final) (truncated).
+    next_values[batch.terminated] = 0.0
+    flat_next = next_values.reshape(-1)
+    flat_next[trunc_idx] = v_all[T * E + E :]
+    adv = compute_gae(batch.rewards, values, next_values, ends, gamma, lam)
+    return adv, adv + values, values

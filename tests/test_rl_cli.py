@@ -1,0 +1,70 @@
+"""The `trpo` command line: one-line errors that write nothing, and a tiny full run."""
+
+import os
+
+import gymnasium as gym
+import pytest
+
+from rl_adapters.cli import main
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _one_line_error(capsys, rc):
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "NoSuchEnv-v0"], "unknown environment id"),
+    (["train", "CartPole-v1", "max_kl=abc"], "max_kl=abc"),
+    (["train", "CartPole-v1", "nope=1"], "unknown config key"),
+    (["train", "CartPole-v1", "max_kl=-1"], "max_kl"),
+    (["train", "CartPole-v1", "--timesteps", "12x"], "--timesteps"),
+    (["train", "CartPole-v1", "--n-envs", "0"], "n_envs"),
+    (["train", "CartPole-v1", "--bogus"], "unrecognized"),
+    (["eval", "missing_dir"], "no model.npz"),
+    (["plot", "missing_dir"], "no metrics.csv"),
+])
+def test_errors_are_one_line_nonzero_and_write_nothing(in_tmp, capsys, argv, needle):
+    try:
+        rc = main([*argv, "--no-progress"] if argv[0] == "train" else argv)
+    except SystemExit as exc:  # argparse usage errors
+        rc = exc.code
+    assert needle in _one_line_error(capsys, rc)
+    assert os.listdir(in_tmp) == []
+
+
+def test_missing_mujoco_is_one_line(in_tmp, capsys, monkeypatch):
+    def no_mujoco(*args, **kwargs):
+        raise gym.error.DependencyNotInstalled("No module named 'mujoco'")
+
+    monkeypatch.setattr(gym, "make", no_mujoco)
+    rc = main(["train", "HalfCheetah-v5", "--no-progress"])
+    assert "gymnasium[mujoco]" in _one_line_error(capsys, rc)
+    assert os.listdir(in_tmp) == []
+
+
+def test_train_eval_plot(in_tmp, capsys):
+    rc = main(["train", "CartPole-v1", "--timesteps", "128", "--seed", "3", "--out", "run",
+               "--no-progress", "n_steps=64", "value_epochs=1"])
+    assert rc == 0
+    assert sorted(os.listdir("run")) == ["config.json", "learning_curve.png", "metrics.csv",
+                                         "model.npz"]
+    header, *rows = (in_tmp / "run" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1
+    for column in ("ep_return_mean", "kl", "surrogate_improvement", "backtracks", "cg_residual",
+                   "entropy", "explained_variance", "value_loss", "steps_per_sec"):
+        assert column in header.split(",")
+    capsys.readouterr()
+    assert main(["eval", "run", "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "CartPole-v1: return" in out and "+-" in out
+    assert main(["plot", "run", "run", "--out", "both.png"]) == 0
+    assert (in_tmp / "both.png").stat().st_size > 1000
