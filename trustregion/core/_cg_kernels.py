@@ -45,6 +45,13 @@ def update_iterate(
 
 
 @numba.njit(cache=True, nogil=True)
+def add_scaled(out: np.ndarray, q: np.ndarray, p: np.ndarray, damping: float) -> None:
+    """``out = q + damping * p`` without a temporary (NumPy's rounding: product, then sum)."""
+    for i in range(out.shape[0]):
+        out[i] = q[i] + damping * p[i]
+
+
+@numba.njit(cache=True, nogil=True)
 def update_direction(p: np.ndarray, z: np.ndarray, beta: float) -> None:
     """``p = beta p + z`` in place (scipy's ``p *= beta; p += z``, rounded the same way)."""
     for i in range(p.shape[0]):

@@ -251,6 +251,9 @@ def cg(
     # The loop is the hot path for cheap operators: locals instead of attribute lookups,
     # and the operator output is checked with a fast path before the full validation.
     dot, update_direction, update_iterate = np.dot, _k.update_direction, _k.update_iterate
+    add_scaled = _k.add_scaled
+    q_damped = np.empty(n, dtype=dtype) if damping else p
+    damping_typed = dtype.type(damping)  # so float32 arithmetic stays float32, as in NumPy
     for k in range(maxiter):
         if psolve is None:
             z, rho = r, rr
@@ -276,7 +279,9 @@ def cg(
             q = _checked(q, "A", n, dtype, shape)
         n_matvec += 1
         if damping:
-            q = q + damping * p  # not in place: q may be the caller's own buffer
+            # into our own buffer, not in place: q may be the caller's own array
+            add_scaled(q_damped, q, p, damping_typed)
+            q = q_damped
         pq = float(dot(p, q))
         if not (null_threshold * pp < pq < math.inf):  # also false for NaN
             if math.isnan(pq) or pq == math.inf:
