@@ -126,6 +126,13 @@ def _check_logits(name: str, logits: np.ndarray) -> None:
     )
 
 
+def _logits(name: str, value: Any) -> np.ndarray:
+    """``value`` as checked float32/float64 logits of shape ``(N, K)``, or raise."""
+    logits = _float_array(name, value)
+    _check_logits(name, logits)
+    return logits
+
+
 def _check_range(name: str, array: np.ndarray, low: float, high: float, what: str) -> None:
     bad = _gauss.find_value_outside(array.reshape(-1), low, high)
     if bad >= 0:
@@ -138,11 +145,15 @@ def _check_finite(name: str, array: np.ndarray) -> None:
     _check_range(name, array, -_FLOAT_MAX, _FLOAT_MAX, "finite")
 
 
-def _check_log_std(name: str, log_std: np.ndarray, n: int, d: int) -> None:
-    if not (log_std.shape == (d,) or (log_std.ndim == 2 and log_std.shape in ((1, d), (n, d)))):
+def _check_log_std_shape(name: str, array: np.ndarray, n: int, d: int) -> None:
+    if not (array.shape == (d,) or (array.ndim == 2 and array.shape in ((1, d), (n, d)))):
         raise ValueError(
-            f"{name} must have shape ({d},), (1, {d}) or ({n}, {d}), got shape {log_std.shape}"
+            f"{name} must have shape ({d},), (1, {d}) or ({n}, {d}), got shape {array.shape}"
         )
+
+
+def _check_log_std(name: str, log_std: np.ndarray, n: int, d: int) -> None:
+    _check_log_std_shape(name, log_std, n, d)
     _check_range(name, log_std, *LOG_STD_LIMITS, _LOG_STD_RANGE)
 
 
@@ -193,8 +204,7 @@ def categorical_probs(logits: Any, *, validate: bool = True) -> FloatArray:
            [1.  , 0.  ]])
     """
     if validate:
-        logits = _float_array("logits", logits)
-        _check_logits("logits", logits)
+        logits = _logits("logits", logits)
     return _cat.categorical_probs(logits)
 
 
@@ -216,8 +226,7 @@ def categorical_log_softmax(logits: Any, *, validate: bool = True) -> FloatArray
     array([[-0.69314718, -0.69314718]])
     """
     if validate:
-        logits = _float_array("logits", logits)
-        _check_logits("logits", logits)
+        logits = _logits("logits", logits)
     return _cat.categorical_log_softmax(logits)
 
 
@@ -242,8 +251,7 @@ def categorical_log_prob(logits: Any, actions: Any, *, validate: bool = True) ->
     array([-0.28768207])
     """
     if validate:
-        logits = _float_array("logits", logits)
-        _check_logits("logits", logits)
+        logits = _logits("logits", logits)
         actions = _actions(actions, *logits.shape)
     return _cat.categorical_log_prob(logits, actions)
 
@@ -268,8 +276,7 @@ def categorical_log_prob_grad(logits: Any, actions: Any, *, validate: bool = Tru
     array([[-0.25,  0.25]])
     """
     if validate:
-        logits = _float_array("logits", logits)
-        _check_logits("logits", logits)
+        logits = _logits("logits", logits)
         actions = _actions(actions, *logits.shape)
     return _cat.categorical_log_prob_grad(logits, actions)
 
@@ -294,8 +301,7 @@ def categorical_entropy(logits: Any, *, validate: bool = True) -> FloatArray:
     array([0.69314718, 0.        , 0.        ])
     """
     if validate:
-        logits = _float_array("logits", logits)
-        _check_logits("logits", logits)
+        logits = _logits("logits", logits)
     return _cat.categorical_entropy(logits)
 
 
@@ -388,8 +394,7 @@ def categorical_sample(logits: Any, rng: np.random.Generator, *, validate: bool 
     array([2, 0, 0, 0, 2, 2])
     """
     if validate:
-        logits = _float_array("logits", logits)
-        _check_logits("logits", logits)
+        logits = _logits("logits", logits)
         rng = _generator(rng)
     return _cat.categorical_sample_inverse_cdf(logits, rng.random(logits.shape[0]))
 
@@ -594,15 +599,7 @@ def diag_gaussian_fisher_product(
         _matrix("mean", mean, "(N, D)")
         _same_shape("v_mean", v_mean, "mean", mean)
         _check_log_std("log_std", log_std, *mean.shape)
-        n, d = mean.shape
-        if not (
-            v_log_std.shape == (d,)
-            or (v_log_std.ndim == 2 and v_log_std.shape in ((1, d), (n, d)))
-        ):
-            raise ValueError(
-                f"v_log_std must have shape ({d},), (1, {d}) or ({n}, {d}), "
-                f"got shape {v_log_std.shape}"
-            )
+        _check_log_std_shape("v_log_std", v_log_std, *mean.shape)
         # mean's values are never read (the Fisher does not depend on them): not checked
         _check_finite("v_mean", v_mean)
         _check_finite("v_log_std", v_log_std)

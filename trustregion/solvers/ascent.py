@@ -46,12 +46,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    pass
 
 from trustregion.core import _validation as v
 from trustregion.core.line_search import backtracking_line_search
@@ -255,10 +252,7 @@ def divergence_ascent(
     f = value(x)
     if not np.isfinite(f):
         raise ValueError(f"fun(x0) must be finite, got {f}")
-    g = gradient(x)
-    if not np.all(np.isfinite(g)):
-        bad = int(np.flatnonzero(~np.isfinite(g))[0])
-        raise ValueError(f"grad(x0) must be finite, got grad(x0)[{bad}] = {g[bad]}")
+    g = v.float_vector("grad(x0)", gradient(x))  # raises if not finite
 
     status = AscentStatus.MAX_ITER
     detail: dict[str, Any] = {}

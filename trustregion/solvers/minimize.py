@@ -438,10 +438,7 @@ def minimize(
     f = objective.value(x)
     if not np.isfinite(f):
         raise ValueError(f"fun(x0) must be finite, got {f}")
-    g = objective.gradient(x)
-    if not np.all(np.isfinite(g)):
-        bad = int(np.flatnonzero(~np.isfinite(g))[0])
-        raise ValueError(f"jac(x0) must be finite, got jac(x0)[{bad}] = {g[bad]}")
+    g = v.float_vector("jac(x0)", objective.gradient(x))  # raises if not finite
 
     def solve_subproblem(x: np.ndarray, g: np.ndarray, radius: float) -> SteihaugResult:
         return steihaug_cg(
