@@ -77,6 +77,13 @@ def count(name: str, value: Any, *, minimum: int = 0) -> int:
     return int(value)
 
 
+def function(name: str, value: Any) -> Callable[..., Any]:
+    """Return ``value`` if it is callable, or raise a ``TypeError`` naming the argument."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    return value
+
+
 def as_matvec(name: str, A: Any, n: int) -> Matvec:
     """Turn a matrix-like ``A`` into a plain ``v -> A v`` callable.
 

@@ -184,8 +184,7 @@ def backtracking_line_search(
     max_backtracks = v.count("max_backtracks", max_backtracks)
     accept_ratio = v.nonnegative("accept_ratio", accept_ratio)
     constraint_slack = v.positive("constraint_slack", constraint_slack)
-    if not callable(evaluate):
-        raise TypeError(f"evaluate must be callable, got {type(evaluate).__name__}")
+    v.function("evaluate", evaluate)
     if f0 is None:
         f0, _ = _evaluate(evaluate, x0.copy())
     else:

@@ -227,8 +227,7 @@ def steihaug_cg(
     if rtol is not None:
         rtol = v.nonnegative("rtol", rtol)
     maxiter = 2 * n if maxiter is None else v.count("maxiter", maxiter, minimum=1)
-    if not callable(hessp):
-        raise TypeError(f"hessp must be callable, got {type(hessp).__name__}")
+    v.function("hessp", hessp)
     psolve = None if M is None else v.as_matvec("M", M, n)
 
     g_norm = float(np.linalg.norm(g))

@@ -242,8 +242,7 @@ def natural_gradient_step(
     delta = v.positive("delta", delta)
     cg_iters = v.count("cg_iters", cg_iters, minimum=1)
     damping = v.nonnegative("damping", damping)
-    if not callable(hvp):
-        raise TypeError(f"hvp must be callable, got {type(hvp).__name__}")
+    v.function("hvp", hvp)
     n = g.shape[0]
 
     sol = cg(hvp, g, x0=x0, rtol=cg_rtol, maxiter=cg_iters, damping=damping)

@@ -231,8 +231,7 @@ def divergence_ascent(
         ("divergence", divergence),
         ("metric_product", metric_product),
     ):
-        if not callable(function):
-            raise TypeError(f"{name} must be callable, got {type(function).__name__}")
+        v.function(name, function)
     notify = _wrap_callback(callback)
     counts = {"nfev": 0, "ngev": 0, "ndev": 0, "nmp": 0}
 

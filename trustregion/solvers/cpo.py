@@ -272,8 +272,7 @@ def cpo_step(
     cg_iters = v.count("cg_iters", cg_iters, minimum=1)
     damping = v.nonnegative("damping", damping)
     cg_rtol = v.nonnegative("cg_rtol", cg_rtol)
-    if not callable(hvp):
-        raise TypeError(f"hvp must be callable, got {type(hvp).__name__}")
+    v.function("hvp", hvp)
     dtype = np.result_type(g, b)
     g, b = g.astype(dtype, copy=False), b.astype(dtype, copy=False)
     n = g.shape[0]

@@ -182,8 +182,7 @@ class _Objective:
         args: tuple[Any, ...],
         n: int,
     ) -> None:
-        if not callable(fun):
-            raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+        v.function("fun", fun)
         if jac is True:
             self._fun_and_grad = True
         elif callable(jac):
@@ -319,8 +318,7 @@ def _wrap_callback(
     """scipy's convention: ``callback(intermediate_result=res)`` or ``callback(xk)``."""
     if callback is None:
         return None
-    if not callable(callback):
-        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    v.function("callback", callback)
     try:
         params = set(inspect.signature(callback).parameters)
     except (TypeError, ValueError):  # builtins without a signature
