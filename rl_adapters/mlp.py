@@ -73,10 +73,6 @@ class ForwardCache:
     inputs: list[NDArray] = field(default_factory=list)
     derivs: list[NDArray] = field(default_factory=list)
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.inputs[0].shape[0])
-
 
 class MLP:
     """Fully connected network with a flat parameter vector.
@@ -114,7 +110,6 @@ class MLP:
             self._slices.append((offset, w_end, w_end + n_out))
             offset = w_end + n_out
         self.n_params = offset
-        self._memo: tuple[NDArray, list[tuple[NDArray, NDArray]]] | None = None
 
     @property
     def n_layers(self) -> int:
@@ -122,18 +117,12 @@ class MLP:
 
     def unflatten(self, theta: NDArray) -> list[tuple[NDArray, NDArray]]:
         """Views ``[(W_0, b_0), ...]`` into ``theta`` (no copies; writes go through)."""
-        # The rollout calls forward once per environment step with the same theta:
-        # remember the views of the last vector (holding a reference, so its id is stable).
-        memo = self._memo
-        if memo is not None and memo[0] is theta:
-            return memo[1]
-        layers = []
-        for (start, w_end, b_end), n_in, n_out in zip(
-            self._slices, self.sizes[:-1], self.sizes[1:], strict=True
-        ):
-            layers.append((theta[start:w_end].reshape(n_in, n_out), theta[w_end:b_end]))
-        self._memo = (theta, layers)
-        return layers
+        return [
+            (theta[start:w_end].reshape(n_in, n_out), theta[w_end:b_end])
+            for (start, w_end, b_end), n_in, n_out in zip(
+                self._slices, self.sizes[:-1], self.sizes[1:], strict=True
+            )
+        ]
 
     def init(
         self,

@@ -72,10 +72,6 @@ class FisherOperator:
             )
             self.outputs = outputs.astype(self.dtype)
 
-    @property
-    def batch_size(self) -> int:
-        return self.cache.batch_size
-
     def __call__(self, v: NDArray) -> NDArray:
         self.n_calls += 1
         fv = self.policy._fvp(self.theta, self.cache, self.outputs,
@@ -191,15 +187,8 @@ class CategoricalPolicy(Policy):
                 picks[:, j] = np.argmax(logits[:, blk], axis=1)
             logp = None
         else:
-            u = rng.random((n, len(self.nvec)))
-            for j, blk in enumerate(self._blocks):
-                picks[:, j] = categorical_sample_inverse_cdf(
-                    np.ascontiguousarray(logits[:, blk]), u[:, j]
-                )
-            logp = self.log_prob(theta, logits, picks)
-        env = picks + self.start if self.start.any() else picks
-        env_actions = env if self.multi else env[:, 0]
-        return env_actions, picks, logp
+            logp = self._sample(theta, logits, self.draw_noise(rng, (n,)), picks)
+        return self._env_actions(picks), picks, logp
 
     def draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray:
         """Uniforms for :meth:`act_from_noise`, one per component: ``shape + (n_comp,)``."""
@@ -209,12 +198,20 @@ class CategoricalPolicy(Policy):
         """Sample with pre-drawn uniforms (inverse CDF); write the action indices into
         ``actions_out`` and return ``(env_actions, log_probs)``."""
         logits, _ = self.outputs(theta, obs)
+        logp = self._sample(theta, logits, noise, actions_out)
+        return self._env_actions(actions_out), logp
+
+    def _sample(self, theta, logits, uniforms, actions_out):
+        """Inverse-CDF picks per component into ``actions_out``; return their log-probs."""
         for j, blk in enumerate(self._blocks):
             actions_out[:, j] = categorical_sample_inverse_cdf(
-                np.ascontiguousarray(logits[:, blk]), np.ascontiguousarray(noise[:, j]))
-        logp = self.log_prob(theta, logits, actions_out)
-        env = actions_out + self.start if self.start.any() else actions_out.copy()
-        return (env if self.multi else env[:, 0]), logp
+                np.ascontiguousarray(logits[:, blk]), np.ascontiguousarray(uniforms[:, j]))
+        return self.log_prob(theta, logits, actions_out)
+
+    def _env_actions(self, actions):
+        """Action indices -> the space's values (a new array: ``+ start``, 1-D for Discrete)."""
+        env = actions + self.start
+        return env if self.multi else env[:, 0]
 
     def log_prob(self, theta, outputs, actions):
         cols = self._columns(actions)
@@ -245,8 +242,9 @@ class CategoricalPolicy(Policy):
                 # dH/dz_k = -p_k (log p_k + H): gradient of the entropy in logits.
                 logp = dist.categorical_log_softmax(z, validate=False)
                 p = np.exp(logp)
-                h = -(p * np.where(p > 0, logp, 0.0)).sum(axis=1, keepdims=True)
-                g[:, blk] -= (entropy_coef / n) * p * (np.where(p > 0, logp, 0.0) + h)
+                logp = np.where(p > 0, logp, 0.0)  # p log p -> 0 where p underflows to 0
+                h = -(p * logp).sum(axis=1, keepdims=True)
+                g[:, blk] -= (entropy_coef / n) * p * (logp + h)
         return g, np.empty(0)
 
     def _fvp(self, theta, cache, outputs, v):
@@ -295,12 +293,8 @@ class DiagGaussianPolicy(Policy):
         mean, _ = self.outputs(theta, obs)
         if deterministic:
             return self._clip(mean), mean, None
-        log_std = self.log_std(theta)
-        noise = rng.standard_normal(mean.shape)
-        actions = mean + np.exp(log_std) * noise
-        # log N(a; mu, sigma) from the noise directly: z = noise exactly.
-        logp = -0.5 * np.einsum("ij,ij->i", noise, noise) - (
-            log_std.sum() + self.act_dim * _HALF_LOG_2PI)
+        actions = np.empty_like(mean)
+        logp = self._sample(theta, mean, self.draw_noise(rng, (mean.shape[0],)), actions)
         return self._clip(actions), actions, logp
 
     def draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray:
@@ -311,9 +305,9 @@ class DiagGaussianPolicy(Policy):
         """``a = mu(s) + exp(log_std) * noise``; writes ``a`` into ``actions_out`` and
         returns ``(clipped env actions, log_probs)``.  One fused call for a few rows."""
         n = obs.shape[0]
-        env_actions = np.empty((n, self.act_dim))
-        logp = np.empty(n)
         if n <= 8:
+            env_actions = np.empty((n, self.act_dim))
+            logp = np.empty(n)
             has_bounds = self.low is not None
             gaussian_act_rows(
                 np.ascontiguousarray(obs, dtype=np.float64), theta, self.net.sizes_array,
@@ -322,11 +316,16 @@ class DiagGaussianPolicy(Policy):
                 has_bounds, actions_out, env_actions, logp)
             return env_actions, logp
         mean, _ = self.outputs(theta, obs)
+        logp = self._sample(theta, mean, noise, actions_out)
+        return self._clip(actions_out), logp
+
+    def _sample(self, theta, mean, noise, actions_out):
+        """``a = mean + exp(log_std) * noise`` into ``actions_out``; return ``log N(a)``."""
         log_std = self.log_std(theta)
         actions_out[...] = mean + np.exp(log_std) * noise
-        logp[:] = -0.5 * np.einsum("ij,ij->i", noise, noise) - (
+        # From the noise directly: the standardized action is the noise exactly.
+        return -0.5 * np.einsum("ij,ij->i", noise, noise) - (
             log_std.sum() + self.act_dim * _HALF_LOG_2PI)
-        return self._clip(actions_out), logp
 
     def log_prob(self, theta, outputs, actions):
         return dist.diag_gaussian_log_prob(outputs, self.log_std(theta), actions, validate=False)
@@ -336,9 +335,8 @@ class DiagGaussianPolicy(Policy):
         return np.broadcast_to(np.asarray(h, dtype=np.float64), (outputs.shape[0],))
 
     def kl(self, theta_old, outputs_old, theta_new, outputs_new):
-        return dist.diag_gaussian_kl(
-            outputs_old, self.log_std(theta_old), outputs_new, self.log_std(theta_new)
-        , validate=False)
+        return dist.diag_gaussian_kl(outputs_old, self.log_std(theta_old), outputs_new,
+                                     self.log_std(theta_new), validate=False)
 
     def _score_cotangent(self, theta, outputs, actions, weights, entropy_coef):
         d_mean, d_log_std = dist.diag_gaussian_log_prob_grad(
@@ -359,10 +357,9 @@ class DiagGaussianPolicy(Policy):
         fv_mean /= n
         out = np.empty(self.n_params, dtype=jv.dtype)
         self.net.vjp(theta[:k], cache, fv_mean, out=out[:k])
-        # The log_std tangent is the same for every row, so the mean over rows of the
-        # per-row Fisher product is the per-row product itself.
-        fv_ls = np.asarray(fv_log_std)
-        out[k:] = fv_ls if fv_ls.ndim == 1 else fv_ls.mean(axis=0)
+        # A shared (D,) log_std and tangent give a (D,) product: the Hessian of the mean
+        # over rows of the KL in log_std, each row contributing the same block.
+        out[k:] = fv_log_std
         return out
 
 

@@ -301,11 +301,10 @@ class Collector:
         self.ep_return[:] = 0.0
         self.ep_length[:] = 0
 
-    def normalize(self, raw: NDArray, update: bool) -> NDArray:
+    def normalize(self, raw: NDArray) -> NDArray:
+        """Normalize with the current statistics (the step loop updates them)."""
         if self.obs_rms is None:
             return raw
-        if update:
-            self.obs_rms.update(raw)
         return self.obs_rms.normalize(raw, self.clip_obs)
 
     def collect(self, theta: NDArray, n_steps: int, rng: np.random.Generator) -> RolloutBatch:
@@ -365,12 +364,11 @@ class Collector:
                     ep_length[e] = 0
                     if truncated[e] and not terminated[e]:
                         final_buf[t, e] = self.normalize(
-                            np.asarray(final_obs[e], dtype=np.float64)[None, :], update=False
-                        )[0]
+                            np.asarray(final_obs[e], dtype=np.float64)[None, :])[0]
             raw = np.array(next_raw, dtype=np.float64)
             policy_time += clock() - t2 + (t1 - t0)
         self.raw_obs = raw
-        last_obs = self.normalize(raw, update=False)
+        last_obs = self.normalize(raw)
         return RolloutBatch(obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf, final_buf,
                             np.array(last_obs), ep_returns, ep_lengths, env_time, policy_time)
 

@@ -161,8 +161,7 @@ class ValueFunction:
             batch_size: int = 64, lbfgs_iters: int = 25, l2: float = 0.0) -> float:
         """Fit to ``targets``; return the mean squared error before the fit."""
         n = obs.shape[0]
-        out, _ = self.net.forward(self.theta, obs, keep_cache=False)
-        err0 = out[:, 0] - targets
+        err0 = self.predict(obs) - targets
         loss_before = float(err0 @ err0) / n
         if optimizer == "lbfgs":
             res = minimize(
