@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_trpo_learn import RESULTS_DIR, machine_info, peak_rss_mib, write_json, zoo_config
+from common import collect_random_observations
 
 from rl_adapters import TRPO
 from rl_adapters.agent import _blas_threads
@@ -59,25 +60,8 @@ def time_calls(fn, repeats: int, warmup: int) -> dict[str, float]:
             "repeats": repeats}
 
 
-def random_observations(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same data as the peer's ``collect_random_observations``."""
-    env = gym.make(ENV_ID)
-    env.action_space.seed(seed)
-    obs, _ = env.reset(seed=seed)
-    observations, actions = [], []
-    for _ in range(n):
-        action = env.action_space.sample()
-        observations.append(obs)
-        actions.append(action)
-        obs, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            obs, _ = env.reset()
-    env.close()
-    return np.asarray(observations, np.float64), np.asarray(actions, np.float64)
-
-
 def cmd_fvp(args: argparse.Namespace) -> dict[str, Any]:
-    obs, actions = random_observations(args.batch, args.seed)
+    obs, actions = collect_random_observations(ENV_ID, args.batch, args.seed, np.float64)
     rng = np.random.default_rng(args.seed)
     env = gym.make(ENV_ID)
     policy = DiagGaussianPolicy(obs.shape[1], actions.shape[1], (64, 64), "tanh", 0.0,

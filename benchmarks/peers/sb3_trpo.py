@@ -52,8 +52,10 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
 if __package__:
+    from .common import collect_random_observations, write_json
     from .zoo_hyperparams import ZOO_SOURCE, ZOO_TRPO, effective_config, trpo_kwargs
 else:  # run as a script: this file's folder is on sys.path
+    from common import collect_random_observations, write_json
     from zoo_hyperparams import ZOO_SOURCE, ZOO_TRPO, effective_config, trpo_kwargs
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
@@ -101,14 +103,6 @@ def machine_info() -> dict[str, Any]:
         "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically, so a reader never sees half a file while a run rewrites it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def both_clocks() -> tuple[float, float]:
@@ -169,23 +163,6 @@ def maybe_normalize(venv: VecEnv, env_id: str, *, evaluation: bool) -> VecEnv:
 
 
 # ----------------------------------------------------------------------------- fvp
-
-
-def collect_random_observations(env_id: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` observations and the random actions taken from them (env and actions seeded)."""
-    env = gym.make(env_id)
-    env.action_space.seed(seed)
-    obs, _ = env.reset(seed=seed)
-    observations, actions = [], []
-    for _ in range(n):
-        action = env.action_space.sample()
-        observations.append(obs)
-        actions.append(action)
-        obs, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            obs, _ = env.reset()
-    env.close()
-    return np.asarray(observations, dtype=np.float32), np.asarray(actions, dtype=np.float32)
 
 
 def build_sb3_hvp(
