@@ -30,7 +30,7 @@ from rl_adapters.normalization import RewardScaler, RunningMeanStd
 from rl_adapters.policies import FisherOperator, Policy, make_policy
 from rl_adapters.rollout import Collector, advantages_and_returns, make_vector_env
 from rl_adapters.value import ValueFunction
-from trustregion import StepStatus, backtracking_line_search, natural_gradient_step
+from trustregion import backtracking_line_search, natural_gradient_step
 
 __all__ = ["TRPO"]
 
@@ -237,7 +237,7 @@ class TRPO:
             "step_status": float(nat.status),
             "entropy": entropy_old,
         }
-        if nat.status is not StepStatus.OK:
+        if not nat.success:
             # No usable direction: keep the parameters (reported in the metrics).
             info.update(kl=0.0, surrogate_improvement=0.0, backtracks=0.0, step_accepted=0.0,
                         step_fraction=0.0)

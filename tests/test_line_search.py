@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import trustregion as tr
-from trustregion import LineSearchStatus
+from trustregion import Status
 
 
 def quadratic_problem(center, radius_sq):
@@ -66,7 +66,7 @@ def test_first_acceptable_trial_is_taken():
     res = tr.backtracking_line_search(
         evaluate, np.zeros(2), np.full(2, 2.0), expected_improvement=8.0, max_constraint=1.0
     )
-    assert res.accepted and res.status is LineSearchStatus.ACCEPTED
+    assert res.accepted and res.status is Status.ACCEPTED
     # 2 * (2 * 0.8^k)^2 <= 1  <=>  0.8^k <= 0.3536  <=>  k >= 5
     assert res.n_backtracks == 5 and res.step_fraction == pytest.approx(0.8**5)
     assert res.constraints[4] > 1.0 >= res.constraints[5]
@@ -87,7 +87,7 @@ def test_rejection_leaves_x0_and_reports_the_reason():
     res = tr.backtracking_line_search(
         evaluate, x0, np.array([1.0, 0.0]), expected_improvement=1.0, max_constraint=10.0
     )
-    assert not res.accepted and res.status is LineSearchStatus.NO_IMPROVEMENT
+    assert not res.accepted and res.status is Status.NO_IMPROVEMENT
     assert res.x is x0 and res.n_backtracks == 10 and len(res.fractions) == 11
     assert "x0" in res.message
 
@@ -97,7 +97,7 @@ def test_constraint_violation_status():
         lambda x: (float(x[0]), 1e6), np.zeros(1), np.ones(1), expected_improvement=1.0,
         max_constraint=0.01, max_backtracks=3,
     )
-    assert not res.accepted and res.status is LineSearchStatus.CONSTRAINT_VIOLATED
+    assert not res.accepted and res.status is Status.CONSTRAINT_VIOLATED
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -113,7 +113,7 @@ def test_non_finite_trials_are_rejected_never_accepted(bad):
     res = tr.backtracking_line_search(
         evaluate, np.zeros(2), np.ones(2), expected_improvement=1.0, max_constraint=1.0
     )
-    assert not res.accepted and res.status is LineSearchStatus.NON_FINITE
+    assert not res.accepted and res.status is Status.NON_FINITE
 
 
 def test_non_finite_constraint_then_finite_is_accepted_later():
@@ -137,7 +137,7 @@ def test_accept_ratio_demands_enough_improvement():
     res = tr.backtracking_line_search(
         evaluate, np.zeros(1), np.ones(1), accept_ratio=0.1, **kwargs
     )
-    assert not res.accepted and res.status is LineSearchStatus.NO_IMPROVEMENT
+    assert not res.accepted and res.status is Status.NO_IMPROVEMENT
 
 
 def test_constraint_slack_widens_the_bound():

@@ -14,47 +14,30 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
-from trustregion.core import _cg_kernels as _k
 from trustregion.core import _validation as v
+from trustregion.core.status import Status, render
+from trustregion.kernels import linalg as _k
 
-
-class CGStatus(IntEnum):
-    """Why :func:`cg` stopped."""
-
-    CONVERGED = 0
-    """``||r|| <= max(rtol ||b||, atol)``."""
-    MAX_ITER = 1
-    """``maxiter`` iterations were made without converging."""
-    NEGATIVE_CURVATURE = 2
-    """A search direction with ``p^T A p <= 0`` was found: ``A`` is not positive definite
-    (indefinite, or singular with ``b`` outside its range)."""
-    NON_FINITE = 3
-    """The matvec or preconditioner returned NaN or inf."""
-    INDEFINITE_PRECONDITIONER = 4
-    """``r^T M r <= 0``: the preconditioner is not positive definite."""
-
-
-_CG_MESSAGES = {
-    CGStatus.CONVERGED: "converged: residual norm {res:.3e} <= tolerance {tol:.3e}",
-    CGStatus.MAX_ITER: (
-        "iteration limit {nit} reached with residual norm {res:.3e} > tolerance {tol:.3e}; "
-        "raise maxiter, add damping, or use a preconditioner"
+# What cg measured, per status; render() appends the remedy (trustregion.core.status).
+_WHAT_HAPPENED = {
+    Status.CONVERGED: "converged: residual norm {res:.3e} <= tolerance {tol:.3e}",
+    Status.MAX_ITER: (
+        "iteration limit {nit} reached with residual norm {res:.3e} > tolerance {tol:.3e}"
     ),
-    CGStatus.NEGATIVE_CURVATURE: (
+    Status.NEGATIVE_CURVATURE: (
         "non-positive curvature p^T A p = {curv:.3e} at iteration {nit}: A is not positive "
         "definite (indefinite, or singular with b outside its range); the last good iterate "
-        "is returned and `direction` holds p; add damping to regularize"
+        "is returned and `direction` holds p"
     ),
-    CGStatus.NON_FINITE: (
+    Status.NON_FINITE: (
         "the {where} returned a non-finite value at iteration {nit}; the last good iterate "
         "is returned"
     ),
-    CGStatus.INDEFINITE_PRECONDITIONER: (
+    Status.INDEFINITE_PRECONDITIONER: (
         "r^T M r = {curv:.3e} <= 0 at iteration {nit}: the preconditioner M is not positive "
         "definite; the last good iterate is returned"
     ),
@@ -80,8 +63,9 @@ class CGResult:
         ``||r||`` before the first iteration and after each iteration, length ``nit + 1``.
     success : bool
         True exactly when ``status`` is ``CONVERGED``.
-    status : CGStatus
-        Why the iteration stopped.
+    status : Status
+        Why the iteration stopped: ``CONVERGED``, ``MAX_ITER``, ``NEGATIVE_CURVATURE``,
+        ``NON_FINITE`` or ``INDEFINITE_PRECONDITIONER``.
     message : str
         What happened and what to try.
     direction : ndarray or None
@@ -96,7 +80,7 @@ class CGResult:
     residual_norm: float
     residual_history: np.ndarray
     success: bool
-    status: CGStatus
+    status: Status
     message: str
     direction: np.ndarray | None = None
     curvature: float | None = None
@@ -221,7 +205,7 @@ def cg(
     rr = float(np.dot(r, r))
     history = [rr]  # squared residual norms; square roots taken once at the end
 
-    def finish(status: CGStatus, nit: int, **extra: Any) -> CGResult:
+    def finish(status: Status, nit: int, **extra: Any) -> CGResult:
         res = math.sqrt(history[-1])
         fmt = dict(res=res, tol=tol, nit=nit, curv=extra.get("curvature") or 0.0)
         fmt["where"] = extra.pop("where", "matvec")
@@ -231,14 +215,14 @@ def cg(
             n_matvec=n_matvec,
             residual_norm=float(res),
             residual_history=np.sqrt(history),
-            success=status is CGStatus.CONVERGED,
+            success=status is Status.CONVERGED,
             status=status,
-            message=_CG_MESSAGES[status].format(**fmt),
+            message=render(status, _WHAT_HAPPENED[status].format(**fmt)),
             **extra,
         )
 
     if math.sqrt(rr) <= tol:
-        return finish(CGStatus.CONVERGED, 0)
+        return finish(Status.CONVERGED, 0)
 
     # A direction whose Rayleigh quotient p^T A p / p^T p is below eps times the largest one
     # seen so far is numerically in the null space: treat it as zero curvature (singular A).
@@ -261,9 +245,9 @@ def cg(
             z = _checked(psolve(r), "M", n, dtype, shape)
             rho = float(dot(r, z))
             if not math.isfinite(rho):
-                return finish(CGStatus.NON_FINITE, k, where="preconditioner M")
+                return finish(Status.NON_FINITE, k, where="preconditioner M")
             if rho <= 0.0:
-                return finish(CGStatus.INDEFINITE_PRECONDITIONER, k, curvature=rho)
+                return finish(Status.INDEFINITE_PRECONDITIONER, k, curvature=rho)
         if k:
             beta = rho / rho_prev
             update_direction(p, z, beta)
@@ -285,8 +269,8 @@ def cg(
         pq = float(dot(p, q))
         if not (null_threshold * pp < pq < math.inf):  # also false for NaN
             if math.isnan(pq) or pq == math.inf:
-                return finish(CGStatus.NON_FINITE, k)
-            return finish(CGStatus.NEGATIVE_CURVATURE, k, direction=p.copy(), curvature=pq)
+                return finish(Status.NON_FINITE, k)
+            return finish(Status.NEGATIVE_CURVATURE, k, direction=p.copy(), curvature=pq)
         if pq * eps > null_threshold * pp:
             null_threshold = eps * pq / pp
         alpha = rho / pq
@@ -297,5 +281,5 @@ def cg(
         if callback is not None:
             callback(x)
         if rr <= tol_sq:
-            return finish(CGStatus.CONVERGED, k + 1)
-    return finish(CGStatus.MAX_ITER, maxiter)
+            return finish(Status.CONVERGED, k + 1)
+    return finish(Status.MAX_ITER, maxiter)

@@ -11,43 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
 from trustregion.core import _validation as v
+from trustregion.core.status import Status, render
 
-
-class LineSearchStatus(IntEnum):
-    """Outcome of :func:`backtracking_line_search`.
-
-    When no trial is accepted, the status names why the *last* trial was rejected.
-    """
-
-    ACCEPTED = 0
-    """A trial was accepted."""
-    NO_IMPROVEMENT = 1
-    """The objective did not improve on ``f0`` (or fell short of ``accept_ratio``)."""
-    CONSTRAINT_VIOLATED = 2
-    """The constraint exceeded ``constraint_slack * max_constraint``."""
-    NON_FINITE = 3
-    """``evaluate`` returned a non-finite objective or constraint."""
-
-
-_MESSAGES = {
-    LineSearchStatus.ACCEPTED: "accepted step fraction {frac:.4g} after {nb} backtracks",
-    LineSearchStatus.NO_IMPROVEMENT: (
-        "no trial improved the objective in {nt} trials; parameters left at x0 (the gradient "
-        "may be noise-dominated, or the step too large: lower delta or raise max_backtracks)"
+# What the line search measured, per status; render() appends the remedy. When no trial is
+# accepted, the status names why the *last* trial was rejected.
+_WHAT_HAPPENED = {
+    Status.ACCEPTED: "accepted step fraction {frac:.4g} after {nb} backtracks",
+    Status.NO_IMPROVEMENT: (
+        "no trial improved the objective in {nt} trials; parameters left at x0"
     ),
-    LineSearchStatus.CONSTRAINT_VIOLATED: (
-        "every trial broke the constraint bound {bound:.4g} in {nt} trials; parameters left at "
-        "x0 (raise max_backtracks or check the constraint's Hessian-vector product)"
+    Status.CONSTRAINT_VIOLATED: (
+        "every trial broke the constraint bound {bound:.4g} in {nt} trials; parameters left "
+        "at x0"
     ),
-    LineSearchStatus.NON_FINITE: (
-        "the objective or constraint was not finite at the last of {nt} trials; parameters "
-        "left at x0"
+    Status.NON_FINITE: (
+        "evaluate returned a non-finite objective or constraint at the last of {nt} trials; "
+        "parameters left at x0"
     ),
 }
 
@@ -73,8 +57,11 @@ class LineSearchResult:
         The constraint at the returned ``x`` (0.0 when rejected: ``x0`` is the reference).
     f0 : float
         The baseline objective at ``x0``.
-    status : LineSearchStatus
+    status : Status
+        ``ACCEPTED``, or why the last trial was rejected: ``NO_IMPROVEMENT``,
+        ``CONSTRAINT_VIOLATED`` or ``NON_FINITE``.
     message : str
+        What happened and what to try.
     """
 
     x: np.ndarray
@@ -87,8 +74,13 @@ class LineSearchResult:
     objective: float
     constraint: float
     f0: float
-    status: LineSearchStatus
+    status: Status
     message: str
+
+    @property
+    def success(self) -> bool:
+        """The same as ``accepted``, under the name every other result uses."""
+        return self.accepted
 
 
 def _evaluate(evaluate: Callable[[np.ndarray], Any], x: np.ndarray) -> tuple[float, float]:
@@ -199,7 +191,7 @@ def backtracking_line_search(
     fractions: list[float] = []
     objectives: list[float] = []
     constraints: list[float] = []
-    status = LineSearchStatus.NO_IMPROVEMENT
+    status = Status.NO_IMPROVEMENT
     dtype = np.result_type(x0, full_step)
     for k in range(max_backtracks + 1):
         fraction = shrink**k
@@ -211,13 +203,13 @@ def backtracking_line_search(
         constraints.append(constraint)
         improvement = objective - f0
         if not (np.isfinite(objective) and np.isfinite(constraint)):
-            status = LineSearchStatus.NON_FINITE
+            status = Status.NON_FINITE
         elif constraint > bound:
-            status = LineSearchStatus.CONSTRAINT_VIOLATED
+            status = Status.CONSTRAINT_VIOLATED
         elif improvement <= 0.0 or (
             accept_ratio > 0.0 and improvement < accept_ratio * fraction * expected_improvement
         ):
-            status = LineSearchStatus.NO_IMPROVEMENT
+            status = Status.NO_IMPROVEMENT
         else:
             return LineSearchResult(
                 x=x,
@@ -230,8 +222,11 @@ def backtracking_line_search(
                 objective=objective,
                 constraint=constraint,
                 f0=f0,
-                status=LineSearchStatus.ACCEPTED,
-                message=_MESSAGES[LineSearchStatus.ACCEPTED].format(frac=fraction, nb=k),
+                status=Status.ACCEPTED,
+                message=render(
+                    Status.ACCEPTED,
+                    _WHAT_HAPPENED[Status.ACCEPTED].format(frac=fraction, nb=k),
+                ),
             )
     n_trials = len(fractions)
     return LineSearchResult(
@@ -246,5 +241,5 @@ def backtracking_line_search(
         constraint=0.0,
         f0=f0,
         status=status,
-        message=_MESSAGES[status].format(nt=n_trials, bound=bound),
+        message=render(status, _WHAT_HAPPENED[status].format(nt=n_trials, bound=bound)),
     )

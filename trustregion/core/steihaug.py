@@ -30,45 +30,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
 from trustregion.core import _validation as v
+from trustregion.core.status import Status, render
 
-
-class SteihaugStatus(IntEnum):
-    """Why :func:`steihaug_cg` stopped."""
-
-    INTERIOR = 0
-    """The CG residual met the tolerance inside the region."""
-    BOUNDARY = 1
-    """The next CG iterate would leave the region: stopped on its boundary."""
-    NEGATIVE_CURVATURE = 2
-    """A direction with ``d^T H d <= 0`` was followed to the boundary."""
-    MAX_ITER = 3
-    """The iteration cap was reached inside the region."""
-    NON_FINITE = 4
-    """``hessp`` (or the preconditioner) returned NaN or inf; the last good iterate is
-    returned."""
-    INDEFINITE_PRECONDITIONER = 5
-    """``r^T M r <= 0``: the preconditioner is not positive definite; the last good iterate
-    is returned."""
-
-
-_MESSAGES = {
-    SteihaugStatus.INTERIOR: "converged inside the trust region",
-    SteihaugStatus.BOUNDARY: "stopped on the trust-region boundary",
-    SteihaugStatus.NEGATIVE_CURVATURE: "negative curvature: followed the direction to the boundary",
-    SteihaugStatus.MAX_ITER: "iteration cap reached inside the trust region",
-    SteihaugStatus.NON_FINITE: (
+# What steihaug_cg measured, per status; render() appends the remedy.
+_WHAT_HAPPENED = {
+    Status.CONVERGED: "converged inside the trust region",
+    Status.BOUNDARY: "stopped on the trust-region boundary",
+    Status.NEGATIVE_CURVATURE: "negative curvature: followed the direction to the boundary",
+    Status.MAX_ITER: "iteration cap reached inside the trust region",
+    Status.NON_FINITE: (
         "hessp or the preconditioner returned a non-finite value; last good iterate returned"
     ),
-    SteihaugStatus.INDEFINITE_PRECONDITIONER: (
+    Status.INDEFINITE_PRECONDITIONER: (
         "r^T M r <= 0: the preconditioner is not positive definite; last good iterate returned"
     ),
 }
+# On the boundary and along negative curvature are answers of the subproblem, not failures.
+_SUCCESS = frozenset({Status.CONVERGED, Status.BOUNDARY, Status.NEGATIVE_CURVATURE})
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,8 +67,13 @@ class SteihaugResult:
         CG iterations made.
     nhev : int
         Calls to ``hessp`` (calls to the preconditioner are not counted).
-    status : SteihaugStatus
-        Why it stopped.
+    status : Status
+        Why it stopped: ``CONVERGED`` (inside the region), ``BOUNDARY``,
+        ``NEGATIVE_CURVATURE`` (followed to the boundary), ``MAX_ITER``, ``NON_FINITE`` or
+        ``INDEFINITE_PRECONDITIONER``.
+    success : bool
+        True for ``CONVERGED``, ``BOUNDARY`` and ``NEGATIVE_CURVATURE``: ``p`` solves the
+        subproblem as Steihaug's method defines it.
     hits_boundary : bool
         True when ``p`` lies on the boundary (``BOUNDARY`` or ``NEGATIVE_CURVATURE``).
     predicted_reduction : float
@@ -93,13 +81,14 @@ class SteihaugResult:
     residual_norm : float
         ``||g + H p||``, the model gradient at ``p`` (from the tracked ``H p``).
     message : str
-        What happened.
+        What happened and what to try.
     """
 
     p: np.ndarray
     nit: int
     nhev: int
-    status: SteihaugStatus
+    status: Status
+    success: bool
     hits_boundary: bool
     predicted_reduction: float
     residual_norm: float
@@ -156,7 +145,7 @@ def steihaug_cg(
 
     - :math:`\|r_j\| \le \varepsilon`, :math:`\varepsilon = \mathrm{rtol}\,\|g\|`, or by default
       the forcing term :math:`\min(\tfrac12, \sqrt{\|g\|})\,\|g\|` (superlinear convergence
-      of the outer Newton iteration, as scipy's ``trust-ncg``) -> ``INTERIOR``;
+      of the outer Newton iteration, as scipy's ``trust-ncg``) -> ``CONVERGED``;
     - :math:`d_j^T H d_j \le 0`: the boundary point :math:`z_j + \tau d_j` with the lower model
       value -> ``NEGATIVE_CURVATURE``;
     - :math:`\|z_{j+1}\| \ge \Delta`: the boundary point :math:`z_j + \tau d_j`, :math:`\tau \ge 0`
@@ -204,7 +193,7 @@ def steihaug_cg(
     >>> H = np.diag([2.0, 1.0])
     >>> res = steihaug_cg(H.dot, np.array([1.0, 1.0]), radius=10.0, rtol=1e-10)
     >>> res.status.name, np.allclose(res.p, [-0.5, -1.0])
-    ('INTERIOR', True)
+    ('CONVERGED', True)
     >>> res = steihaug_cg(np.diag([1.0, -1.0]).dot, np.array([1.0, 1e-3]), radius=2.0, rtol=1e-8)
     >>> res.status.name, bool(np.isclose(np.linalg.norm(res.p), 2.0))
     ('NEGATIVE_CURVATURE', True)
@@ -239,21 +228,22 @@ def steihaug_cg(
     rr = float(np.dot(r, r))
     nhev = 0
 
-    def finish(status: SteihaugStatus, p: np.ndarray, Hp: np.ndarray, nit: int) -> SteihaugResult:
+    def finish(status: Status, p: np.ndarray, Hp: np.ndarray, nit: int) -> SteihaugResult:
         reduction = -(float(np.dot(g, p)) + 0.5 * float(np.dot(p, Hp)))
         return SteihaugResult(
             p=p,
             nit=nit,
             nhev=nhev,
             status=status,
-            hits_boundary=status in (SteihaugStatus.BOUNDARY, SteihaugStatus.NEGATIVE_CURVATURE),
+            success=status in _SUCCESS,
+            hits_boundary=status in (Status.BOUNDARY, Status.NEGATIVE_CURVATURE),
             predicted_reduction=reduction,
             residual_norm=float(np.linalg.norm(g + Hp)),
-            message=_MESSAGES[status],
+            message=render(status, _WHAT_HAPPENED[status]),
         )
 
     if np.sqrt(rr) <= tol:
-        return finish(SteihaugStatus.INTERIOR, z, Hz, 0)
+        return finish(Status.CONVERGED, z, Hz, 0)
 
     # Preconditioned state: y = M r, ry = r^T y, and the M^{-1} inner products of z and d.
     # Without a preconditioner ry = rr and the norms are computed directly, as scipy does.
@@ -264,9 +254,9 @@ def steihaug_cg(
         y = v.matvec_output("M", psolve(r), n, dtype)
         ry = float(np.dot(r, y))
         if not np.isfinite(ry):
-            return finish(SteihaugStatus.NON_FINITE, z, Hz, 0)
+            return finish(Status.NON_FINITE, z, Hz, 0)
         if ry <= 0.0:
-            return finish(SteihaugStatus.INDEFINITE_PRECONDITIONER, z, Hz, 0)
+            return finish(Status.INDEFINITE_PRECONDITIONER, z, Hz, 0)
         d = -y
     zz_w, zd_w, dd_w = 0.0, 0.0, ry  # <z,z>, <z,d>, <d,d> in the M^{-1} inner product
 
@@ -275,7 +265,7 @@ def steihaug_cg(
         nhev += 1
         dHd = float(np.dot(d, Hd))
         if not np.isfinite(dHd):
-            return finish(SteihaugStatus.NON_FINITE, z, Hz, j)
+            return finish(Status.NON_FINITE, z, Hz, j)
         if dHd <= 0.0:
             if psolve is None:
                 ta, tb = boundary_intersections(z, d, radius)
@@ -287,7 +277,7 @@ def steihaug_cg(
             change_b = tb * rd + 0.5 * tb * tb * dHd
             tau = ta if change_a < change_b else tb
             p = z + tau * d
-            return finish(SteihaugStatus.NEGATIVE_CURVATURE, p, Hz + tau * Hd, j + 1)
+            return finish(Status.NEGATIVE_CURVATURE, p, Hz + tau * Hd, j + 1)
         alpha = ry / dHd
         if psolve is None:
             z_next = z + alpha * d
@@ -301,7 +291,7 @@ def steihaug_cg(
             else:
                 _, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
             p = z + tb * d
-            return finish(SteihaugStatus.BOUNDARY, p, Hz + tb * Hd, j + 1)
+            return finish(Status.BOUNDARY, p, Hz + tb * Hd, j + 1)
         if psolve is None:
             z = z_next
         else:
@@ -311,7 +301,7 @@ def steihaug_cg(
         r = r + alpha * Hd
         rr_next = float(np.dot(r, r))
         if np.sqrt(rr_next) <= tol:
-            return finish(SteihaugStatus.INTERIOR, z, Hz, j + 1)
+            return finish(Status.CONVERGED, z, Hz, j + 1)
         if psolve is None:
             d = -r + (rr_next / rr) * d
             ry = rr_next
@@ -319,13 +309,13 @@ def steihaug_cg(
             y = v.matvec_output("M", psolve(r), n, dtype)
             ry_next = float(np.dot(r, y))
             if not np.isfinite(ry_next):
-                return finish(SteihaugStatus.NON_FINITE, z, Hz, j + 1)
+                return finish(Status.NON_FINITE, z, Hz, j + 1)
             if ry_next <= 0.0:
-                return finish(SteihaugStatus.INDEFINITE_PRECONDITIONER, z, Hz, j + 1)
+                return finish(Status.INDEFINITE_PRECONDITIONER, z, Hz, j + 1)
             beta = ry_next / ry
             zd_w = beta * (zd_w + alpha * dd_w)
             dd_w = ry_next + beta * beta * dd_w
             d = -y + beta * d
             ry = ry_next
         rr = rr_next
-    return finish(SteihaugStatus.MAX_ITER, z, Hz, maxiter)
+    return finish(Status.MAX_ITER, z, Hz, maxiter)

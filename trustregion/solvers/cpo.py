@@ -56,48 +56,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
 from trustregion.core import _validation as v
-from trustregion.core.cg import CGResult, CGStatus, cg
+from trustregion.core.cg import CGResult, cg
+from trustregion.core.status import Status, render
 
-
-class CPOStatus(IntEnum):
-    """Which case :func:`cpo_step` solved, or why it produced no step."""
-
-    INACTIVE = 0
-    """The linear constraint is inactive at the solution: the TRPO step."""
-    ACTIVE = 1
-    """Both constraints are active: the step lies on the constraint's hyperplane and on the
-    trust-region boundary."""
-    RECOVERY = 2
-    """Infeasible: no point of the trust region satisfies the linear constraint; the step
-    decreases the constraint as much as the trust region allows."""
-    INFEASIBLE_NO_DIRECTION = 3
-    """``c > 0`` and ``b = 0``: nothing can reduce the constraint; the step is zero."""
-    NON_POSITIVE_CURVATURE = 4
-    """CG met ``d^T H d <= 0`` at once (``H`` is not positive definite); the step is zero."""
-    NON_FINITE = 5
-    """``hvp`` returned NaN or inf; the step is zero."""
-
-
-_MESSAGES = {
-    CPOStatus.INACTIVE: "linear constraint inactive: the TRPO step",
-    CPOStatus.ACTIVE: "both constraints active (nu = {nu:.3e}, lambda = {lam:.3e})",
-    CPOStatus.RECOVERY: (
+# What cpo_step found, per status; render() appends the remedy.
+_WHAT_HAPPENED = {
+    Status.INACTIVE: "linear constraint inactive: the TRPO step",
+    Status.ACTIVE: "both constraints active (nu = {nu:.3e}, lambda = {lam:.3e})",
+    Status.RECOVERY: (
         "infeasible: c = {c:.3e} > sqrt(2 delta s) = {reach:.3e}; recovery step along -H^-1 b"
     ),
-    CPOStatus.INFEASIBLE_NO_DIRECTION: (
+    Status.INFEASIBLE_NO_DIRECTION: (
         "infeasible (c = {c:.3e} > 0) and b = 0: no step can reduce the constraint"
     ),
-    CPOStatus.NON_POSITIVE_CURVATURE: (
-        "H is not positive definite along {which} (CG: {cg}); add damping"
-    ),
-    CPOStatus.NON_FINITE: "hvp returned a non-finite value while solving for {which}",
+    Status.NEGATIVE_CURVATURE: "H is not positive definite along {which} (CG: {cg})",
+    Status.NON_FINITE: "hvp returned a non-finite value while solving for {which}",
 }
+# The three cases of the CPO step are answers; the others produce no step.
+_SUCCESS = frozenset({Status.INACTIVE, Status.ACTIVE, Status.RECOVERY})
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,14 +88,18 @@ class CPOStepResult:
     Attributes
     ----------
     step : ndarray
-        The step :math:`x` (zeros for ``INFEASIBLE_NO_DIRECTION``, ``NON_POSITIVE_CURVATURE``
+        The step :math:`x` (zeros for ``INFEASIBLE_NO_DIRECTION``, ``NEGATIVE_CURVATURE``
         and ``NON_FINITE``).
     lam : float
         :math:`\\lambda`, the trust-region multiplier (0 for recovery and failures).
     nu : float
         :math:`\\nu`, the linear-constraint multiplier (for recovery: the step length
         :math:`\\sqrt{2\\delta/s}` along :math:`-w`, as the reference implementation).
-    status : CPOStatus
+    status : Status
+        The case solved, ``INACTIVE``, ``ACTIVE`` or ``RECOVERY``; or why there is no step:
+        ``INFEASIBLE_NO_DIRECTION``, ``NEGATIVE_CURVATURE``, ``NON_FINITE``.
+    success : bool
+        True for the three cases ``INACTIVE``, ``ACTIVE`` and ``RECOVERY``.
     expected_improvement : float
         :math:`g^T x`, the linear model's improvement.
     predicted_constraint : float
@@ -132,7 +117,8 @@ class CPOStepResult:
     step: np.ndarray
     lam: float
     nu: float
-    status: CPOStatus
+    status: Status
+    success: bool
     expected_improvement: float
     predicted_constraint: float
     predicted_divergence: float
@@ -281,7 +267,7 @@ def cpo_step(
         return v.matvec_output("hvp", hvp(u), n, dtype)
 
     def result(
-        status: CPOStatus,
+        status: Status,
         x: np.ndarray,
         *,
         lam: float = 0.0,
@@ -298,6 +284,7 @@ def cpo_step(
             lam=lam,
             nu=nu,
             status=status,
+            success=status in _SUCCESS,
             expected_improvement=float(g @ x),
             predicted_constraint=float(b @ x) + c,
             predicted_divergence=divergence,
@@ -306,7 +293,9 @@ def cpo_step(
             s=s,
             cg_g=cg_g,
             cg_b=cg_b,
-            message=_MESSAGES[status].format(lam=lam, nu=nu, c=c, **(fmt or {})),
+            message=render(
+                status, _WHAT_HAPPENED[status].format(lam=lam, nu=nu, c=c, **(fmt or {}))
+            ),
         )
 
     zero = np.zeros(n, dtype=dtype)
@@ -319,16 +308,16 @@ def cpo_step(
 
     def trpo_step(cg_b: CGResult | None, r: float, s: float) -> CPOStepResult:
         if q == 0.0:  # g = 0: nothing to gain, and the current point is feasible
-            return result(CPOStatus.INACTIVE, zero, cg_b=cg_b, r=r, s=s)
+            return result(Status.INACTIVE, zero, cg_b=cg_b, r=r, s=s)
         lam = float(np.sqrt(q / (2.0 * delta)))
         return result(
-            CPOStatus.INACTIVE, v_g / lam, lam=lam, divergence=delta, q=q, r=r, s=s, cg_b=cg_b
+            Status.INACTIVE, v_g / lam, lam=lam, divergence=delta, q=q, r=r, s=s, cg_b=cg_b
         )
 
     if not np.any(b):
         if c <= 0.0:
             return trpo_step(None, 0.0, 0.0)
-        return result(CPOStatus.INFEASIBLE_NO_DIRECTION, zero, q=q)
+        return result(Status.INFEASIBLE_NO_DIRECTION, zero, q=q)
 
     cg_b = cg(product, b, rtol=cg_rtol, maxiter=cg_iters, damping=damping)
     failure = _cg_failure(cg_b, "b")
@@ -339,7 +328,7 @@ def cpo_step(
     s = float(b @ w)
     if not s > 0.0:
         return result(
-            CPOStatus.NON_POSITIVE_CURVATURE,
+            Status.NEGATIVE_CURVATURE,
             zero,
             q=q,
             r=r,
@@ -352,7 +341,7 @@ def cpo_step(
     if c > 0.0 and B <= 0.0:
         nu = float(np.sqrt(2.0 * delta / s))
         return result(
-            CPOStatus.RECOVERY,
+            Status.RECOVERY,
             -nu * w,
             nu=nu,
             divergence=delta,
@@ -371,7 +360,7 @@ def cpo_step(
             return trpo_step(cg_b, r, s)
         x = v_g / lam
         return result(
-            CPOStatus.INACTIVE,
+            Status.INACTIVE,
             x,
             lam=lam,
             divergence=0.5 * q / lam**2,
@@ -389,14 +378,14 @@ def cpo_step(
         x = u / lam - (c / s) * w
     divergence = 0.5 * ((A / lam**2 if A > 0.0 else 0.0) + c * c / s)
     return result(
-        CPOStatus.ACTIVE, x, lam=lam, nu=nu, divergence=divergence, q=q, r=r, s=s, cg_b=cg_b
+        Status.ACTIVE, x, lam=lam, nu=nu, divergence=divergence, q=q, r=r, s=s, cg_b=cg_b
     )
 
 
-def _cg_failure(sol: CGResult, which: str) -> tuple[CPOStatus, dict[str, Any]] | None:
+def _cg_failure(sol: CGResult, which: str) -> tuple[Status, dict[str, Any]] | None:
     """A status when CG produced no usable solution (as natural_gradient_step decides)."""
-    if sol.status is CGStatus.NON_FINITE:
-        return CPOStatus.NON_FINITE, {"which": f"H^-1 {which}"}
-    if sol.status is CGStatus.NEGATIVE_CURVATURE and not np.any(sol.x):
-        return CPOStatus.NON_POSITIVE_CURVATURE, {"which": which, "cg": sol.message}
+    if sol.status is Status.NON_FINITE:
+        return Status.NON_FINITE, {"which": f"H^-1 {which}"}
+    if sol.status is Status.NEGATIVE_CURVATURE and not np.any(sol.x):
+        return Status.NEGATIVE_CURVATURE, {"which": which, "cg": sol.message}
     return None
