@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "SB3_POLICY_DEFAULTS",
     "SB3_TRPO_DEFAULTS",
@@ -366,9 +368,12 @@ def _constraint(f: dataclasses.Field) -> str:
     return ""
 
 
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool | np.bool_)
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) \
-        and type(value).__name__ != "bool_"
+    return isinstance(value, numbers.Integral) and not _is_bool(value)
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:
@@ -382,7 +387,7 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
                          f"got {type(value).__name__}")
 
     if kind is bool:
-        if isinstance(value, bool) or type(value).__name__ == "bool_":
+        if _is_bool(value):
             return bool(value)
         raise wrong("bool")
     if kind is int:
@@ -390,8 +395,7 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
             return int(value)
         raise wrong("int")
     if kind is float:
-        if _is_int(value) or (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                              and type(value).__name__ != "bool_"):
+        if isinstance(value, numbers.Real) and not _is_bool(value):
             return float(value)
         raise wrong("float")
     if kind is str:
