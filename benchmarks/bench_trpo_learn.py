@@ -2,8 +2,9 @@
 
 Mirrors ``benchmarks/peers/sb3_trpo.py learn``: one run (env, seed), a deterministic
 evaluation over 10 episodes every ``--eval-freq`` steps and at the end, peak RSS, written to
-``benchmarks/results/ours_learn_<env>_seed<k>.json`` (rewritten after each evaluation with
-``"status": "running"``, a last time with ``"finished"``).
+``benchmarks/results/ours_learn_<env>_seed<k><tag>.json`` (rewritten after each evaluation
+with ``"status": "running"``, a last time with ``"finished"``). Tuning runs (``--tag`` and
+``key=value`` overrides) go to ``--out-dir benchmarks/results/sweeps/<topic>``.
 
 The zoo's settings (one table, ``benchmarks/peers/zoo_hyperparams.py``, configures both
 sides) are translated by :meth:`rl_adapters.TRPOConfig.from_sb3`: SB3-contrib's KL of a
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-freq", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--tag", default="", help="suffix of the result file name")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
+                        help="folder of the result file (tuning runs: results/sweeps/<topic>)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)
     from rl_adapters.config import parse_overrides
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.overrides:
         config = config.replace(**parse_overrides(args.overrides))
         notes.append(f"overrides: {' '.join(args.overrides)}")
-    out = RESULTS_DIR / f"ours_learn_{env_id}_seed{args.seed}{args.tag}.json"
+    out = args.out_dir / f"ours_learn_{env_id}_seed{args.seed}{args.tag}.json"
     rss_before = peak_rss_mib()
     agent = TRPO(env_id, seed=args.seed, config=config)
     curve: dict[str, list[float]] = {"timesteps": [], "eval_mean": [], "eval_std": []}
