@@ -22,6 +22,7 @@ import functools
 import json
 import math
 import numbers
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -342,8 +343,11 @@ class TRPOConfig:
         translated["cg_damping"] = translated.pop("sb3_cg_damping") * scale
         try:
             return cls.for_env(env_id, **translated)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"TRPOConfig.from_sb3({env_id!r}, ...): {exc}") from None
+        except ValueError as exc:  # a translated value out of our field's range
+            match = re.match(r"config (\w+)=", str(exc))
+            source = _SB3_SOURCE.get(match[1], "") if match else ""
+            given = f" (from SB3-contrib's {source})" if source else ""
+            raise ValueError(f"TRPOConfig.from_sb3({env_id!r}): {exc}{given}") from None
 
 
 @functools.cache
@@ -411,15 +415,16 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
 
 def _check_field(f: dataclasses.Field, kind: Any, value: Any) -> Any:
     """The field's value, converted to its type and checked against its metadata."""
-    value = _coerce(f.name, value, kind)
+    given, value = value, _coerce(f.name, value, kind)
     choices, interval = f.metadata["choices"], f.metadata["interval"]
     if choices is not None and value not in choices:
-        raise ValueError(f"config {f.name}={value!r}: must be one of {', '.join(choices)}")
+        raise ValueError(f"config {f.name}={given!r}: must be one of {', '.join(choices)}")
     if interval is not None:
         items = value if isinstance(value, tuple) else (value,)
         if not all(v in interval for v in items):
             each = "each item " if isinstance(value, tuple) else ""
-            raise ValueError(f"config {f.name}={value!r}: {each}must be {interval}")
+            within = "in " if interval.high != math.inf else ""
+            raise ValueError(f"config {f.name}={given!r}: {each}must be {within}{interval}")
     return value
 
 
@@ -600,6 +605,20 @@ _SB3_DIRECT: dict[str, tuple[str, Any]] = {
     "normalize_advantage": ("normalize_advantage", bool),
     "target_kl": ("target_kl", float),
     "n_envs": ("n_envs", int),
+}
+
+# Our field -> the SB3 argument it came from, where the names differ (for error messages).
+_SB3_SOURCE: dict[str, str] = {
+    **{field_name: name for name, (field_name, _) in _SB3_DIRECT.items()},
+    "max_kl": "target_kl",
+    "cg_damping": "cg_damping",
+    "ls_max_backtracks": "line_search_max_iter",
+    "fvp_subsample": "sub_sampling_factor",
+    "policy_hidden": "policy_kwargs['net_arch']",
+    "value_hidden": "policy_kwargs['net_arch']",
+    "log_std_init": "policy_kwargs['log_std_init']",
+    "clip_obs": "normalize['clip_obs']",
+    "clip_reward": "normalize['clip_reward']",
 }
 
 # Arguments of sb3_contrib.TRPO (or of the zoo) that do not configure training here.
