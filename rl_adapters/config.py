@@ -67,6 +67,10 @@ class Interval:
         below = value < self.high if self.high_open or self.high == math.inf else value <= self.high
         return bool(above and below)
 
+    def phrase(self) -> str:
+        """``'in [0, 1]'`` for a bounded interval, ``'> 0, finite'`` for a half-line."""
+        return f"{'in ' if self.high != math.inf else ''}{self}"
+
     def __str__(self) -> str:
         def num(x: float) -> str:
             return f"{x:g}"
@@ -368,7 +372,7 @@ def _constraint(f: dataclasses.Field) -> str:
         return " | ".join(f.metadata["choices"])
     if f.metadata["interval"] is not None:
         prefix = "each " if typing.get_origin(_field_types()[f.name]) is tuple else ""
-        return prefix + str(f.metadata["interval"])
+        return prefix + f.metadata["interval"].phrase()
     return ""
 
 
@@ -423,8 +427,7 @@ def _check_field(f: dataclasses.Field, kind: Any, value: Any) -> Any:
         items = value if isinstance(value, tuple) else (value,)
         if not all(v in interval for v in items):
             each = "each item " if isinstance(value, tuple) else ""
-            within = "in " if interval.high != math.inf else ""
-            raise ValueError(f"config {f.name}={given!r}: {each}must be {within}{interval}")
+            raise ValueError(f"config {f.name}={given!r}: {each}must be {interval.phrase()}")
     return value
 
 
