@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from rl_adapters._fast import rms_normalize, rms_update, scale_rewards
+from rl_adapters._kernels import rms_normalize, rms_update, scale_rewards
 
 __all__ = ["RewardScaler", "RunningMeanStd"]
 

@@ -29,7 +29,7 @@ import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
 
-from rl_adapters._fast import gaussian_act_rows, mlp_forward_rows
+from rl_adapters._kernels import gaussian_act_rows, mlp_forward_rows
 from rl_adapters.mlp import MLP, ForwardCache
 from trustregion import distributions as dist
 from trustregion.kernels.categorical import categorical_sample_inverse_cdf

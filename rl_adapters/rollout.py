@@ -27,29 +27,13 @@ import time
 from dataclasses import dataclass
 
 import gymnasium as gym
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from rl_adapters._fast import rms_normalize_into, rms_update
+from rl_adapters._kernels import gae_advantages, rms_normalize_into, rms_update
 
 __all__ = ["LeanSyncVectorEnv", "RolloutBatch", "SnapshotWrapper", "compute_gae",
            "make_vector_env"]
-
-
-@numba.njit(cache=True)
-def _gae_kernel(rewards, values, next_values, episode_ends, gamma, lam):
-    steps, n_envs = rewards.shape
-    adv = np.empty_like(rewards)
-    for e in range(n_envs):
-        running = 0.0
-        for t in range(steps - 1, -1, -1):
-            if episode_ends[t, e]:
-                running = 0.0
-            delta = rewards[t, e] + gamma * next_values[t, e] - values[t, e]
-            running = delta + gamma * lam * running
-            adv[t, e] = running
-    return adv
 
 
 def compute_gae(rewards: NDArray, values: NDArray, next_values: NDArray,
@@ -73,7 +57,7 @@ def compute_gae(rewards: NDArray, values: NDArray, next_values: NDArray,
     >>> compute_gae(r, v, np.zeros((2, 1)), np.array([[False], [True]]), 0.5, 1.0)[:, 0]
     array([1.5, 1. ])
     """
-    return _gae_kernel(np.asarray(rewards, dtype=np.float64), np.asarray(values, np.float64),
+    return gae_advantages(np.asarray(rewards, dtype=np.float64), np.asarray(values, np.float64),
                        np.asarray(next_values, np.float64), np.asarray(episode_ends, bool),
                        float(gamma), float(lam))
 
