@@ -25,10 +25,12 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
+from rl_adapters.checkpoint import read_state, write_state
 from rl_adapters.config import TRPOConfig
 from rl_adapters.normalization import RewardScaler, RunningMeanStd
 from rl_adapters.policies import FisherOperator, Policy, make_policy
 from rl_adapters.rollout import Collector, advantages_and_returns, make_vector_env
+from rl_adapters.seeding import generator_state_dict, load_generator_state_dict
 from rl_adapters.value import ValueFunction
 from trustregion import StepStatus, backtracking_line_search, natural_gradient_step
 
@@ -315,18 +317,95 @@ class TRPO:
         return float(np.mean(returns)), float(np.std(returns))
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str) -> None:
-        """Write the whole training state to one ``.npz`` file, atomically."""
-        from rl_adapters.checkpoint import save_agent
+    def state_dict(self) -> dict[str, Any]:
+        """The whole training state as a nested dict of arrays, scalars and strings.
 
-        save_agent(self, path)
+        Each component contributes its own ``state_dict()``: ``policy`` (the network and
+        action space layout; the parameters are ``theta``), ``value`` (critic and its Adam
+        state), ``obs_rms`` and ``reward_scaler`` (when enabled), ``collector`` (current
+        observations, episode accumulators, environment snapshots), ``rng`` and
+        ``predict_rng`` (generator states).  ``config`` is the configuration's JSON.  The
+        arrays are the live ones: copy them to keep a snapshot.
+        """
+        state: dict[str, Any] = {
+            "config": self.config.to_json(),
+            "env_id": self.env_id or "",
+            "seed": self.seed,
+            "theta": self.theta,
+            "policy": self.policy.state_dict(),
+            "value": self.value.state_dict(),
+            "rng": generator_state_dict(self.rng),
+            "predict_rng": generator_state_dict(self._predict_rng),
+            "num_timesteps": self.num_timesteps,
+            "n_updates": self.n_updates,
+            "episode_returns": np.asarray(self.episode_returns, dtype=np.float64),
+            "episode_lengths": np.asarray(self.episode_lengths, dtype=np.int64),
+            "metrics": _metric_columns(self.metrics),
+            "collector": self.collector.state_dict(),
+        }
+        if self.obs_rms is not None:
+            state["obs_rms"] = self.obs_rms.state_dict()
+        if self.reward_scaler is not None:
+            state["reward_scaler"] = self.reward_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into this agent (built with the same config and env)."""
+        if state["config"] != self.config.to_json():
+            raise ValueError("state: saved with a different configuration; build the agent "
+                             "with TRPOConfig.from_json(state['config']) or use TRPO.load")
+        for name in ("obs_rms", "reward_scaler"):
+            if (getattr(self, name) is None) != (name not in state):
+                raise ValueError(f"state: {name} present in only one of state and agent")
+        self.policy.load_state_dict(state["policy"])
+        theta = np.array(state["theta"], dtype=np.float64)
+        if theta.shape != (self.policy.n_params,):
+            raise ValueError(f"state: theta of shape {theta.shape}, the policy has "
+                             f"{self.policy.n_params} parameters")
+        self.theta = theta
+        self.env_id = self.env_id or (str(state["env_id"]) or None)
+        self.seed = int(state["seed"])
+        self.value.load_state_dict(state["value"])
+        load_generator_state_dict(self.rng, state["rng"])
+        load_generator_state_dict(self._predict_rng, state["predict_rng"])
+        self.num_timesteps = int(state["num_timesteps"])
+        self.n_updates = int(state["n_updates"])
+        self.episode_returns.clear()
+        self.episode_returns.extend(np.atleast_1d(state["episode_returns"]).tolist())
+        self.episode_lengths.clear()
+        self.episode_lengths.extend(int(x) for x in np.atleast_1d(state["episode_lengths"]))
+        self.metrics = _metric_rows(state.get("metrics", {}))
+        if self.obs_rms is not None:
+            self.obs_rms.load_state_dict(state["obs_rms"])
+        if self.reward_scaler is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+        # Environments: a fresh reset from a seed derived from (seed, n_updates), then the
+        # saved episodes continue over it where every environment has a snapshot.
+        restart_seed = int(np.random.SeedSequence([self.seed, self.n_updates])
+                           .generate_state(1)[0])
+        self.collector.reset(restart_seed)
+        self.collector.load_state_dict(state["collector"])
+
+    def save(self, path: str) -> None:
+        """Write the whole training state (:meth:`state_dict`) to one ``.npz`` file, atomically."""
+        write_state(path, self.state_dict())
 
     @classmethod
     def load(cls, path: str, env: Any = None) -> TRPO:
-        """Restore an agent saved with :meth:`save`; training continues the same run."""
-        from rl_adapters.checkpoint import load_agent
+        """Restore an agent saved with :meth:`save`; training continues the same run.
 
-        return load_agent(path, env)
+        ``env`` defaults to the saved environment id (required if the agent was trained on
+        an environment instance without a registered id).
+        """
+        state = read_state(path)
+        config = TRPOConfig.from_json(state["config"])
+        if env is None:
+            env = str(state["env_id"]) or None
+            if env is None:
+                raise ValueError("env: the checkpoint has no env id; pass the env to load()")
+        agent = cls(env, seed=int(state["seed"]), config=config)
+        agent.load_state_dict(state)
+        return agent
 
     def close(self) -> None:
         self.venv.close()
@@ -346,6 +425,19 @@ def _env_id(env: Any) -> str | None:
         return env
     spec = getattr(env, "spec", None)
     return getattr(spec, "id", None)
+
+
+def _metric_columns(metrics: list[dict[str, Any]]) -> dict[str, NDArray]:
+    """Per-update metric rows -> one array per metric (numbers as float64, names as str)."""
+    if not metrics:
+        return {}
+    return {key: np.asarray([m[key] for m in metrics]) for key in metrics[0]}
+
+
+def _metric_rows(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    lists = {key: np.atleast_1d(col).tolist() for key, col in columns.items()}
+    n_rows = len(next(iter(lists.values()))) if lists else 0
+    return [{key: col[i] for key, col in lists.items()} for i in range(n_rows)]
 
 
 def _mean(values) -> float:

@@ -22,15 +22,16 @@ truncation (a time limit is not a terminal state of the MDP).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
 from rl_adapters._kernels import gae_advantages, rms_normalize_into, rms_update
+from rl_adapters.seeding import generator_state_dict, load_generator_state_dict
 
 __all__ = ["LeanSyncVectorEnv", "RolloutBatch", "SnapshotWrapper", "compute_gae",
            "make_vector_env"]
@@ -77,7 +78,7 @@ class SnapshotWrapper(gym.Wrapper):
     @property
     def trpo_snapshot(self) -> dict | None:
         base = self.env.unwrapped
-        snap: dict = {"np_random": json.dumps(base.np_random.bit_generator.state)}
+        snap: dict = {"np_random": generator_state_dict(base.np_random)}
         steps = _time_limit(self.env)
         snap["elapsed_steps"] = -1 if steps is None else int(steps._elapsed_steps or 0)
         if hasattr(base, "model") and hasattr(base, "data") and type(base).__module__.startswith(
@@ -103,7 +104,7 @@ class SnapshotWrapper(gym.Wrapper):
         if snap is None:
             return
         base = self.env.unwrapped
-        base.np_random.bit_generator.state = json.loads(str(snap["np_random"]))
+        load_generator_state_dict(base.np_random, snap["np_random"])
         steps = _time_limit(self.env)
         if steps is not None and int(snap["elapsed_steps"]) >= 0:
             steps._elapsed_steps = int(snap["elapsed_steps"])
@@ -284,6 +285,36 @@ class Collector:
         self.raw_obs = np.asarray(obs, dtype=np.float64)
         self.ep_return[:] = 0.0
         self.ep_length[:] = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per-env state: the current observations, episode accumulators, env snapshots.
+
+        ``envs`` maps the env index (as a string) to its
+        :attr:`SnapshotWrapper.trpo_snapshot`; environments without one are left out.
+        """
+        assert self.raw_obs is not None, "call reset() first"
+        state: dict[str, Any] = {"raw_obs": self.raw_obs, "ep_return": self.ep_return,
+                                 "ep_length": self.ep_length}
+        envs = {str(i): snap for i, snap in enumerate(self.venv.get_attr("trpo_snapshot"))
+                if snap is not None}
+        if envs:
+            state["envs"] = envs
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the saved episodes if every environment has a snapshot.
+
+        Otherwise the environments keep their current (freshly reset) episodes: a resumed
+        run then starts new episodes there.
+        """
+        envs = state.get("envs", {})
+        raw_obs = np.asarray(state["raw_obs"], dtype=np.float64)
+        if len(envs) != self.n_envs or raw_obs.shape != np.shape(self.raw_obs):
+            return
+        self.venv.set_attr("trpo_snapshot", [envs[str(i)] for i in range(self.n_envs)])
+        self.raw_obs = raw_obs.copy()
+        self.ep_return[:] = state["ep_return"]
+        self.ep_length[:] = state["ep_length"]
 
     def normalize(self, raw: NDArray) -> NDArray:
         """Normalize with the current statistics (the step loop updates them)."""

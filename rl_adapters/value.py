@@ -13,6 +13,8 @@ the state is saved in checkpoints), ``"lbfgs"`` runs SciPy's L-BFGS-B on the ful
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize
@@ -36,6 +38,21 @@ class AdamState:
         self.t += 1
         adam_step(theta, grad, self.m, self.v, lr, self.beta1, self.beta2, self.eps, self.t)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Moments, step count and the settings (beta1, beta2, eps)."""
+        return {"m": self.m, "v": self.v, "t": self.t, "beta1": self.beta1,
+                "beta2": self.beta2, "eps": self.eps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        m = np.array(state["m"], dtype=np.float64)
+        if m.shape != self.m.shape:
+            raise ValueError(f"state: Adam moments of shape {m.shape}, expected {self.m.shape}")
+        self.m = m
+        self.v = np.array(state["v"], dtype=np.float64)
+        self.t = int(state["t"])
+        self.beta1, self.beta2 = float(state["beta1"]), float(state["beta2"])
+        self.eps = float(state["eps"])
+
 
 class ValueFunction:
     """MLP critic with flat parameters ``theta`` and its fitting routine."""
@@ -52,6 +69,20 @@ class ValueFunction:
 
     def init(self, rng: np.random.Generator) -> None:
         self.theta = self.net.init(rng, output_gain=1.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters, the layer sizes and activation (checked on load) and the Adam state."""
+        return {"theta": self.theta, "sizes": np.asarray(self.net.sizes, dtype=np.int64),
+                "activation": self.net.activation, "adam": self.adam.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sizes = tuple(int(k) for k in np.atleast_1d(state["sizes"]))
+        if sizes != tuple(self.net.sizes) or str(state["activation"]) != self.net.activation:
+            raise ValueError(
+                f"state: a critic with layers {sizes} and {state['activation']!s} activation "
+                f"does not fit this one ({tuple(self.net.sizes)}, {self.net.activation})")
+        self.theta = np.array(state["theta"], dtype=np.float64)
+        self.adam.load_state_dict(state["adam"])
 
     def predict(self, obs: NDArray) -> NDArray:
         """``V(s)`` for a batch ``(N, obs_dim)``, shape ``(N,)``."""

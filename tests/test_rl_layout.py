@@ -23,3 +23,9 @@ def test_numba_is_imported_by_the_kernels_module_only():
                    if any(m == "numba" or m.startswith("numba.") for m in _imported_modules(p)))
     assert users == ["_kernels.py"]
 
+
+
+def test_checkpoint_does_not_import_the_agent():
+    # The agent calls the checkpoint layer, never the other way round (no import cycle).
+    imported = _imported_modules(PACKAGE / "checkpoint.py")
+    assert not {m for m in imported if m.startswith("rl_adapters.")} - {"rl_adapters.mlp"}
