@@ -19,6 +19,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 import gymnasium as gym
@@ -32,17 +33,76 @@ from rl_adapters.policies import FisherOperator, Policy, make_policy
 from rl_adapters.rollout import Collector, advantages_and_returns, make_vector_env
 from rl_adapters.seeding import generator_state_dict, load_generator_state_dict
 from rl_adapters.value import ValueFunction
-from trustregion import StepStatus, backtracking_line_search, natural_gradient_step
+from trustregion import backtracking_line_search, natural_gradient_step
 
 __all__ = ["TRPO"]
 
-#: Columns of the per-update metrics (the CSV written by ``trpo train``).
-METRIC_KEYS = (
-    "update", "timesteps", "ep_return_mean", "ep_return_recent", "ep_len_mean", "n_episodes",
-    "kl", "surrogate_improvement", "expected_improvement", "backtracks", "step_accepted",
-    "step_fraction", "step_status", "cg_iters", "cg_residual", "entropy",
-    "explained_variance", "value_loss", "steps_per_sec", "env_time", "policy_time",
-    "update_time", "wall_time",
+@dataclass
+class PolicyStepMetrics:
+    """What one policy step (steps 3-5) reports; the defaults are those of a step not taken."""
+
+    kl: float = 0.0
+    """Mean KL(old || new) of the accepted parameters (0 if none was accepted)."""
+    surrogate_improvement: float = 0.0
+    """Surrogate (plus entropy bonus) at the new parameters minus at the old ones."""
+    expected_improvement: float = 0.0
+    """``g^T s``, the improvement the linearized surrogate predicts for the full step."""
+    backtracks: float = 0.0
+    """Line-search backtracks."""
+    step_accepted: float = 0.0
+    """1 if the parameters changed, else 0."""
+    step_fraction: float = 0.0
+    """Fraction of the full step taken."""
+    step_status: str = ""
+    """Name of the natural-gradient step's status (``OK`` when a step was produced)."""
+    cg_iters: float = 0.0
+    """CG iterations for ``(F + lambda I) d = g``."""
+    cg_residual: float = 0.0
+    """CG's final residual norm."""
+    entropy: float = 0.0
+    """Mean policy entropy on the batch, before the step."""
+
+
+@dataclass
+class UpdateMetrics:
+    """One row of the per-update metrics (the CSV of ``trpo train``): see :data:`METRIC_KEYS`."""
+
+    update: float
+    timesteps: float
+    ep_return_mean: float
+    """Mean return of the last 100 finished training episodes."""
+    ep_return_recent: float
+    """Mean return of the episodes that finished in this update's rollout."""
+    ep_len_mean: float
+    n_episodes: float
+    policy_step: PolicyStepMetrics
+    explained_variance: float
+    value_loss: float
+    """Critic's mean squared error before its fit."""
+    steps_per_sec: float
+    env_time: float
+    policy_time: float
+    update_time: float
+    wall_time: float
+
+    def as_dict(self) -> dict[str, float | str]:
+        """Flat ``{metric: value}`` in :data:`METRIC_KEYS` order."""
+        out: dict[str, float | str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, PolicyStepMetrics):
+                out.update(vars(value))
+            else:
+                out[f.name] = value
+        return out
+
+
+#: Columns of the per-update metrics (the CSV written by ``trpo train``), from the fields of
+#: :class:`UpdateMetrics` with :class:`PolicyStepMetrics` in place of ``policy_step``.
+METRIC_KEYS = tuple(
+    name for f in fields(UpdateMetrics)
+    for name in ([g.name for g in fields(PolicyStepMetrics)] if f.name == "policy_step"
+                 else [f.name])
 )
 
 
@@ -109,7 +169,7 @@ class TRPO:
         self.n_updates = 0
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
-        self.metrics: list[dict[str, float]] = []
+        self.metrics: list[dict[str, float | str]] = []
         self._predict_rng = np.random.default_rng(self.seed + 1)
 
     # ----------------------------------------------------------------- training
@@ -146,7 +206,7 @@ class TRPO:
                 bar.close()
         return self
 
-    def train_one_update(self) -> dict[str, float]:
+    def train_one_update(self) -> dict[str, float | str]:
         """Collect one batch and make one TRPO update; return its metrics."""
         cfg = self.config
         t_start = time.perf_counter()
@@ -182,26 +242,26 @@ class TRPO:
         var_ret = float(np.var(returns))
         explained = (float("nan") if var_ret == 0
                      else 1.0 - float(np.var(returns - values)) / var_ret)
-        metrics = {
-            "update": float(self.n_updates),
-            "timesteps": float(self.num_timesteps),
-            "ep_return_mean": _mean(self.episode_returns),
-            "ep_return_recent": _mean(batch.episode_returns),
-            "ep_len_mean": _mean(self.episode_lengths),
-            "n_episodes": float(len(batch.episode_returns)),
-            **step_info,
-            "explained_variance": explained,
-            "value_loss": value_loss,
-            "steps_per_sec": n / (t_end - t_start),
-            "env_time": batch.env_time,
-            "policy_time": batch.policy_time,
-            "update_time": t_end - t_collect,
-            "wall_time": t_end - t_start,
-        }
+        metrics = UpdateMetrics(
+            update=float(self.n_updates),
+            timesteps=float(self.num_timesteps),
+            ep_return_mean=_mean(self.episode_returns),
+            ep_return_recent=_mean(batch.episode_returns),
+            ep_len_mean=_mean(self.episode_lengths),
+            n_episodes=float(len(batch.episode_returns)),
+            policy_step=step_info,
+            explained_variance=explained,
+            value_loss=value_loss,
+            steps_per_sec=n / (t_end - t_start),
+            env_time=batch.env_time,
+            policy_time=batch.policy_time,
+            update_time=t_end - t_collect,
+            wall_time=t_end - t_start,
+        ).as_dict()
         self.metrics.append(metrics)
         return metrics
 
-    def _policy_step(self, obs: NDArray, actions: NDArray, adv: NDArray) -> dict[str, float]:
+    def _policy_step(self, obs: NDArray, actions: NDArray, adv: NDArray) -> PolicyStepMetrics:
         cfg = self.config
         policy = self.policy
         theta_old = self.theta
@@ -232,17 +292,15 @@ class TRPO:
             kl = float(np.mean(policy.kl(theta_old, out_old, theta, out)))
             return objective, kl
 
-        info = {
-            "expected_improvement": nat.expected_improvement,
-            "cg_iters": float(nat.cg.nit),
-            "cg_residual": float(nat.cg.residual_norm),
-            "step_status": float(nat.status),
-            "entropy": entropy_old,
-        }
-        if nat.status is not StepStatus.OK:
+        info = PolicyStepMetrics(
+            expected_improvement=nat.expected_improvement,
+            cg_iters=float(nat.cg.nit),
+            cg_residual=float(nat.cg.residual_norm),
+            step_status=nat.status.name,
+            entropy=entropy_old,
+        )
+        if not _succeeded(nat):
             # No usable direction: keep the parameters (reported in the metrics).
-            info.update(kl=0.0, surrogate_improvement=0.0, backtracks=0.0, step_accepted=0.0,
-                        step_fraction=0.0)
             return info
         if cfg.line_search:
             ls = backtracking_line_search(
@@ -254,19 +312,18 @@ class TRPO:
             )
             # ls.x is theta_old itself when every trial was rejected.
             self.theta = ls.x
-            info.update(
-                kl=float(ls.constraint) if ls.accepted else 0.0,
-                surrogate_improvement=float(ls.objective - f0) if ls.accepted else 0.0,
-                backtracks=float(ls.n_backtracks), step_accepted=float(ls.accepted),
-                step_fraction=float(ls.step_fraction),
-            )
+            info.kl = float(ls.constraint) if ls.accepted else 0.0
+            info.surrogate_improvement = float(ls.objective - f0) if ls.accepted else 0.0
+            info.backtracks = float(ls.n_backtracks)
+            info.step_accepted = float(ls.accepted)
+            info.step_fraction = float(ls.step_fraction)
         else:
             # Natural policy gradient: take the scaled step without a line search.
             new_theta = theta_old + nat.step
             objective, kl = surrogate_and_kl(new_theta)
             self.theta = new_theta
-            info.update(kl=kl, surrogate_improvement=objective - f0, backtracks=0.0,
-                        step_accepted=1.0, step_fraction=1.0)
+            info.kl, info.surrogate_improvement = kl, objective - f0
+            info.step_accepted = info.step_fraction = 1.0
         return info
 
     # ---------------------------------------------------------------- acting
@@ -409,6 +466,16 @@ class TRPO:
 
     def close(self) -> None:
         self.venv.close()
+
+
+def _succeeded(result: Any) -> bool:
+    """``result.success``: how every trustregion result reports success (issue 8).
+
+    Until ``ScaledStep`` has the attribute (the shared ``trustregion.Status`` change on
+    main), its success is the status code 0 (``OK``).
+    """
+    success = getattr(result, "success", None)
+    return bool(success) if success is not None else int(result.status) == 0
 
 
 def _blas_threads(n: int):

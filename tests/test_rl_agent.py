@@ -169,3 +169,35 @@ def test_kl_slack_lets_the_line_search_accept_a_larger_kl(monkeypatch):
     monkeypatch.setattr(agent_module, "backtracking_line_search", spy)
     TRPO("CartPole-v1", seed=0, ls_kl_slack=1.5, **SMALL).train_one_update()
     assert seen == [1.5]
+
+
+def test_metrics_rows_follow_the_dataclass_and_name_the_step_status(monkeypatch, tmp_path):
+    from rl_adapters.cli import _metrics_csv, _read_metrics
+
+    seen = []
+    real = agent_module.natural_gradient_step
+
+    def spy(g, *args, zero=False, **kw):
+        res = real(np.zeros_like(g) if zero else g, *args, **kw)
+        seen.append(res)
+        return res
+
+    monkeypatch.setattr(agent_module, "natural_gradient_step", spy)
+    agent = TRPO("CartPole-v1", seed=0, **SMALL)
+    ok = agent.train_one_update()
+    assert tuple(ok) == agent_module.METRIC_KEYS
+    assert ok["step_status"] == seen[-1].status.name and ok["step_accepted"] == 1.0
+    # A zero gradient gives no direction: a failed status, reported by name, no step taken.
+    monkeypatch.setattr(agent_module, "natural_gradient_step",
+                        lambda g, *a, **kw: spy(g, *a, zero=True, **kw))
+    before = agent.theta.copy()
+    failed = agent.train_one_update()
+    assert not agent_module._succeeded(seen[-1])
+    assert failed["step_status"] == seen[-1].status.name != ok["step_status"]
+    assert failed["step_accepted"] == failed["kl"] == failed["backtracks"] == 0.0
+    np.testing.assert_array_equal(agent.theta, before)
+    # The CSV keeps the name as text and the numbers as numbers.
+    (tmp_path / "metrics.csv").write_text(_metrics_csv(agent.metrics))
+    rows = _read_metrics(str(tmp_path))
+    assert [r["step_status"] for r in rows] == [ok["step_status"], failed["step_status"]]
+    assert rows[1]["kl"] == 0.0 and rows[0]["timesteps"] == ok["timesteps"]
