@@ -30,8 +30,12 @@ from rl_adapters.checkpoint import read_state, write_state
 from rl_adapters.config import TRPOConfig
 from rl_adapters.normalization import RewardScaler, RunningMeanStd
 from rl_adapters.policies import FisherOperator, Policy, make_policy
-from rl_adapters.rollout import Collector, advantages_and_returns, make_vector_env
-from rl_adapters.seeding import generator_state_dict, load_generator_state_dict
+from rl_adapters.rollout import Collector, advantages_and_returns, make_env_groups
+from rl_adapters.seeding import (
+    generator_state_dict,
+    load_generator_state_dict,
+    predict_generator,
+)
 from rl_adapters.value import ValueFunction
 from trustregion import backtracking_line_search, natural_gradient_step
 
@@ -111,13 +115,16 @@ class TRPO:
 
     Parameters
     ----------
-    env : str or gymnasium.Env or gymnasium.vector.VectorEnv
+    env : str or gymnasium.Env or gymnasium.vector.VectorEnv or list of VectorEnv
         A registered environment id (recommended: the agent builds ``n_envs`` copies and
-        can rebuild them on load), an environment instance (``n_envs`` must be 1) or a
-        vector env in ``SAME_STEP`` autoreset mode.
+        can rebuild them on load), an environment instance (``n_envs`` must be 1), a
+        vector env in ``SAME_STEP`` autoreset mode, or a list of such vector envs: groups
+        of environments stepped side by side (:class:`~rl_adapters.rollout.EnvGroup`);
+        training is the same however ``n_envs`` environments are grouped.
     seed : int
-        Seeds the agent's generator (initialization, sampling, minibatches) and the
-        environments' first reset.  Same seed, same machine: identical runs.
+        Root of every random stream (:mod:`rl_adapters.seeding`): initialization and
+        minibatches, one stream per environment (its reset seeds and action noise), and
+        stochastic :meth:`predict`.  Same seed, same machine: identical runs.
     config : TRPOConfig, optional
         Full configuration; by default ``TRPOConfig.for_env(env_id)``.
     **overrides
@@ -141,36 +148,40 @@ class TRPO:
         elif overrides:
             config = config.replace(**overrides)
         self.seed = int(seed)
-        self.venv = make_vector_env(env, config.n_envs, config.vector_env)
-        if self.venv.num_envs != config.n_envs:
-            # A ready-made vector env decides the number of environments.
-            config = config.replace(n_envs=self.venv.num_envs)
+        groups = make_env_groups(env, config.n_envs, config.vector_env, self.seed)
+        n_envs = sum(g.n_envs for g in groups)
+        if n_envs != config.n_envs:
+            # Ready-made vector envs decide the number of environments.
+            config = config.replace(n_envs=n_envs)
         self.config = config
-        obs_space = self.venv.single_observation_space
-        act_space = self.venv.single_action_space
+        obs_space = groups[0].venv.single_observation_space
+        act_space = groups[0].venv.single_action_space
         self.policy: Policy = make_policy(
             obs_space, act_space, hidden=config.policy_hidden, activation=config.activation,
             log_std_init=config.log_std_init,
         )
         obs_dim = int(obs_space.shape[0])
+        # Random streams (rl_adapters.seeding): training (this one: initialization, then
+        # Fisher subsamples and critic minibatches), one per environment (in the groups),
+        # predict.
         self.rng = np.random.default_rng(self.seed)
         self.theta: NDArray = self.policy.init_params(self.rng)
         self.value = ValueFunction(obs_dim, config.value_hidden, config.activation)
         self.value.init(self.rng)
         self.obs_rms = RunningMeanStd((obs_dim,)) if config.normalize_obs else None
         self.reward_scaler = (
-            RewardScaler(self.venv.num_envs, config.gamma, config.clip_reward)
+            RewardScaler(n_envs, config.gamma, config.clip_reward)
             if config.normalize_reward else None
         )
-        self.collector = Collector(self.venv, self.policy, self.obs_rms, self.reward_scaler,
+        self.collector = Collector(groups, self.policy, self.obs_rms, self.reward_scaler,
                                    config.clip_obs)
-        self.collector.reset(self.seed)
+        self.collector.reset()
         self.num_timesteps = 0
         self.n_updates = 0
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.metrics: list[dict[str, float | str]] = []
-        self._predict_rng = np.random.default_rng(self.seed + 1)
+        self._predict_rng = predict_generator(self.seed)
 
     # ----------------------------------------------------------------- training
     def learn(self, total_timesteps: int, *, callback: Callable[..., Any] | None = None,
@@ -211,7 +222,7 @@ class TRPO:
         cfg = self.config
         t_start = time.perf_counter()
         # 1. Collect.
-        batch = self.collector.collect(self.theta, cfg.n_steps, self.rng)
+        batch = self.collector.collect(self.theta, cfg.n_steps)
         t_collect = time.perf_counter()
         self.episode_returns.extend(batch.episode_returns)
         self.episode_lengths.extend(batch.episode_lengths)
@@ -436,11 +447,8 @@ class TRPO:
             self.obs_rms.load_state_dict(state["obs_rms"])
         if self.reward_scaler is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
-        # Environments: a fresh reset from a seed derived from (seed, n_updates), then the
-        # saved episodes continue over it where every environment has a snapshot.
-        restart_seed = int(np.random.SeedSequence([self.seed, self.n_updates])
-                           .generate_state(1)[0])
-        self.collector.reset(restart_seed)
+        # The saved episodes continue if every environment has a snapshot; otherwise new
+        # ones start from the environments' restored streams.
         self.collector.load_state_dict(state["collector"])
 
     def save(self, path: str) -> None:
@@ -465,7 +473,7 @@ class TRPO:
         return agent
 
     def close(self) -> None:
-        self.venv.close()
+        self.collector.close()
 
 
 def _succeeded(result: Any) -> bool:
@@ -490,7 +498,15 @@ def _blas_threads(n: int):
 def _env_id(env: Any) -> str | None:
     if isinstance(env, str):
         return env
+    if isinstance(env, list | tuple):
+        return _env_id(env[0]) if env else None
     spec = getattr(env, "spec", None)
+    if spec is None and isinstance(env, gym.vector.VectorEnv):
+        # Gymnasium's vector envs have no spec of their own: ask the first sub-env.
+        try:
+            spec = env.get_attr("spec")[0]
+        except Exception:  # a custom vector env without per-env attributes
+            spec = None
     return getattr(spec, "id", None)
 
 

@@ -1,4 +1,22 @@
-"""The agent's random generators and their state as plain arrays (no pickle).
+"""The agent's random streams, all derived from its seed, and their state as arrays.
+
+Streams, with ``root = numpy.random.SeedSequence(seed)``:
+
+- training, ``agent.rng = default_rng(root)`` (that is ``default_rng(seed)``): network
+  initialization (policy, then critic), the Fisher subsample, the critic's minibatch order;
+- environment ``i``, ``default_rng(root.spawn(n_envs)[i])`` (held by the
+  :class:`~rl_adapters.rollout.EnvGroup` that runs the environment): its reset seeds (first
+  reset, restarts after a load without snapshot) and the action noise of the actions sent
+  to it; its autoresets continue the environment's own generator, seeded at the first reset;
+- predict, ``default_rng(SeedSequence(seed, spawn_key=(PREDICT_KEY,)))``: stochastic
+  :meth:`~rl_adapters.TRPO.predict`.
+
+``default_rng(root)`` is ``default_rng(seed)``.  ``root.spawn(n)[i]`` is
+``SeedSequence(seed, spawn_key=(i,))``, so environment ``i``'s stream does not depend on
+``n_envs`` nor on how the environments are grouped into vector envs (or workers): a
+batch of ``n_envs`` environments gives the same transitions however it is split.  The
+predict stream has the spawn key ``(PREDICT_KEY,)``, out of reach of any environment
+index.  Child streams are statistically independent of each other and of the root.
 
 NumPy's ``Generator.bit_generator.state`` is a nested dict of strings, arrays and Python
 ints, some of them 128 bits wide (PCG64's ``state`` and ``inc``).  :func:`generator_state_dict`
@@ -13,7 +31,30 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["generator_state_dict", "load_generator_state_dict"]
+__all__ = ["PREDICT_KEY", "env_generators", "generator_state_dict", "load_generator_state_dict",
+           "predict_generator"]
+
+#: Spawn key word of the predict stream (the largest 32-bit word; environments use 0, 1, ...).
+PREDICT_KEY = 2**32 - 1
+
+
+def env_generators(seed: int, n_envs: int) -> list[np.random.Generator]:
+    """One generator per environment: ``SeedSequence(seed).spawn(n_envs)``.
+
+    Examples
+    --------
+    >>> a, b = env_generators(0, 2)[1], env_generators(0, 5)[1]   # same env, any n_envs
+    >>> bool(a.random() == b.random())
+    True
+    """
+    if n_envs >= PREDICT_KEY:
+        raise ValueError(f"n_envs={n_envs}: at most {PREDICT_KEY - 1} environments")
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(n_envs)]
+
+
+def predict_generator(seed: int) -> np.random.Generator:
+    """The stream of stochastic ``predict``: ``SeedSequence(seed, spawn_key=(PREDICT_KEY,))``."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(PREDICT_KEY,)))
 
 _WORD = 64
 _MASK = (1 << _WORD) - 1

@@ -23,11 +23,17 @@ SMALL = {"n_steps": 32, "n_envs": 2, "value_epochs": 1, "value_batch_size": 32,
 #: why: rebuilt from the saved configuration or environment, shared with (and saved by)
 #: the owner, or caches derived from saved fields.
 NOT_IN_STATE = {
-    "TRPO": {"venv"},  # env handles: rebuilt from the env id (or the env passed to load)
+    "TRPO": set(),
     "Collector": {
-        "venv", "n_envs",  # env handles (their snapshots are state["envs"])
+        # Per-env state of the groups is saved by global env index (state["rngs"],
+        # ["snapshots"]), so a checkpoint loads under any grouping.
+        "groups", "slices", "n_envs",
         "policy", "obs_rms", "reward_scaler",  # the agent's, saved by the agent
         "clip_obs",  # configuration
+    },
+    "EnvGroup": {
+        "venv", "n_envs",  # env handles (rebuilt on load); their snapshots are state
+        "pending",  # actions between send() and receive() of one step: None between steps
     },
     "ValueFunction": {"net", "weight_mask"},  # layout is state["sizes"], ["activation"]
     "AdamState": set(),
@@ -47,8 +53,8 @@ def _stateful_classes():
 
 
 def _components(agent):
-    return [agent, agent.collector, agent.value, agent.value.adam, agent.obs_rms,
-            agent.reward_scaler, agent.reward_scaler.rms, agent.policy]
+    return [agent, agent.collector, *agent.collector.groups, agent.value, agent.value.adam,
+            agent.obs_rms, agent.reward_scaler, agent.reward_scaler.rms, agent.policy]
 
 
 @pytest.fixture(scope="module", params=["Pendulum-v1", "CartPole-v1"])
