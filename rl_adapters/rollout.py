@@ -309,6 +309,14 @@ class EnvGroup:
     Per step, :meth:`send` passes the group its slice of the actions and :meth:`receive`
     returns its ``(obs, rewards, terminated, truncated, infos)``: groups with an
     asynchronous vector env (``step_async``/``step_wait``) step in parallel.
+
+    What the collector uses is this small protocol: ``n_envs``, :meth:`reset`,
+    :meth:`draw_noise` (once per rollout), :meth:`send`/:meth:`receive` (once per step),
+    :meth:`state_dict`/:meth:`load_state_dict`, :meth:`close`; a proxy to a group on a
+    remote worker can implement the same.  The exchange is per step because the learner
+    acts for the whole batch with observation statistics updated at every step from all
+    environments (``normalize_obs``); a group that ran a whole rollout on its own would
+    need the policy and frozen statistics on the worker, which changes that update.
     """
 
     def __init__(self, venv: gym.vector.VectorEnv, rngs: list[np.random.Generator]) -> None:

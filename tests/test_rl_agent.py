@@ -176,6 +176,20 @@ def test_grouping_of_the_environments_does_not_change_training(env_id, extra):
         two.close()
 
 
+def test_a_checkpoint_resumes_under_another_grouping(tmp_path):
+    # Per-env state is saved by global env index: 4 envs in one group, resumed as 2 + 2.
+    config = {**SMALL, "n_envs": 4, "normalize_obs": True}
+    steps = config["n_envs"] * config["n_steps"]
+    straight = TRPO("CartPole-v1", seed=2, **config).learn(2 * steps)
+    first = TRPO("CartPole-v1", seed=2, **config).learn(steps)
+    first.save(str(tmp_path / "ckpt.npz"))
+    resumed = TRPO.load(str(tmp_path / "ckpt.npz"),
+                        env=[make_vector_env("CartPole-v1", 2) for _ in range(2)])
+    resumed.learn(steps)
+    _assert_same_state(_state(resumed), _state(straight))
+    np.testing.assert_array_equal(resumed.collector.raw_obs, straight.collector.raw_obs)
+
+
 def test_each_environment_has_its_own_stream():
     # Environment i's stream is SeedSequence(seed).spawn(n)[i]: the same for any n_envs.
     # (No normalizers: their statistics mix the environments.)

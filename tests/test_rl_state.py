@@ -170,3 +170,22 @@ def test_generator_state_survives_the_file_layout(bit_generator, seed, n_draws):
     fresh = np.random.Generator(bit_generator(0))
     load_generator_state_dict(fresh, state)
     np.testing.assert_array_equal(fresh.random(4), expected)
+
+
+def test_without_snapshots_episodes_restart_from_the_env_streams():
+    config = {**SMALL, "normalize_obs": False, "normalize_reward": False}
+    agent = TRPO("CartPole-v1", seed=0, **config).learn(64)
+    state = agent.state_dict()
+    del state["collector"]["snapshots"]
+    loaded = []
+    for _ in range(2):
+        other = TRPO("CartPole-v1", seed=0, **config)
+        other.load_state_dict(state)
+        loaded.append(other)
+    a, b = loaded
+    np.testing.assert_array_equal(a.collector.raw_obs, b.collector.raw_obs)
+    assert not np.array_equal(a.collector.raw_obs, agent.collector.raw_obs)
+    assert not a.collector.ep_length.any()
+    a.learn(64)
+    b.learn(64)
+    np.testing.assert_array_equal(a.theta, b.theta)
