@@ -151,14 +151,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _metrics_csv(metrics: list[dict[str, float]]) -> str:
+def _metrics_csv(metrics: list[dict[str, float | str]]) -> str:
     from rl_adapters.agent import METRIC_KEYS
 
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(METRIC_KEYS)
     for m in metrics:
-        writer.writerow([f"{m[k]:.10g}" for k in METRIC_KEYS])
+        writer.writerow([m[k] if isinstance(m[k], str) else f"{m[k]:.10g}" for k in METRIC_KEYS])
     return buf.getvalue()
 
 
@@ -169,12 +169,20 @@ def _write_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _read_metrics(run_dir: str) -> list[dict[str, float]]:
+def _read_metrics(run_dir: str) -> list[dict[str, float | str]]:
     path = os.path.join(run_dir, "metrics.csv")
     if not os.path.isfile(path):
         raise CLIError(f"{run_dir!r} has no metrics.csv (is it a `trpo train` run directory?)")
     with open(path, encoding="utf-8") as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        return [{k: _number_or_name(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _number_or_name(text: str) -> float | str:
+    """A CSV cell: a number, or a name (``step_status``)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 # ----------------------------------------------------------------- eval / plot
