@@ -47,9 +47,11 @@ matrix per environment, drawn from that environment's own ``numpy.random.Generat
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 
+import numba
 import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
@@ -62,6 +64,7 @@ from trustregion import distributions as dist
 __all__ = ["StateDependentGaussianPolicy", "StateDependentNoise", "make_sde_policy"]
 
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
+_EMPTY = np.zeros(0)
 
 
 def _flag(name: str, value: object) -> bool:
@@ -82,8 +85,9 @@ class StateDependentGaussianPolicy(Policy):
     ``theta`` is the mean network's flat parameters (as :class:`~rl_adapters.policies.
     DiagGaussianPolicy`) followed by the ``log_std`` matrix, row-major, shape
     ``(latent_dim, act_dim)`` (``full_std=True``) or ``(latent_dim, 1)``.  The network
-    outputs returned by :meth:`outputs` are ``[mu(s) | phi(s)]``, shape
-    ``(N, act_dim + latent_dim)``: the per-state variance needs the features.
+    outputs returned by :meth:`outputs` are ``[mu(s) | v(s) + eps | phi(s)^2]``, shape
+    ``(N, 2 act_dim + latent_dim)``: the marginal's parameters and the squared features
+    that the variance's derivatives need.
 
     Parameters
     ----------
@@ -160,10 +164,16 @@ class StateDependentGaussianPolicy(Policy):
 
     # ------------------------------------------------------------------ forward
     def outputs(self, theta: NDArray, obs: NDArray, keep_cache: bool = False):
-        """``[mu(s) | phi(s)]`` of shape ``(N, act_dim + latent_dim)``, and the cache."""
+        """``[mu(s) | v(s) + eps | phi(s)^2]``, shape ``(N, 2 act_dim + latent_dim)``, and
+        the network's forward cache (``None`` unless ``keep_cache``).
+
+        The marginal's mean and variance at ``theta``, and the squared features that the
+        variance's derivatives in ``log_std`` need (the features enter only squared).
+        """
         net = self.net
+        d = self.act_dim
         n = obs.shape[0]
-        out = np.empty((n, self.act_dim + self.latent_dim), dtype=theta.dtype)
+        out = np.empty((n, 2 * d + self.latent_dim), dtype=theta.dtype)
         if not keep_cache and n <= 8 and net.n_layers > 1:
             # Per-step path: fused hidden layers, then the output layer.
             phi = mlp_forward_rows(np.ascontiguousarray(obs, dtype=np.float64), theta,
@@ -173,37 +183,36 @@ class StateDependentGaussianPolicy(Policy):
             else:
                 np.tanh(phi, out=phi)
             W, b = net.unflatten(theta[: net.n_params])[-1]
-            np.matmul(phi, W, out=out[:, : self.act_dim])
-            out[:, : self.act_dim] += b
-            out[:, self.act_dim :] = phi
-            return out, None
-        mean, cache = net.forward(theta[: net.n_params], obs, keep_cache=True)
-        out[:, : self.act_dim] = mean
-        out[:, self.act_dim :] = cache.inputs[-1]
+            np.matmul(phi, W, out=out[:, :d])
+            out[:, :d] += b
+            cache = None
+        else:
+            mean, cache = net.forward(theta[: net.n_params], obs, keep_cache=True)
+            out[:, :d] = mean
+            phi = cache.inputs[-1]
+        phi_sq = out[:, 2 * d :]
+        np.square(phi, out=phi_sq)
+        self._variance(theta, phi_sq, out=out[:, d : 2 * d])
         return out, cache if keep_cache else None
 
-    def split(self, outputs: NDArray) -> tuple[NDArray, NDArray]:
-        """``(mu, phi)`` views of :meth:`outputs`."""
-        return outputs[:, : self.act_dim], outputs[:, self.act_dim :]
+    def split(self, outputs: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+        """``(mean, variance, phi^2)`` views of :meth:`outputs`."""
+        d = self.act_dim
+        return outputs[:, :d], outputs[:, d : 2 * d], outputs[:, 2 * d :]
+
+    def _variance(self, theta: NDArray, phi_sq: NDArray, out: NDArray) -> NDArray:
+        """``phi^2 @ sigma^2 + epsilon`` into ``out``."""
+        std, _ = self._std_and_slope(theta)
+        np.matmul(phi_sq, np.broadcast_to(np.square(std), (self.latent_dim, self.act_dim)),
+                  out=out)
+        out += self.epsilon
+        return out
 
     def variance(self, theta: NDArray, outputs: NDArray) -> NDArray:
         """Per-state variance of the marginal, ``phi^2 @ sigma^2 + epsilon``, ``(N, act_dim)``."""
-        _, phi = self.split(outputs)
-        std, _ = self._std_and_slope(theta)
-        var = np.square(phi) @ np.broadcast_to(np.square(std), (self.latent_dim, self.act_dim))
-        var += self.epsilon
-        return var
-
-    def state_log_std(self, theta: NDArray, outputs: NDArray) -> NDArray:
-        """Per-state log std of the marginal, ``log(variance) / 2``, ``(N, act_dim)``."""
-        return 0.5 * np.log(self.variance(theta, outputs))
+        return self.split(outputs)[1]
 
     # ------------------------------------------------------------------ sampling
-    def _clip(self, a: NDArray) -> NDArray:
-        if self.low is None:
-            return a
-        return np.clip(a, self.low, self.high)
-
     def draw_matrices(self, theta: NDArray, rng: np.random.Generator, n: int) -> NDArray:
         """``n`` exploration matrices ``sigma * standard_normal``: ``(n, latent_dim, act_dim)``."""
         z = rng.standard_normal((n, self.latent_dim, self.act_dim))
@@ -216,12 +225,27 @@ class StateDependentGaussianPolicy(Policy):
 
         Writes the unclipped actions into ``actions_out`` (``(N, act_dim)``) and returns
         ``(env_actions, log_probs)``: the actions clipped to the bounds and their
-        log-probabilities under the marginal Gaussian.
+        log-probabilities under the marginal Gaussian.  For a few rows, one fused Numba
+        loop (forward pass, variance, noise, log-probability).
         """
-        out, _ = self.outputs(theta, obs)
-        mean, phi = self.split(out)
-        np.add(mean, np.einsum("nh,nhd->nd", phi, matrices), out=actions_out)
-        return self._clip(actions_out), self.log_prob(theta, out, actions_out)
+        n = obs.shape[0]
+        net = self.net
+        has_bounds = self.low is not None
+        if n <= 8 and net.n_layers > 1:
+            env_actions = np.empty((n, self.act_dim))
+            logp = np.empty(n)
+            _sde_act_rows(np.ascontiguousarray(obs, dtype=np.float64), theta,
+                          self._hidden_sizes, net.activation == "relu", net.n_params,
+                          self.full_std, self.use_expln, self.epsilon,
+                          np.ascontiguousarray(matrices, dtype=np.float64),
+                          self.low if has_bounds else _EMPTY,
+                          self.high if has_bounds else _EMPTY, has_bounds,
+                          actions_out, env_actions, logp)
+            return env_actions, logp
+        mean, cache = net.forward(theta[: net.n_params], obs, keep_cache=True)
+        np.add(mean, np.einsum("nh,nhd->nd", cache.inputs[-1], matrices), out=actions_out)
+        var = self._variance(theta, np.square(cache.inputs[-1]), out=np.empty_like(mean))
+        return self._clip(actions_out), _log_prob(mean, var, actions_out)
 
     def act(self, theta, obs, rng, deterministic=False):
         """``(env_actions, actions, log_probs)``; a fresh exploration matrix per row.
@@ -230,44 +254,46 @@ class StateDependentGaussianPolicy(Policy):
         row samples :math:`\\mu(s) + \\Theta^\\top\\phi(s)` with the same law as the
         collector's, without the temporal correlation.  ``deterministic`` gives ``mu(s)``.
         """
-        out, _ = self.outputs(theta, obs)
-        mean, _ = self.split(out)
         if deterministic:
-            return self._clip(mean), mean.copy(), None
-        actions = np.empty_like(mean)
+            out, _ = self.outputs(theta, obs)
+            mean = out[:, : self.act_dim].copy()
+            return self._clip(mean), mean, None
+        actions = np.empty((obs.shape[0], self.act_dim))
         matrices = self.draw_matrices(theta, rng, obs.shape[0])
         env_actions, logp = self.act_with_matrices(theta, obs, matrices, actions)
         return env_actions, actions, logp
 
+    def _clip(self, a: NDArray) -> NDArray:
+        if self.low is None:
+            return a
+        return np.clip(a, self.low, self.high)
+
     # ------------------------------------------------------------------ distribution
     def log_prob(self, theta, outputs, actions):
-        mean, _ = self.split(outputs)
-        var = self.variance(theta, outputs)
-        z2 = np.square(actions - mean) / var
-        return -0.5 * (z2.sum(axis=1) + np.log(var).sum(axis=1)) - self.act_dim * _HALF_LOG_2PI
+        mean, var, _ = self.split(outputs)
+        return _log_prob(mean, var, actions)
 
     def entropy(self, theta, outputs):
-        return dist.diag_gaussian_entropy(self.state_log_std(theta, outputs), validate=False)
+        _, var, _ = self.split(outputs)
+        return dist.diag_gaussian_entropy(0.5 * np.log(var), validate=False)
 
     def kl(self, theta_old, outputs_old, theta_new, outputs_new):
         """``KL(pi_old(.|s) || pi_new(.|s))`` per row, each side with its own features."""
-        mean_old, _ = self.split(outputs_old)
-        mean_new, _ = self.split(outputs_new)
-        return dist.diag_gaussian_kl(
-            mean_old, self.state_log_std(theta_old, outputs_old),
-            mean_new, self.state_log_std(theta_new, outputs_new), validate=False)
+        mean_old, var_old, _ = self.split(outputs_old)
+        mean_new, var_new, _ = self.split(outputs_new)
+        return dist.diag_gaussian_kl(mean_old, 0.5 * np.log(var_old),
+                                     mean_new, 0.5 * np.log(var_new), validate=False)
 
-    def _log_std_cotangent(self, theta: NDArray, phi: NDArray, g_var: NDArray) -> NDArray:
+    def _log_std_cotangent(self, theta: NDArray, phi_sq: NDArray, g_var: NDArray) -> NDArray:
         """VJP of ``log_std -> phi^2 @ sigma^2``: ``d/d log_std`` of ``sum(g_var * var)``."""
         std, slope = self._std_and_slope(theta)
-        g_sq = np.square(phi).T @ g_var  # d / d sigma^2, (latent_dim, act_dim)
+        g_sq = phi_sq.T @ g_var  # d / d sigma^2, (latent_dim, act_dim)
         g = 2.0 * g_sq * std if self.full_std else 2.0 * std * g_sq.sum(axis=1, keepdims=True)
         g *= slope
         return g.reshape(-1)
 
     def _score_cotangent(self, theta, outputs, actions, weights, entropy_coef):
-        mean, phi = self.split(outputs)
-        var = self.variance(theta, outputs)
+        mean, var, phi_sq = self.split(outputs)
         d_mean, d_state_log_std = dist.diag_gaussian_log_prob_grad(
             mean, 0.5 * np.log(var), actions, validate=False)
         d_mean *= weights[:, None]
@@ -277,27 +303,86 @@ class StateDependentGaussianPolicy(Policy):
         if entropy_coef:
             g_var += entropy_coef / outputs.shape[0]
         g_var /= 2.0 * var
-        return d_mean, self._log_std_cotangent(theta, phi, g_var)
+        return d_mean, self._log_std_cotangent(theta, phi_sq, g_var)
 
     def _fvp(self, theta, cache, outputs, v):
         n = outputs.shape[0]
         k = self.net.n_params
-        _, phi = self.split(outputs)
+        _, var, phi_sq = self.split(outputs)
         std, slope = self._std_and_slope(theta)
-        var = self.variance(theta, outputs)
         # JVP: the mean through the network, the variance through sigma^2 (phi frozen).
         jv_mean = self.net.jvp(theta[:k], cache, v[:k])
         d_sq = np.broadcast_to(2.0 * std * slope * v[k:].reshape(self.std_shape),
                                (self.latent_dim, self.act_dim))
-        jv_var = np.square(phi) @ d_sq
-        # The Gaussian's Fisher metric in (mean, variance): 1 / var and 1 / (2 var^2).
+        jv_var = phi_sq @ d_sq
+        # The Gaussian's Fisher metric in (mean, variance): 1 / var and 1 / (2 var^2),
+        # and the 1/N of the mean over rows.
         jv_mean /= var
-        jv_mean /= n
-        jv_var /= (2.0 * n) * np.square(var)
+        jv_mean *= 1.0 / n
+        jv_var /= var
+        jv_var /= var
+        jv_var *= 0.5 / n
         out = np.empty(self.n_params, dtype=jv_mean.dtype)
         self.net.vjp(theta[:k], cache, jv_mean, out=out[:k])
-        out[k:] = self._log_std_cotangent(theta, phi, jv_var)
+        out[k:] = self._log_std_cotangent(theta, phi_sq, jv_var)
         return out
+
+
+def _log_prob(mean: NDArray, var: NDArray, actions: NDArray) -> NDArray:
+    """``log N(a; mean, diag(var))`` per row."""
+    z2 = np.square(actions - mean)
+    z2 /= var
+    return -0.5 * (z2.sum(axis=1) + np.log(var).sum(axis=1)) - mean.shape[1] * _HALF_LOG_2PI
+
+
+@numba.njit(cache=True)
+def _sde_act_rows(obs, theta, hidden_sizes, relu, n_net, full_std, use_expln, epsilon,
+                  matrices, low, high, clip_actions, actions_out, env_actions_out, logp_out):
+    """:meth:`StateDependentGaussianPolicy.act_with_matrices` for a few rows, fused.
+
+    ``a = mu + M^T phi`` with ``mu = phi W + b`` (the output layer at the end of the
+    network's parameters, ``log_std`` right after them) and
+    ``log N(a) = -sum_j [(M^T phi)_j^2 / v_j + log v_j] / 2 - D/2 log 2 pi``.
+    """
+    pre = mlp_forward_rows(obs, theta, hidden_sizes, relu)
+    n, h = pre.shape
+    d = matrices.shape[2]
+    w0 = n_net - h * d - d
+    b0 = n_net - d
+    n_cols = d if full_std else 1
+    sq_std = np.empty((h, n_cols))
+    for i in range(h):
+        for c in range(n_cols):
+            ls = theta[n_net + i * n_cols + c]
+            if use_expln and ls > 0.0:
+                s = math.log1p(ls + epsilon) + 1.0
+            else:
+                s = math.exp(ls)
+            sq_std[i, c] = s * s
+    phi = np.empty(h)
+    half_log_2pi = 0.5 * math.log(2.0 * math.pi)
+    for r in range(n):
+        for i in range(h):
+            x = pre[r, i]
+            phi[i] = (x if x > 0.0 else 0.0) if relu else math.tanh(x)
+        total = 0.0
+        for j in range(d):
+            mean = theta[b0 + j]
+            var = epsilon
+            noise = 0.0
+            c = j if full_std else 0
+            for i in range(h):
+                p = phi[i]
+                mean += p * theta[w0 + i * d + j]
+                var += p * p * sq_std[i, c]
+                noise += p * matrices[r, i, j]
+            a = mean + noise
+            actions_out[r, j] = a
+            if clip_actions:
+                a = min(max(a, low[j]), high[j])
+            env_actions_out[r, j] = a
+            total += noise * noise / var + math.log(var)
+        logp_out[r] = -0.5 * total - d * half_log_2pi
 
 
 class StateDependentNoise:

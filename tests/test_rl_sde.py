@@ -118,7 +118,7 @@ def test_log_prob_matches_scipy_multivariate_normal(kind):
     out, _ = policy.outputs(theta, obs)
     mean, phi = _ref_mean_phi(policy, theta, obs)
     np.testing.assert_allclose(out[:, :2], mean, rtol=1e-13)
-    np.testing.assert_allclose(out[:, 2:], phi, rtol=1e-13)
+    np.testing.assert_allclose(out[:, 4:], phi**2, rtol=1e-13)
     actions = mean + rng.standard_normal(mean.shape)
     expected = _frozen_log_prob(policy, theta, obs, actions, phi)
     np.testing.assert_allclose(policy.log_prob(theta, out, actions), expected, rtol=1e-12)
@@ -405,12 +405,25 @@ def test_state_dict_round_trip_gives_identical_subsequent_actions(tmp_path):
         np.testing.assert_array_equal(logp, tail[t - 4][1])
 
 
-def test_few_row_outputs_agree_with_batched_outputs():
-    for activation in ("tanh", "relu"):
-        policy, theta, obs, _ = _setup("full", seed=14, n=5, activation=activation)
-        small, _ = policy.outputs(theta, obs)
-        big, _ = policy.outputs(theta, obs, keep_cache=True)
-        np.testing.assert_allclose(small, big, rtol=1e-12, atol=1e-15)
+@pytest.mark.parametrize("kind", CONFIGS)
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_fused_few_row_paths_agree_with_batched_paths(kind, activation):
+    policy, theta, obs, rng = _setup(kind, seed=14, n=5, activation=activation)
+    policy.low, policy.high = np.full(2, -0.2), np.full(2, 0.2)
+    small, _ = policy.outputs(theta, obs)
+    big, _ = policy.outputs(theta, obs, keep_cache=True)
+    np.testing.assert_allclose(small, big, rtol=1e-12, atol=1e-15)
+    # Sampling: the fused kernel (<= 8 rows) against the NumPy path (more rows).
+    mats = policy.draw_matrices(theta, rng, 5)
+    a_small, a_big = np.empty((5, 2)), np.empty((10, 2))
+    env_small, logp_small = policy.act_with_matrices(theta, obs, mats, a_small)
+    env_big, logp_big = policy.act_with_matrices(theta, np.tile(obs, (2, 1)),
+                                                 np.tile(mats, (2, 1, 1)), a_big)
+    np.testing.assert_allclose(a_small, a_big[:5], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(env_small, env_big[:5], rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(env_small, np.clip(a_small, -0.2, 0.2))
+    np.testing.assert_allclose(logp_small, logp_big[:5], rtol=1e-12)
+    np.testing.assert_allclose(logp_small, policy.log_prob(theta, big, a_small), rtol=1e-12)
 
 
 def test_expln_std_is_continuous_and_matches_sb3_rule():
