@@ -129,9 +129,10 @@ class StateDependentGaussianPolicy(Policy):
         self.n_params = self.net.n_params + self.latent_dim * self.std_shape[1]
         self.low = None if low is None else np.asarray(low, dtype=np.float64)
         self.high = None if high is None else np.asarray(high, dtype=np.float64)
-        # The hidden part as its own network (same flat prefix of theta) for the fused
-        # few-row forward pass, which leaves the last layer linear.
+        # The hidden part as its own network (the same flat prefix of theta, its last layer
+        # left linear: the activation is applied after) for forward passes without a cache.
         self._hidden_sizes = self.net.sizes_array[:-1]
+        self._hidden_net = MLP(self.net.sizes[:-1], activation) if self.net.n_layers > 1 else None
 
     # ------------------------------------------------------------------ parameters
     def init_params(self, rng: np.random.Generator) -> NDArray:
@@ -174,10 +175,15 @@ class StateDependentGaussianPolicy(Policy):
         d = self.act_dim
         n = obs.shape[0]
         out = np.empty((n, 2 * d + self.latent_dim), dtype=theta.dtype)
-        if not keep_cache and n <= 8 and net.n_layers > 1:
-            # Per-step path: fused hidden layers, then the output layer.
-            phi = mlp_forward_rows(np.ascontiguousarray(obs, dtype=np.float64), theta,
-                                   self._hidden_sizes, net.activation == "relu")
+        if not keep_cache and net.n_layers > 1:
+            # No cache wanted (sampling, line search): the hidden layers as their own network
+            # (fused loops for a few rows), then the output layer.
+            if n <= 8:
+                phi = mlp_forward_rows(np.ascontiguousarray(obs, dtype=np.float64), theta,
+                                       self._hidden_sizes, net.activation == "relu")
+            else:
+                phi, _ = self._hidden_net.forward(theta[: self._hidden_net.n_params], obs,
+                                                  keep_cache=False)
             if net.activation == "relu":
                 np.maximum(phi, 0.0, out=phi)
             else:
@@ -494,9 +500,14 @@ class StateDependentNoise:
         if int(state["sample_freq"]) != self.sample_freq:
             raise ValueError(f"state['sample_freq'] is {int(state['sample_freq'])}, this noise "
                              f"has sample_freq={self.sample_freq}")
+        if not np.all(np.isfinite(matrices)):
+            raise ValueError("state['matrices'] has non-finite entries")
+        counters = {name: int(state[name]) for name in ("n_steps", "n_draws")}
+        for name, value in counters.items():
+            if value < 0:
+                raise ValueError(f"state[{name!r}] must be >= 0, got {value}")
         self.matrices[...] = matrices
-        self.n_steps = int(state["n_steps"])
-        self.n_draws = int(state["n_draws"])
+        self.n_steps, self.n_draws = counters["n_steps"], counters["n_draws"]
 
 
 def make_sde_policy(observation_space, action_space, *, hidden=(64, 64), activation="tanh",

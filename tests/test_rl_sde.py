@@ -413,6 +413,9 @@ def test_fused_few_row_paths_agree_with_batched_paths(kind, activation):
     small, _ = policy.outputs(theta, obs)
     big, _ = policy.outputs(theta, obs, keep_cache=True)
     np.testing.assert_allclose(small, big, rtol=1e-12, atol=1e-15)
+    many = np.tile(obs, (3, 1))  # more than 8 rows, without a cache: the hidden network
+    np.testing.assert_allclose(policy.outputs(theta, many)[0],
+                               policy.outputs(theta, many, keep_cache=True)[0], rtol=1e-13)
     # Sampling: the fused kernel (<= 8 rows) against the NumPy path (more rows).
     mats = policy.draw_matrices(theta, rng, 5)
     a_small, a_big = np.empty((5, 2)), np.empty((10, 2))
@@ -476,3 +479,10 @@ def test_bad_arguments_raise_clear_errors():
         noise.load_state_dict(other)
     with pytest.raises(KeyError, match="missing"):
         noise.load_state_dict({"matrices": other["matrices"]})
+    state = noise.state_dict()
+    with pytest.raises(ValueError, match="sample_freq"):
+        noise.load_state_dict({**state, "sample_freq": np.int64(3)})
+    with pytest.raises(ValueError, match="n_steps"):
+        noise.load_state_dict({**state, "n_steps": np.int64(-1)})
+    with pytest.raises(ValueError, match="non-finite"):
+        noise.load_state_dict({**state, "matrices": np.full_like(state["matrices"], np.nan)})
