@@ -22,10 +22,12 @@ Numba, no SciPy): see :class:`NumpyPolicy`.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,9 +35,22 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rl_adapters.mlp import MLP
+from rl_adapters.validation import (
+    CheckpointError,
+    StateError,
+    as_observations,
+    bool_scalar,
+    check_keys,
+    float_array,
+    int_array,
+    int_scalar,
+    nested,
+    real_scalar,
+    str_scalar,
+)
 
-__all__ = ["FORMAT_VERSION", "NumpyPolicy", "atomic_savez", "flatten_state", "load_policy",
-           "read_state", "unflatten_state", "write_state"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "NumpyPolicy", "atomic_savez", "flatten_state",
+           "load_policy", "read_state", "unflatten_state", "write_state"]
 
 #: Version of the file layout; 2 is the nested state-dict layout (1 was a flat list of
 #: hand-picked fields, not readable by this version).
@@ -76,10 +91,16 @@ def unflatten_state(arrays: Mapping[str, NDArray]) -> dict[str, Any]:
     """Inverse of :func:`flatten_state`; 0-d arrays come back as Python scalars."""
     state: dict[str, Any] = {}
     for path, arr in arrays.items():
-        *parents, leaf = path.split(SEPARATOR)
+        *parents, leaf = names = path.split(SEPARATOR)
+        if not all(names):
+            raise ValueError(f"state key {path!r}: empty name between separators")
         node = state
         for name in parents:
             node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"state key {path!r}: {name!r} is both a value and a group")
+        if leaf in node:
+            raise ValueError(f"state key {path!r}: {leaf!r} is both a value and a group")
         node[leaf] = arr.item() if arr.ndim == 0 else arr
     return state
 
@@ -87,7 +108,7 @@ def unflatten_state(arrays: Mapping[str, NDArray]) -> dict[str, Any]:
 # ------------------------------------------------------------------ files
 def atomic_savez(path: str | os.PathLike, arrays: dict[str, NDArray]) -> None:
     """``np.savez`` to ``path`` through a temporary file and an atomic rename."""
-    path = os.fspath(path)
+    path = _checked_target(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
     try:
@@ -120,14 +141,107 @@ def write_state(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
 
 
 def read_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a file written by :func:`write_state` back into a nested dict."""
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    version = int(arrays.pop(_VERSION_KEY, -1))
-    if version != FORMAT_VERSION:
-        raise ValueError(f"path={os.fspath(path)!r}: unsupported checkpoint format {version} "
-                         f"(this version reads format {FORMAT_VERSION})")
-    return unflatten_state(arrays)
+    """Read a file written by :func:`write_state` back into a nested dict.
+
+    The container is checked, never trusted: a zip archive of ``.npy`` members (each
+    member's CRC-32 verified), plain numeric, bool or unicode arrays only (no pickled
+    objects, whatever the file says), and the format version.  What the entries must
+    hold is checked by the components that load them (their ``load_state_dict``).
+
+    Raises
+    ------
+    CheckpointError
+        The file is damaged, not a checkpoint, or of another format version; the message
+        names the path.  (``OSError`` for a file that cannot be opened, as ``open``.)
+    """
+    where = os.fspath(path)
+    with open(where, "rb") as fh:
+        raw = fh.read()
+    try:
+        arrays = _parse_npz(raw)
+    except CheckpointError as err:
+        raise CheckpointError(f"path={where!r}: {err}") from None
+    except Exception as err:
+        raise CheckpointError(f"path={where!r}: not a readable checkpoint, the file is damaged "
+                              f"or of another kind ({type(err).__name__}: {err})") from None
+    version = arrays.pop(_VERSION_KEY, None)
+    if (version is None or version.ndim != 0 or version.dtype.kind not in "iu"
+            or int(version) != FORMAT_VERSION):
+        found = "none" if version is None else repr(version.tolist())
+        raise CheckpointError(f"path={where!r}: unsupported checkpoint format {found} (this "
+                              f"version reads format {FORMAT_VERSION})")
+    try:
+        return unflatten_state(arrays)
+    except ValueError as err:
+        raise CheckpointError(f"path={where!r}: {err}") from None
+
+
+#: Dtype kinds a checkpoint member may have: bool, ints, floats, unicode strings.
+_MEMBER_KINDS = "biufU"
+
+
+def _parse_npz(raw: bytes) -> dict[str, NDArray]:
+    """The members of an uncompressed or deflated ``.npz`` held in ``raw``.
+
+    Reads each ``.npy`` header itself (versions 1.0 and 2.0) and refuses object dtypes
+    before touching the data, so that no path of this parser can unpickle anything or
+    allocate more than the file holds.
+    """
+    if not raw:
+        raise CheckpointError("the file is empty")
+    arrays: dict[str, NDArray] = {}
+    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise CheckpointError(f"member {info.filename!r} is not a .npy array")
+            key = info.filename[: -len(".npy")]
+            if key in arrays:
+                raise CheckpointError(f"member {info.filename!r} appears twice")
+            if info.file_size > 64 * len(raw) + 2**20:
+                raise CheckpointError(f"member {info.filename!r} claims {info.file_size} bytes")
+            arrays[key] = _parse_npy(archive.read(info), key)  # read() checks the CRC-32
+    return arrays
+
+
+def _parse_npy(data: bytes, key: str) -> NDArray:
+    fp = io.BytesIO(data)
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:
+        raise CheckpointError(f"member {key!r}: .npy format {version} is not supported")
+    if dtype.hasobject or dtype.kind not in _MEMBER_KINDS or dtype.fields is not None:
+        raise CheckpointError(f"member {key!r} holds {dtype} data: checkpoints hold numbers "
+                              "and strings only (pickled objects are refused)")
+    count = 1
+    for n in shape:
+        count *= int(n)
+    offset = fp.tell()
+    if count * dtype.itemsize != len(data) - offset:
+        raise CheckpointError(f"member {key!r}: {len(data) - offset} bytes of data for an "
+                              f"array of shape {shape} and dtype {dtype}")
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    if fortran:
+        return np.array(flat.reshape(shape[::-1]).T)
+    return flat.reshape(shape).copy()
+
+
+def _checked_target(path: str | os.PathLike) -> str:
+    """``path`` as a str, if it names a file that can be written in an existing directory."""
+    where = os.fspath(path)
+    if not isinstance(where, str):
+        where = os.fsdecode(where)
+    if not where:
+        raise ValueError("path: empty; give a file name such as 'model.npz'")
+    if os.path.isdir(where) or where.endswith(("/", os.sep)):
+        raise ValueError(f"path={where!r} is a directory; give a file name inside it, such as "
+                         f"{os.path.join(where, 'model.npz')!r}")
+    directory = os.path.dirname(os.path.abspath(where))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"path={where!r}: the directory {directory!r} does not exist")
+    return where
 
 
 # ------------------------------------------------------------ NumPy-only policy
@@ -145,28 +259,66 @@ class NumpyPolicy:
     """
 
     def __init__(self, state: Mapping[str, Any]) -> None:
-        config = json.loads(state["config"])
-        spec = state["policy"]
-        self.env_id = str(state["env_id"]) or None
-        self.net = MLP(tuple(int(s) for s in spec["sizes"]), str(spec["activation"]))
-        self.theta = np.array(state["theta"])
-        self.kind = str(spec["kind"])
-        self.clip_obs = float(config["clip_obs"])
+        check_keys(state, ("config", "env_id", "theta", "policy"),
+                   set(state) - {"config", "env_id", "theta", "policy"})
+        try:
+            config = json.loads(str_scalar(state, "config"))
+            self.clip_obs = real_scalar(config, "clip_obs", low=0.0)
+        except (ValueError, TypeError, KeyError) as err:
+            raise StateError("config", f"not a valid configuration ({err})") from None
+        self.env_id = str_scalar(state, "env_id") or None
+        with nested("policy"):
+            spec = state["policy"]
+            check_keys(spec, ("kind", "sizes", "activation"), set(spec) - {"kind"})
+            self.kind = str_scalar(spec, "kind")
+            sizes = int_array(spec, "sizes", None, low=1)
+            if sizes.ndim != 1 or sizes.size < 2:
+                raise StateError("sizes", f"expected at least 2 layer sizes, got {sizes}")
+            try:
+                self.net = MLP(tuple(int(s) for s in sizes), str_scalar(spec, "activation"))
+            except ValueError as err:
+                raise StateError("activation", str(err)) from None
+            obs_dim, out_dim = int(sizes[0]), int(sizes[-1])
+            if self.kind == "gaussian":
+                check_keys(spec, ("kind", "sizes", "activation", "act_dim", "log_std_init"),
+                           ("low", "high"))
+                if int_scalar(spec, "act_dim") != out_dim:
+                    raise StateError("act_dim", f"{spec['act_dim']}, the network has {out_dim} "
+                                                "outputs")
+                n_params = self.net.n_params + out_dim
+                self.low = self.high = None
+                if "low" in spec or "high" in spec:
+                    check_keys(spec, set(spec) | {"low", "high"})
+                    self.low = float_array(spec, "low", (out_dim,))
+                    self.high = float_array(spec, "high", (out_dim,))
+                    if (self.low > self.high).any():
+                        raise StateError("low", "exceeds high")
+            elif self.kind == "categorical":
+                check_keys(spec, ("kind", "sizes", "activation", "nvec", "start", "multi"))
+                nvec = int_array(spec, "nvec", None, low=1)
+                if nvec.ndim != 1 or nvec.size < 1 or int(nvec.sum()) != out_dim:
+                    raise StateError("nvec", f"{nvec.tolist()} does not split the network's "
+                                             f"{out_dim} outputs")
+                self.nvec = [int(k) for k in nvec]
+                self.start = int_array(spec, "start", nvec.shape)
+                self.multi = bool_scalar(spec, "multi")
+                n_params = self.net.n_params
+            else:
+                raise StateError("kind", f"{self.kind!r}, expected 'categorical' or 'gaussian'")
+        self.obs_dim = obs_dim
+        self.theta = float_array(state, "theta", (n_params,))
+        self.obs_mean = self.obs_scale = None
         rms = state.get("obs_rms")
-        self.obs_mean = None if rms is None else np.asarray(rms["mean"])
-        self.obs_scale = None if rms is None else np.sqrt(np.asarray(rms["var"]) + rms["epsilon"])
-        if self.kind == "gaussian":
-            self.low, self.high = spec.get("low"), spec.get("high")
-        else:
-            self.nvec = [int(k) for k in spec["nvec"]]
-            self.start = np.asarray(spec["start"])
-            self.multi = bool(spec["multi"])
+        if rms is not None:
+            with nested("obs_rms"):
+                check_keys(rms, ("mean", "var", "count", "epsilon"))
+                self.obs_mean = float_array(rms, "mean", (obs_dim,))
+                var = float_array(rms, "var", (obs_dim,), nonnegative=True)
+                self.obs_scale = np.sqrt(var + real_scalar(rms, "epsilon", low=0.0))
 
     def act(self, obs: Any) -> NDArray:
-        """Deterministic action for one observation (or a batch of rows)."""
-        x = np.asarray(obs, dtype=np.float64)
-        single = x.ndim == 1
-        x = x[None, :] if single else x
+        """Deterministic action for one observation ``(obs_dim,)`` or a batch ``(N, obs_dim)``."""
+        x, single = as_observations(obs, self.obs_dim)
         if self.obs_mean is not None:
             x = np.clip((x - self.obs_mean) / self.obs_scale, -self.clip_obs, self.clip_obs)
         out, _ = self.net.forward(self.theta[: self.net.n_params], x, keep_cache=False)
@@ -182,5 +334,15 @@ class NumpyPolicy:
 
 
 def load_policy(path: str | os.PathLike) -> NumpyPolicy:
-    """Load only the acting part of a checkpoint (needs NumPy alone)."""
-    return NumpyPolicy(read_state(path))
+    """Load only the acting part of a checkpoint (needs NumPy alone).
+
+    Raises
+    ------
+    CheckpointError
+        The file is damaged, not a checkpoint, or its policy entries are inconsistent.
+    """
+    state = read_state(path)
+    try:
+        return NumpyPolicy(state)
+    except StateError as err:
+        raise CheckpointError(f"path={os.fspath(path)!r}: {err}") from None

@@ -32,7 +32,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rl_adapters._kernels import gae_advantages, rms_normalize_into, rms_update
+from rl_adapters.env_checks import (
+    CheckedEnv,
+    check_batch,
+    check_spaces,
+    env_name,
+    insert_innermost,
+)
 from rl_adapters.seeding import env_generators, generator_state_dict, load_generator_state_dict
+from rl_adapters.validation import EnvOutputError
 
 __all__ = ["Collector", "EnvGroup", "LeanSyncVectorEnv", "RolloutBatch", "SnapshotWrapper",
            "compute_gae", "make_env_groups", "make_vector_env"]
@@ -133,7 +141,11 @@ def _time_limit(env: gym.Env):
 
 def make_env_fn(env_id: str, **kwargs):
     def thunk():
-        return SnapshotWrapper(gym.make(env_id, disable_env_checker=True, **kwargs))
+        env = gym.make(env_id, disable_env_checker=True, **kwargs)
+        check_spaces(env.observation_space, env.action_space, env_id)
+        # Innermost, so that Gymnasium's wrappers never see an output that fails the checks.
+        env = insert_innermost(env, lambda base: CheckedEnv(base, env_id))
+        return SnapshotWrapper(env)
 
     return thunk
 
@@ -173,7 +185,10 @@ class LeanSyncVectorEnv(gym.vector.VectorEnv):
             seeds = list(seed)
         infos: dict = {}
         for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
-            obs, _ = env.reset(seed=s, options=options)
+            try:
+                obs, _ = env.reset(seed=s, options=options)
+            except EnvOutputError as err:
+                raise err.located(f"reset, env index {i}") from None
             self._obs[i] = obs
         return self._obs.copy(), infos
 
@@ -184,7 +199,10 @@ class LeanSyncVectorEnv(gym.vector.VectorEnv):
         truncated = np.zeros(n, dtype=bool)
         infos: dict = {}
         for i, env in enumerate(self.envs):
-            obs, reward, term, trunc, info = env.step(actions[i])
+            try:
+                obs, reward, term, trunc, info = env.step(actions[i])
+            except EnvOutputError as err:
+                raise err.located(f"env index {i}") from None
             rewards[i] = reward
             terminated[i] = term
             truncated[i] = trunc
@@ -198,7 +216,11 @@ class LeanSyncVectorEnv(gym.vector.VectorEnv):
                 infos["_final_obs"][i] = True
                 infos["final_info"][i] = info
                 infos["_final_info"][i] = True
-                obs, _ = env.reset()
+                try:
+                    obs, _ = env.reset()
+                except EnvOutputError as err:
+                    raise err.located(f"the reset after an episode's end, env index {i}") \
+                        from None
             self._obs[i] = obs
         return self._obs.copy(), rewards, terminated, truncated, infos
 
@@ -232,11 +254,13 @@ def make_vector_env(env, n_envs: int, kind: str = "sync") -> gym.vector.VectorEn
             raise ValueError(
                 f"env: vector envs must use autoreset_mode=AutoresetMode.SAME_STEP, got {mode!r}"
             )
+        check_spaces(env.single_observation_space, env.single_action_space, _venv_name(env))
         return env
     if isinstance(env, gym.Env):
         if n_envs != 1:
             raise ValueError(f"n_envs={n_envs}: an env instance gives one env; pass an id instead")
-        wrapped = env if isinstance(env, SnapshotWrapper) else SnapshotWrapper(env)
+        check_spaces(env.observation_space, env.action_space, env_name(env))
+        wrapped = env if isinstance(env, SnapshotWrapper) else SnapshotWrapper(CheckedEnv(env))
         return LeanSyncVectorEnv([lambda: wrapped])
     fns = [make_env_fn(env) for _ in range(n_envs)]
     if kind == "async":
@@ -331,7 +355,7 @@ class EnvGroup:
         """Reset every environment with a seed drawn from its stream; the observations."""
         seeds = [int(rng.integers(2**32)) for rng in self.rngs]
         obs, _ = self.venv.reset(seed=seeds)
-        return np.asarray(obs, dtype=np.float64)
+        return np.array(obs, dtype=np.float64)
 
     def draw_noise(self, policy, n_steps: int) -> NDArray:
         """``n_steps`` of sampling noise per environment, ``(n_steps, n_envs, ...)``."""
@@ -402,7 +426,12 @@ class Collector:
 
     def reset(self) -> None:
         """Start new episodes everywhere (reset seeds from the environments' streams)."""
-        self.raw_obs = np.concatenate([g.reset() for g in self.groups])
+        try:
+            raw_obs = np.concatenate([g.reset() for g in self.groups])
+        except EnvOutputError as err:
+            raise err.located(err.at or "reset") from None
+        self._check(raw_obs, None, None, None, "reset")
+        self.raw_obs = raw_obs
         self.ep_return[:] = 0.0
         self.ep_length[:] = 0
 
@@ -479,7 +508,70 @@ class Collector:
                 np.concatenate([r[3] for r in results]), final_obs)
 
     def collect(self, theta: NDArray, n_steps: int) -> RolloutBatch:
-        """``n_steps`` steps of every environment with the policy at ``theta``."""
+        """``n_steps`` steps of every environment with the policy at ``theta``.
+
+        Raises
+        ------
+        EnvOutputError
+            An environment returned an unusable output; the normalizers, the episode
+            accumulators and the random streams are then as before the call (the
+            environments themselves have stepped: :meth:`reset` before collecting again).
+        """
+        saved = self._undo_record()
+        try:
+            return self._collect(theta, n_steps)
+        except EnvOutputError:
+            self._undo(saved)
+            raise
+
+    def _undo_record(self) -> tuple:
+        """What a rollout changes in place, copied (restored by :meth:`_undo`)."""
+        rms, scaler = self.obs_rms, self.reward_scaler
+        return (
+            None if rms is None else (rms.mean.copy(), rms.var.copy(), rms.count),
+            None if scaler is None else (scaler.returns.copy(), scaler.rms.mean.copy(),
+                                         scaler.rms.var.copy(), scaler.rms.count),
+            self.ep_return.copy(), self.ep_length.copy(),
+            [[rng.bit_generator.state for rng in g.rngs] for g in self.groups],
+        )
+
+    def _undo(self, saved: tuple) -> None:
+        rms_saved, scaler_saved, ep_return, ep_length, rng_states = saved
+        if rms_saved is not None:
+            self.obs_rms.mean[...], self.obs_rms.var[...], self.obs_rms.count = rms_saved
+        if scaler_saved is not None:
+            scaler = self.reward_scaler
+            scaler.returns[...], scaler.rms.mean[...], scaler.rms.var[...] = scaler_saved[:3]
+            scaler.rms.count = scaler_saved[3]
+        self.ep_return[...] = ep_return
+        self.ep_length[...] = ep_length
+        for group, states in zip(self.groups, rng_states, strict=True):
+            for rng, state in zip(group.rngs, states, strict=True):
+                rng.bit_generator.state = state
+
+    def _check(self, obs: NDArray, rewards: NDArray | None, terminated: Any, truncated: Any,
+               at: str) -> None:
+        """Raise EnvOutputError if one step's (or a reset's) batch is unusable."""
+        found = check_batch(obs, rewards, terminated, truncated, self.n_envs,
+                            self.policy.net.sizes[0])
+        if found is None:
+            return
+        field, problem, index = found
+        where = at if index < 0 else f"{at}, env index {index}"
+        raise EnvOutputError(problem, env=self._env_name(index), field=field, at=where)
+
+    def _env_name(self, index: int) -> str:
+        """The id (or class name) of environment ``index`` (of the first if negative)."""
+        index = max(index, 0)
+        for group, sl in zip(self.groups, self._slices, strict=True):
+            if sl.start <= index < sl.stop:
+                envs = getattr(group.venv, "envs", None)
+                if envs is not None:
+                    return env_name(envs[index - sl.start])
+                return _venv_name(group.venv)
+        return ""
+
+    def _collect(self, theta: NDArray, n_steps: int) -> RolloutBatch:
         assert self.raw_obs is not None, "call reset() first"
         E = self.n_envs
         obs_dim = self.raw_obs.shape[1]
@@ -509,6 +601,7 @@ class Collector:
         clip_obs = float(self.clip_obs)
         scaler = self.reward_scaler
         ep_return, ep_length = self.ep_return, self.ep_length
+        check = self._check
         for t in range(n_steps):
             t0 = clock()
             obs = obs_buf[t]
@@ -519,10 +612,16 @@ class Collector:
                 rms_normalize_into(raw, rms.mean, rms.var, rms.epsilon, clip_obs, obs)
             env_actions, logp_buf[t] = policy.act_from_noise(theta, obs, noise[t], act_buf[t])
             t1 = clock()
-            next_raw, reward, terminated, truncated, final_obs = step(env_actions)
+            try:
+                next_raw, reward, terminated, truncated, final_obs = step(env_actions)
+            except EnvOutputError as err:
+                rest = "" if err.at in ("", "step") else f", {err.at}"
+                raise err.located(f"rollout step {t}{rest}") from None
             t2 = clock()
             env_time += t2 - t1
+            next_raw = np.array(next_raw, dtype=np.float64)
             reward = np.asarray(reward, dtype=np.float64)
+            check(next_raw, reward, terminated, truncated, f"rollout step {t}")
             done = terminated | truncated
             ep_return += reward
             ep_length += 1
@@ -536,14 +635,40 @@ class Collector:
                     ep_return[e] = 0.0
                     ep_length[e] = 0
                     if truncated[e] and not terminated[e]:
-                        final_buf[t, e] = self.normalize(
-                            np.asarray(final_obs[e], dtype=np.float64)[None, :])[0]
-            raw = np.array(next_raw, dtype=np.float64)
+                        last = self._final_observation(final_obs, e, t)
+                        final_buf[t, e] = self.normalize(last[None, :])[0]
+            raw = next_raw
             policy_time += clock() - t2 + (t1 - t0)
         self.raw_obs = raw
         last_obs = self.normalize(raw)
         return RolloutBatch(obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf, final_buf,
                             np.array(last_obs), ep_returns, ep_lengths, env_time, policy_time)
+
+
+    def _final_observation(self, final_obs: Any, e: int, t: int) -> NDArray:
+        """The last observation of env ``e``'s truncated episode, checked."""
+        value = None if final_obs is None else final_obs[e]
+        try:
+            row = np.array(value, dtype=np.float64).reshape(1, -1)
+        except (ValueError, TypeError):
+            row = np.full((1, 0), np.nan)
+        found = check_batch(row, None, None, None, 1, self.policy.net.sizes[0])
+        if found is not None:
+            field, problem, _ = found
+            raise EnvOutputError(problem, env=self._env_name(e), field=f"final {field}",
+                                 at=f"rollout step {t}, env index {e}")
+        return row[0]
+
+
+def _venv_name(venv: Any) -> str:
+    """The id of a vector env's environments, or its class name."""
+    spec = getattr(venv, "spec", None)
+    if getattr(spec, "id", None):
+        return str(spec.id)
+    try:
+        return str(venv.get_attr("spec")[0].id)
+    except Exception:
+        return type(venv).__name__
 
 
 def advantages_and_returns(batch: RolloutBatch, value_fn, gamma: float, lam: float):

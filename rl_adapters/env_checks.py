@@ -1,0 +1,249 @@
+"""Checks of Gymnasium environments: ids, spaces and what ``reset`` and ``step`` return.
+
+Three layers, from cheapest to most thorough, so that the per-step cost stays small:
+
+- :func:`check_env_id` and :func:`check_spaces`, once, when the agent is built: an
+  unknown id names close registered ids; an unsupported space says which spaces are;
+- :class:`CheckedEnv`, a wrapper on every environment the agent builds (innermost, under
+  Gymnasium's ``TimeLimit``, which would otherwise fail first on an old-API 4-tuple): the
+  structure of each ``reset``/``step`` output (tuple lengths, the observation's shape and
+  dtype, a real scalar reward, bool flags, a dict info) by type tests only;
+- :func:`check_batch`, once per step on the whole batch in the collector: observations
+  and rewards are finite and below :data:`~rl_adapters.validation.MAX_MAGNITUDE`, by one
+  dot product each (``x @ x`` is finite exactly when no entry is NaN or infinite and the
+  squares do not overflow); the slow diagnosis only runs when that fails.
+
+Every failure is an :class:`~rl_adapters.validation.EnvOutputError` naming the
+environment, the step and the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from numpy.typing import NDArray
+
+from rl_adapters.validation import MAX_MAGNITUDE, EnvOutputError
+
+__all__ = ["CheckedEnv", "check_batch", "check_env_id", "check_spaces", "env_name",
+           "insert_innermost"]
+
+_SUPPORTED = ("observations: a 1-D Box; actions: Discrete, 1-D MultiDiscrete or a 1-D Box")
+_BOOL_TYPES = (bool, np.bool_)
+_REAL_TYPES = (float, int, np.float64, np.float32, np.float16, np.int64, np.int32, np.int16,
+               np.int8, np.uint64, np.uint32, np.uint16, np.uint8)
+
+
+# ------------------------------------------------------------------ env ids
+def check_env_id(env_id: Any) -> str:
+    """``env_id`` if Gymnasium can make it; else a ValueError naming it and close ids.
+
+    ``"module:EnvName-v0"`` ids import ``module`` first, as :func:`gymnasium.make` does.
+    """
+    if not isinstance(env_id, str):
+        raise TypeError(f"env={env_id!r}: expected a Gymnasium id (str), a gymnasium.Env, a "
+                        "vector env or a list of vector envs")
+    name = env_id
+    if ":" in env_id:
+        module, name = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"env={env_id!r}: cannot import the module {module!r} that should "
+                             f"register it ({err})") from None
+    try:
+        gym.spec(name)
+    except gym.error.Error as err:
+        close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
+        hint = f"; close registered ids: {', '.join(map(repr, close))}" if close else ""
+        raise ValueError(f"env={env_id!r} is not a registered Gymnasium environment id"
+                         f"{hint} (gymnasium: {err})") from None
+    return env_id
+
+
+def env_name(env: Any) -> str:
+    """The id of ``env`` (a gymnasium.Env) if registered, else its class name."""
+    spec = getattr(env, "spec", None)
+    if getattr(spec, "id", None):
+        return str(spec.id)
+    return type(getattr(env, "unwrapped", env)).__name__
+
+
+# ------------------------------------------------------------------- spaces
+def check_spaces(observation_space: Any, action_space: Any, name: str) -> None:
+    """Raise TypeError unless the agent supports these spaces (see :data:`_SUPPORTED`)."""
+    if not isinstance(observation_space, spaces.Box):
+        hint = ""
+        if isinstance(observation_space, spaces.Dict | spaces.Tuple):
+            hint = ("; for a Dict or Tuple of Boxes, wrap the env with "
+                    "gymnasium.wrappers.FlattenObservation (one flat Box)")
+        raise TypeError(f"env {name!r}: observation space {observation_space} is not supported "
+                        f"(supported: {_SUPPORTED}){hint}")
+    if len(observation_space.shape) != 1 or observation_space.shape[0] < 1:
+        raise TypeError(f"env {name!r}: observation space {observation_space} is not supported: "
+                        f"the policy takes a flat Box (supported: {_SUPPORTED}); wrap the env "
+                        "with gymnasium.wrappers.FlattenObservation")
+    if observation_space.dtype is None or observation_space.dtype.kind not in "biuf":
+        raise TypeError(f"env {name!r}: observation space {observation_space} has dtype "
+                        f"{observation_space.dtype}; observations must be real numbers")
+    ok = (isinstance(action_space, spaces.Discrete)
+          or (isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1)
+          or (isinstance(action_space, spaces.Box) and len(action_space.shape) == 1
+              and action_space.shape[0] >= 1))
+    if not ok:
+        raise TypeError(f"env {name!r}: action space {action_space} is not supported "
+                        f"(supported: {_SUPPORTED})")
+
+
+def same_spaces(env: Any, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """ValueError unless ``env`` has the agent's observation shape and action space."""
+    name = env_name(env)
+    obs, act = getattr(env, "observation_space", None), getattr(env, "action_space", None)
+    if (not isinstance(obs, spaces.Box) or obs.shape != observation_space.shape
+            or act != action_space):
+        raise ValueError(f"env: {name!r} has observation space {obs} and action space {act}; "
+                         f"this agent was built for {observation_space} and {action_space}")
+
+
+# ------------------------------------------------------------- per-env outputs
+class CheckedEnv(gym.Wrapper):
+    """Checks the structure of every ``reset`` and ``step`` output of the wrapped env.
+
+    Type and shape tests only (the values are checked batch-wise by :func:`check_batch`);
+    the output passes through unchanged (an observation given as a list is returned as
+    an array).
+    """
+
+    def __init__(self, env: gym.Env, name: str | None = None) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        self._shape = space.shape
+        self._dtype = space.dtype
+        self._name = name or env_name(env)
+
+    def _fail(self, field: str, problem: str, at: str) -> EnvOutputError:
+        return EnvOutputError(problem, env=self._name, field=field, at=at)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        out = self.env.reset(seed=seed, options=options)
+        if type(out) is not tuple or len(out) != 2:
+            raise self._fail("output", f"is {_describe(out)}: Gymnasium's reset() returns a "
+                             "tuple (observation, info); an env of the old Gym API returns the "
+                             "observation alone: port it to the Gymnasium API", "reset")
+        obs, info = out
+        obs = self._observation(obs, "reset")
+        if not isinstance(info, dict):
+            raise self._fail("info", f"is {_describe(info)}, expected a dict", "reset")
+        return obs, info
+
+    def step(self, action):
+        out = self.env.step(action)
+        if type(out) is not tuple or len(out) != 5:
+            old = (" (the old Gym API's (obs, reward, done, info): port the env to the "
+                   "Gymnasium API, or wrap it with shimmy's GymV21CompatibilityV0)"
+                   if isinstance(out, tuple) and len(out) == 4 else "")
+            raise self._fail("output", f"is {_describe(out)}: Gymnasium's step() returns "
+                             f"(observation, reward, terminated, truncated, info){old}", "step")
+        obs, reward, terminated, truncated, info = out
+        if type(obs) is not np.ndarray or obs.shape != self._shape or obs.dtype.kind not in "biuf":
+            obs = self._observation(obs, "step")
+            out = (obs, reward, terminated, truncated, info)
+        if type(reward) not in _REAL_TYPES:
+            self._reward(reward)
+        if type(terminated) not in _BOOL_TYPES:
+            raise self._fail("terminated", f"is {_describe(terminated)}, expected a bool", "step")
+        if type(truncated) not in _BOOL_TYPES:
+            raise self._fail("truncated", f"is {_describe(truncated)}, expected a bool", "step")
+        if type(info) is not dict and not isinstance(info, dict):
+            raise self._fail("info", f"is {_describe(info)}, expected a dict", "step")
+        return out
+
+    def _observation(self, obs: Any, at: str) -> NDArray:
+        try:
+            arr = np.asarray(obs)
+        except (ValueError, TypeError):
+            arr = np.asarray(None)
+        if arr.dtype.kind not in "biuf":
+            raise self._fail("observation", f"is {_describe(obs)}, expected an array of real "
+                             f"numbers of shape {self._shape}", at)
+        if arr.shape != self._shape:
+            raise self._fail("observation", f"has shape {arr.shape}, the observation space "
+                             f"says {self._shape}", at)
+        return arr
+
+    def _reward(self, reward: Any) -> None:
+        kind = getattr(np.asarray(reward) if isinstance(reward, np.ndarray | np.generic)
+                       else None, "dtype", None)
+        if isinstance(reward, np.ndarray | np.generic):
+            if np.ndim(reward) == 0 and kind is not None and kind.kind in "biuf":
+                return
+        elif isinstance(reward, int | float):  # bool, or a subclass of int or float
+            return
+        raise self._fail("reward", f"is {_describe(reward)}, expected a real number", "step")
+
+
+def insert_innermost(env: gym.Env, wrap) -> gym.Env:
+    """Put ``wrap(base)`` between ``env``'s innermost wrapper and its base environment."""
+    if not isinstance(env, gym.Wrapper):
+        return wrap(env)
+    node = env
+    while isinstance(node.env, gym.Wrapper):
+        node = node.env
+    node.env = wrap(node.env)
+    return env
+
+
+# ------------------------------------------------------------- batch values
+def check_batch(obs: NDArray, rewards: NDArray | None, terminated: Any, truncated: Any,
+                n_envs: int, obs_dim: int) -> tuple[str, str, int] | None:
+    """``None`` if one step's batch is usable, else ``(field, problem, env index)``.
+
+    ``obs`` is float64 ``(n_envs, obs_dim)`` (contiguous), ``rewards`` float64
+    ``(n_envs,)`` (or None at a reset); the flags are the vector env's arrays.
+    """
+    if obs.shape != (n_envs, obs_dim):
+        return "observation", f"batch has shape {obs.shape}, expected {(n_envs, obs_dim)}", -1
+    flat = obs.reshape(-1)
+    if not math.isfinite(flat @ flat):
+        found = _bad_entry(obs)
+        if found is not None:
+            return "observation", found[0], found[1]
+    if rewards is None:
+        return None
+    if rewards.shape != (n_envs,):
+        return "reward", f"batch has shape {rewards.shape}, expected {(n_envs,)}", -1
+    if not math.isfinite(rewards @ rewards):
+        found = _bad_entry(rewards[:, None])
+        if found is not None:
+            return "reward", found[0], found[1]
+    for field, flags in (("terminated", terminated), ("truncated", truncated)):
+        arr = np.asarray(flags)
+        if arr.dtype != np.bool_ or arr.shape != (n_envs,):
+            return field, f"batch is {_describe(flags)}, expected {n_envs} bools", -1
+    return None
+
+
+def _bad_entry(x: NDArray) -> tuple[str, int] | None:
+    """The first non-finite or too large entry of the rows of ``x``: (problem, row)."""
+    bad = ~np.isfinite(x) | (np.abs(x) > MAX_MAGNITUDE)
+    if not bad.any():
+        return None  # only the sum of squares overflowed: every entry is usable
+    row, col = (int(i) for i in np.argwhere(bad)[0])
+    value = x[row, col]
+    what = "not finite" if not np.isfinite(value) else f"beyond +-{MAX_MAGNITUDE:g}"
+    index = f"[{col}]" if x.shape[1] > 1 else ""
+    return f"{index} is {value!r} ({what})", row
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)} values"
+    return f"{type(value).__name__} {value!r}"[:80]
