@@ -16,6 +16,7 @@ One update, top to bottom (see ``docs/trpo_update.md`` for the map to this file)
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from numpy.typing import NDArray
 
 from rl_adapters.checkpoint import read_state, write_state
 from rl_adapters.config import TRPOConfig
+from rl_adapters.env_checks import CheckedEnv, check_env_id, env_name, same_spaces
 from rl_adapters.normalization import RewardScaler, RunningMeanStd
 from rl_adapters.policies import FisherOperator, Policy, make_policy
 from rl_adapters.rollout import Collector, advantages_and_returns, make_env_groups
@@ -35,6 +37,19 @@ from rl_adapters.seeding import (
     generator_state_dict,
     load_generator_state_dict,
     predict_generator,
+)
+from rl_adapters.validation import (
+    CheckpointError,
+    EnvOutputError,
+    StateError,
+    as_observations,
+    check_generator_state,
+    check_keys,
+    float_array,
+    int_array,
+    int_scalar,
+    nested,
+    str_scalar,
 )
 from rl_adapters.value import ValueFunction
 from trustregion import backtracking_line_search, natural_gradient_step
@@ -142,6 +157,9 @@ class TRPO:
                  **overrides: Any) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if isinstance(env, str) or not isinstance(env, gym.Env | gym.vector.VectorEnv
+                                                  | list | tuple):
+            check_env_id(env)
         self.env_id = _env_id(env)
         if config is None:
             config = TRPOConfig.for_env(self.env_id, **overrides)
@@ -222,7 +240,11 @@ class TRPO:
         cfg = self.config
         t_start = time.perf_counter()
         # 1. Collect.
-        batch = self.collector.collect(self.theta, cfg.n_steps)
+        try:
+            batch = self.collector.collect(self.theta, cfg.n_steps)
+        except EnvOutputError as err:
+            raise err.located(f"{err.at} of the update from timestep {self.num_timesteps}") \
+                from None
         t_collect = time.perf_counter()
         self.episode_returns.extend(batch.episode_returns)
         self.episode_lengths.extend(batch.episode_lengths)
@@ -339,18 +361,33 @@ class TRPO:
 
     # ---------------------------------------------------------------- acting
     def normalize_obs(self, obs: NDArray) -> NDArray:
-        """Apply the running observation normalization (without updating it)."""
-        obs = np.asarray(obs, dtype=np.float64)
+        """Apply the running observation normalization (without updating it).
+
+        ``obs`` is one observation ``(obs_dim,)`` or a batch ``(N, obs_dim)`` of finite
+        numbers (ValueError otherwise); the result has its shape, in float64.
+        """
+        x, single = as_observations(obs, self.policy.net.sizes[0])
+        out = self._normalize_rows(x)
+        return out[0] if single else out
+
+    def _normalize_rows(self, x: NDArray) -> NDArray:
+        """``normalize_obs`` for a checked float64 ``(N, obs_dim)`` batch."""
         if self.obs_rms is None:
-            return obs
-        return self.obs_rms.normalize(obs, self.config.clip_obs)
+            return x
+        return self.obs_rms.normalize(x, self.config.clip_obs)
 
     def predict(self, obs: Any, deterministic: bool = True) -> NDArray:
-        """Action(s) for one observation ``(obs_dim,)`` or a batch ``(N, obs_dim)``."""
-        arr = np.asarray(obs, dtype=np.float64)
-        single = arr.ndim == 1
-        batch = self.normalize_obs(arr[None, :] if single else arr)
-        env_actions, _, _ = self.policy.act(self.theta, batch, self._predict_rng, deterministic)
+        """Action(s) for one observation ``(obs_dim,)`` or a batch ``(N, obs_dim)``.
+
+        Raises
+        ------
+        ValueError
+            If ``obs`` has another shape, is not numeric, or has a NaN or infinite entry.
+        """
+        x, single = as_observations(obs, self.policy.net.sizes[0])
+        batch = self._normalize_rows(x)
+        env_actions, _, _ = self.policy.act(self.theta, batch, self._predict_rng,
+                                            bool(deterministic))
         return env_actions[0] if single else env_actions
 
     def evaluate(self, n_episodes: int = 10, *, deterministic: bool = True,
@@ -362,27 +399,51 @@ class TRPO:
         and does not touch the training state or its random generators.  An episode is
         cut after ``max_episode_steps`` steps, so an environment without a time limit
         cannot hang the evaluation.
+
+        Raises
+        ------
+        ValueError
+            If ``env`` has another observation shape or action space than the agent's.
+        EnvOutputError
+            If the environment returns an unusable observation or reward.
         """
         if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
             raise ValueError(f"n_episodes must be a positive int, got {n_episodes!r}")
+        venv = self.collector.groups[0].venv
         if env is None:
             if self.env_id is None:
                 raise ValueError("env: this agent has no env id; pass env= to evaluate()")
             env = gym.make(self.env_id)
+        elif not isinstance(env, gym.Env):
+            raise TypeError(f"env: expected a gymnasium.Env, got {type(env).__name__}")
+        same_spaces(env, venv.single_observation_space, venv.single_action_space)
+        checked = CheckedEnv(env)
         rng = np.random.default_rng(seed)
         returns = []
         for i in range(n_episodes):
-            obs, _ = env.reset(seed=None if seed is None else seed + i)
+            obs, _ = checked.reset(seed=None if seed is None else seed + i)
             total, done, steps = 0.0, False, 0
             while not done and steps < max_episode_steps:
+                x = self._evaluation_obs(checked, obs, f"episode {i}, step {steps}")
                 steps += 1
-                x = self.normalize_obs(np.asarray(obs)[None, :])
                 action, _, _ = self.policy.act(self.theta, x, rng, deterministic)
-                obs, reward, terminated, truncated, _ = env.step(action[0])
+                obs, reward, terminated, truncated, _ = checked.step(action[0])
                 total += float(reward)
+                if not np.isfinite(reward):
+                    raise EnvOutputError(f"is {reward!r} (not finite)", env=env_name(env),
+                                         field="reward", at=f"episode {i}, step {steps}")
                 done = bool(terminated or truncated)
             returns.append(total)
         return float(np.mean(returns)), float(np.std(returns))
+
+    def _evaluation_obs(self, env: gym.Env, obs: Any, at: str) -> NDArray:
+        """One observation of ``evaluate``'s env, checked and normalized, as a 1-row batch."""
+        try:
+            x, _ = as_observations(np.reshape(obs, (1, -1)), self.policy.net.sizes[0])
+        except ValueError as err:
+            raise EnvOutputError(str(err).removeprefix("obs"), env=env_name(env),
+                                 field="observation", at=at) from None
+        return self._normalize_rows(x)
 
     # ------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
@@ -418,41 +479,73 @@ class TRPO:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` into this agent (built with the same config and env)."""
-        if state["config"] != self.config.to_json():
-            raise ValueError("state: saved with a different configuration; build the agent "
+        """Restore :meth:`state_dict` into this agent (built with the same config and env).
+
+        Every entry is checked against this agent before it is used: its key, dtype and
+        shape (each component checks its own part), the policy and the spaces (a state of
+        another environment does not fit), finite parameters.
+
+        Raises
+        ------
+        StateError
+            A ``ValueError`` whose message starts with the path of the entry that does not
+            fit (``value/adam/m: shape (10,), expected (4545,)``).
+        """
+        mine = self.state_dict()
+        check_keys(state, set(mine) - {"metrics"}, {"metrics"})
+        if str_scalar(state, "config") != self.config.to_json():
+            raise StateError("config", "saved with a different configuration; build the agent "
                              "with TRPOConfig.from_json(state['config']) or use TRPO.load")
-        for name in ("obs_rms", "reward_scaler"):
-            if (getattr(self, name) is None) != (name not in state):
-                raise ValueError(f"state: {name} present in only one of state and agent")
-        self.policy.load_state_dict(state["policy"])
-        theta = np.array(state["theta"], dtype=np.float64)
-        if theta.shape != (self.policy.n_params,):
-            raise ValueError(f"state: theta of shape {theta.shape}, the policy has "
-                             f"{self.policy.n_params} parameters")
+        env_id = str_scalar(state, "env_id")
+        seed = int_scalar(state, "seed", low=0)
+        with nested("policy"):
+            self.policy.load_state_dict(state["policy"])
+        theta = float_array(state, "theta", (self.policy.n_params,))
+        for name in ("rng", "predict_rng"):
+            with nested(name):
+                check_generator_state(state[name], getattr(self, name.replace(
+                    "predict_rng", "_predict_rng")).bit_generator.state)
+        num_timesteps = int_scalar(state, "num_timesteps", low=0)
+        n_updates = int_scalar(state, "n_updates", low=0)
+        returns = float_array(state, "episode_returns", None)
+        lengths = int_array(state, "episode_lengths", None, low=0)
+        for key, arr in (("episode_returns", returns), ("episode_lengths", lengths)):
+            if arr.ndim != 1 or arr.size > 100:
+                raise StateError(key, f"shape {arr.shape}, expected (n,) with n <= 100")
+        metrics = _checked_metric_columns(state.get("metrics", {}))
+        with nested("value"):
+            self.value.load_state_dict(state["value"])
         self.theta = theta
-        self.env_id = self.env_id or (str(state["env_id"]) or None)
-        self.seed = int(state["seed"])
-        self.value.load_state_dict(state["value"])
-        load_generator_state_dict(self.rng, state["rng"])
-        load_generator_state_dict(self._predict_rng, state["predict_rng"])
-        self.num_timesteps = int(state["num_timesteps"])
-        self.n_updates = int(state["n_updates"])
+        self.env_id = self.env_id or (env_id or None)
+        self.seed = seed
+        with nested("rng"):
+            _load_generator(self.rng, state["rng"])
+        with nested("predict_rng"):
+            _load_generator(self._predict_rng, state["predict_rng"])
+        self.num_timesteps = num_timesteps
+        self.n_updates = n_updates
         self.episode_returns.clear()
-        self.episode_returns.extend(np.atleast_1d(state["episode_returns"]).tolist())
+        self.episode_returns.extend(returns.tolist())
         self.episode_lengths.clear()
-        self.episode_lengths.extend(int(x) for x in np.atleast_1d(state["episode_lengths"]))
-        self.metrics = _metric_rows(state.get("metrics", {}))
+        self.episode_lengths.extend(int(x) for x in lengths)
+        self.metrics = _metric_rows(metrics)
         if self.obs_rms is not None:
-            self.obs_rms.load_state_dict(state["obs_rms"])
+            with nested("obs_rms"):
+                self.obs_rms.load_state_dict(state["obs_rms"])
         if self.reward_scaler is not None:
-            self.reward_scaler.load_state_dict(state["reward_scaler"])
+            with nested("reward_scaler"):
+                self.reward_scaler.load_state_dict(state["reward_scaler"])
         # The saved episodes continue if every environment has a snapshot; otherwise new
         # ones start from the environments' restored streams.
-        self.collector.load_state_dict(state["collector"])
+        with nested("collector"):
+            self.collector.load_state_dict(state["collector"])
 
     def save(self, path: str) -> None:
-        """Write the whole training state (:meth:`state_dict`) to one ``.npz`` file, atomically."""
+        """Write the whole training state (:meth:`state_dict`) to one ``.npz`` file, atomically.
+
+        ``path`` names a file in an existing directory (ValueError for an empty path or a
+        directory, FileNotFoundError for a missing directory).
+        """
         write_state(path, self.state_dict())
 
     @classmethod
@@ -461,15 +554,44 @@ class TRPO:
 
         ``env`` defaults to the saved environment id (required if the agent was trained on
         an environment instance without a registered id).
+
+        Raises
+        ------
+        CheckpointError
+            The file is damaged or not a checkpoint, of another format version, or an entry
+            does not fit the agent rebuilt from the saved configuration and ``env`` (another
+            environment's spaces, a truncated parameter vector...): the message names the
+            path and the entry.
         """
         state = read_state(path)
-        config = TRPOConfig.from_json(state["config"])
+        where = f"path={os.fspath(path)!r}"
+        try:
+            check_keys(state, ("config", "env_id", "seed"), set(state))
+            try:
+                config = TRPOConfig.from_json(str_scalar(state, "config"))
+            except (ValueError, TypeError, KeyError) as err:
+                if isinstance(err, StateError):
+                    raise
+                raise StateError("config", f"not a valid configuration ({err})") from None
+            seed = int_scalar(state, "seed", low=0)
+            saved_id = str_scalar(state, "env_id")
+            if env is None and saved_id:
+                try:
+                    check_env_id(saved_id)
+                except ValueError as err:
+                    raise StateError("env_id", str(err)) from None
+        except StateError as err:
+            raise CheckpointError(f"{where}: {err}") from None
         if env is None:
-            env = str(state["env_id"]) or None
+            env = saved_id or None
             if env is None:
                 raise ValueError("env: the checkpoint has no env id; pass the env to load()")
-        agent = cls(env, seed=int(state["seed"]), config=config)
-        agent.load_state_dict(state)
+        agent = cls(env, seed=seed, config=config)
+        try:
+            agent.load_state_dict(state)
+        except StateError as err:
+            agent.close()
+            raise CheckpointError(f"{where}: {err}") from None
         return agent
 
     def close(self) -> None:
@@ -506,6 +628,31 @@ def _metric_columns(metrics: list[dict[str, Any]]) -> dict[str, NDArray]:
     if not metrics:
         return {}
     return {key: np.asarray([m[key] for m in metrics]) for key in metrics[0]}
+
+
+def _checked_metric_columns(columns: Any) -> dict[str, NDArray]:
+    """Saved metric columns: 1-D arrays of numbers or strings, all of one length."""
+    if isinstance(columns, dict) and not columns:
+        return {}
+    with nested("metrics"):
+        check_keys(columns, set(columns) if isinstance(columns, dict) else ())
+        lengths = set()
+        for key, col in columns.items():
+            if not isinstance(col, np.ndarray) or col.ndim != 1 or col.dtype.kind not in "biufU":
+                raise StateError(key, "expected a 1-D array of numbers or strings, got "
+                                      f"{type(col).__name__} {getattr(col, 'shape', '')}")
+            lengths.add(col.size)
+        if len(lengths) > 1:
+            raise StateError("", f"columns of different lengths {sorted(lengths)}")
+    return columns
+
+
+def _load_generator(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    """Restore a generator whose saved layout was checked; reject values it refuses."""
+    try:
+        load_generator_state_dict(rng, state)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise StateError("", f"not a valid generator state ({err})") from None
 
 
 def _metric_rows(columns: dict[str, Any]) -> list[dict[str, Any]]:

@@ -107,8 +107,18 @@ def same_spaces(env: Any, observation_space: spaces.Space, action_space: spaces.
     obs, act = getattr(env, "observation_space", None), getattr(env, "action_space", None)
     if (not isinstance(obs, spaces.Box) or obs.shape != observation_space.shape
             or act != action_space):
-        raise ValueError(f"env: {name!r} has observation space {obs} and action space {act}; "
-                         f"this agent was built for {observation_space} and {action_space}")
+        raise ValueError(f"env: {name!r} has observation space {_space(obs)} and action space "
+                         f"{_space(act)}; this agent was built for {_space(observation_space)} "
+                         f"and {_space(action_space)}")
+
+
+def _space(space: Any) -> str:
+    """A one-line description of a space (a Box without its bound arrays)."""
+    if isinstance(space, spaces.Box):
+        low, high = np.unique(space.low), np.unique(space.high)
+        bounds = (f"{low[0]:g}, {high[0]:g}, " if low.size == 1 and high.size == 1 else "")
+        return f"Box({bounds}shape={space.shape}, {space.dtype})"
+    return str(space)
 
 
 # ------------------------------------------------------------- per-env outputs

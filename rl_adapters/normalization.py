@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rl_adapters._kernels import rms_normalize, rms_update, scale_rewards
+from rl_adapters.validation import check_keys, float_array, nested, real_scalar
 
 __all__ = ["RewardScaler", "RunningMeanStd"]
 
@@ -70,10 +71,13 @@ class RunningMeanStd:
                 "epsilon": self.epsilon}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean = np.array(state["mean"], dtype=np.float64)
-        self.var = np.array(state["var"], dtype=np.float64)
-        self.count = float(state["count"])
-        self.epsilon = float(state["epsilon"])
+        """Restore :meth:`state_dict`; StateError (naming the entry) if it does not fit."""
+        check_keys(state, ("mean", "var", "count", "epsilon"))
+        mean = float_array(state, "mean", self.mean.shape)
+        var = float_array(state, "var", self.var.shape, nonnegative=True)
+        count = real_scalar(state, "count", low=0.0)
+        epsilon = real_scalar(state, "epsilon", low=0.0)
+        self.mean, self.var, self.count, self.epsilon = mean, var, count, epsilon
 
 
 class RewardScaler:
@@ -112,8 +116,12 @@ class RewardScaler:
                 "clip": self.clip, "epsilon": self.epsilon}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rms.load_state_dict(state["rms"])
-        self.returns = np.array(state["returns"], dtype=np.float64)
-        self.gamma = float(state["gamma"])
-        self.clip = float(state["clip"])
-        self.epsilon = float(state["epsilon"])
+        """Restore :meth:`state_dict`; StateError (naming the entry) if it does not fit."""
+        check_keys(state, ("rms", "returns", "gamma", "clip", "epsilon"))
+        returns = float_array(state, "returns", self.returns.shape)
+        gamma = real_scalar(state, "gamma", low=0.0, high=1.0)
+        clip = real_scalar(state, "clip", low=0.0)
+        epsilon = real_scalar(state, "epsilon", low=0.0)
+        with nested("rms"):
+            self.rms.load_state_dict(state["rms"])
+        self.returns, self.gamma, self.clip, self.epsilon = returns, gamma, clip, epsilon

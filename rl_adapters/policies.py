@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from rl_adapters._kernels import gaussian_act_rows, mlp_forward_rows
 from rl_adapters.mlp import MLP, ForwardCache
+from rl_adapters.validation import StateError, check_keys
 from trustregion import distributions as dist
 from trustregion.kernels.categorical import categorical_sample_inverse_cdf
 
@@ -131,12 +132,13 @@ class Policy:
         rebuilt from the saved configuration and environment must agree with.
         """
         mine = self.state_dict()
+        check_keys(state, set(state) if hasattr(state, "keys") else ())
         same = set(state) == set(mine) and all(
-            np.array_equal(np.asarray(state[k]), np.asarray(v)) for k, v in mine.items())
+            _same_value(state[k], v) for k, v in mine.items())
         if not same:
-            raise ValueError(
-                f"state: the saved policy {_describe(state)} does not fit this environment's "
-                f"policy {_describe(mine)} (a different env or config?)")
+            raise StateError(
+                "", f"the saved policy {_describe(state)} does not fit this environment's "
+                    f"policy {_describe(mine)} (a different env or config?)")
 
     def surrogate_gradient(
         self,
@@ -396,6 +398,14 @@ class DiagGaussianPolicy(Policy):
         # over rows of the KL in log_std, each row contributing the same block.
         out[k:] = fv_log_std
         return out
+
+
+def _same_value(saved: Any, mine: Any) -> bool:
+    """Equal values of the same kind (a saved string never equals a number, nor 1.0 True)."""
+    a, b = np.asarray(saved), np.asarray(mine)
+    kinds = {a.dtype.kind, b.dtype.kind}
+    comparable = len(kinds) == 1 or kinds <= set("iuf")
+    return comparable and a.shape == b.shape and bool(np.array_equal(a, b))
 
 
 def _describe(state: dict[str, Any]) -> str:

@@ -40,7 +40,16 @@ from rl_adapters.env_checks import (
     insert_innermost,
 )
 from rl_adapters.seeding import env_generators, generator_state_dict, load_generator_state_dict
-from rl_adapters.validation import EnvOutputError
+from rl_adapters.validation import (
+    EnvOutputError,
+    StateError,
+    check_generator_state,
+    check_keys,
+    check_like,
+    float_array,
+    int_array,
+    nested,
+)
 
 __all__ = ["Collector", "EnvGroup", "LeanSyncVectorEnv", "RolloutBatch", "SnapshotWrapper",
            "compute_gae", "make_env_groups", "make_vector_env"]
@@ -460,6 +469,7 @@ class Collector:
         Otherwise every environment starts a new episode, from a reset seed drawn from its
         restored stream.
         """
+        self._check_state(state)
         snaps = state.get("snapshots", {})
         raw_obs = np.asarray(state["raw_obs"], dtype=np.float64)
         resume = len(snaps) == self.n_envs and raw_obs.shape == np.shape(self.raw_obs)
@@ -477,6 +487,31 @@ class Collector:
             self.ep_length[:] = state["ep_length"]
         else:
             self.reset()
+
+    def _check_state(self, state: Any) -> None:
+        """StateError (naming the entry) unless ``state`` fits these environments."""
+        E, obs_dim = self.n_envs, self.policy.net.sizes[0]
+        check_keys(state, ("raw_obs", "ep_return", "ep_length", "rngs"), ("snapshots",))
+        float_array(state, "raw_obs", (E, obs_dim))
+        float_array(state, "ep_return", (E,))
+        int_array(state, "ep_length", (E,), low=0)
+        env_keys = {str(e) for e in range(E)}
+        with nested("rngs"):
+            check_keys(state["rngs"], env_keys)
+            rngs = [rng for group in self.groups for rng in group.rngs]
+            for e, rng in enumerate(rngs):
+                check_generator_state(state["rngs"][str(e)], rng.bit_generator.state, str(e))
+        if "snapshots" not in state:
+            return
+        with nested("snapshots"):
+            check_keys(state["snapshots"], (), env_keys)
+            current = [snap for group in self.groups for snap in group.snapshots()]
+            for key, saved in state["snapshots"].items():
+                template = current[int(key)]
+                if template is None:
+                    raise StateError(key, "a saved episode of an environment that has no "
+                                          "snapshot here (another environment?)")
+                check_like(saved, template, key)
 
     def close(self) -> None:
         for group in self.groups:

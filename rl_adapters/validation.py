@@ -38,6 +38,7 @@ __all__ = [
     "bool_scalar",
     "check_generator_state",
     "check_keys",
+    "check_like",
     "float_array",
     "int_array",
     "int_scalar",
@@ -160,6 +161,8 @@ def float_array(state: Mapping[str, Any], key: str, shape: tuple[int, ...] | Non
                 finite: bool = True, nonnegative: bool = False) -> NDArray:
     """A float64 copy of ``state[key]``, which must be a float64 array of ``shape``."""
     value = state[key]
+    if type(value) is float:  # a 0-d member comes back as a Python scalar
+        value = np.asarray(value)
     if not isinstance(value, np.ndarray) or value.dtype != np.float64:
         raise StateError(key, f"expected a float64 array, got {_kind(value)}")
     if shape is not None and value.shape != shape:
@@ -175,6 +178,8 @@ def int_array(state: Mapping[str, Any], key: str, shape: tuple[int, ...] | None,
               low: int | None = None) -> NDArray:
     """An int64 copy of ``state[key]``, which must be an int64 array of ``shape``."""
     value = state[key]
+    if type(value) is int:  # a 0-d member comes back as a Python scalar
+        value = np.asarray(value, dtype=np.int64)
     if not isinstance(value, np.ndarray) or value.dtype != np.int64:
         raise StateError(key, f"expected an int64 array, got {_kind(value)}")
     if shape is not None and value.shape != shape:
@@ -244,6 +249,39 @@ def check_generator_state(saved: Any, template: Any, key: str = "") -> None:
                 or saved.shape != template.shape):
             raise StateError(key, f"expected a {template.dtype} array of shape "
                                   f"{template.shape}, got {_kind(saved)}")
+
+
+def check_like(saved: Any, template: Any, key: str = "") -> None:
+    """``saved`` has the layout of ``template`` (a state dict of the same component):
+    the same keys, arrays of the same dtype and shape (uint64 words of a generator state
+    may differ in number, 1 to 4), scalars of the same type, finite floats."""
+    if isinstance(template, Mapping):
+        with nested(key) if key else contextlib.nullcontext():
+            check_keys(saved, set(template))
+            for k, v in template.items():
+                check_like(saved[k], v, k)
+        return
+    if isinstance(template, np.ndarray):
+        words = template.dtype == np.uint64 and template.ndim == 1
+        if (not isinstance(saved, np.ndarray) or saved.dtype != template.dtype
+                or (saved.shape != template.shape and not (words and saved.ndim == 1
+                                                           and 1 <= saved.size <= 4))):
+            raise StateError(key, f"expected a {template.dtype} array of shape "
+                                  f"{template.shape}, got {_kind(saved)}")
+        if saved.dtype.kind == "f" and not np.isfinite(saved).all():
+            raise StateError(key, "has NaN or infinite entries")
+        return
+    if isinstance(template, bool | str):
+        ok = type(saved) is type(template)
+    elif isinstance(template, int | np.integer):
+        ok = isinstance(saved, int | np.integer) and not isinstance(saved, bool)
+    elif isinstance(template, float | np.floating):
+        ok = (isinstance(saved, int | float | np.integer | np.floating)
+              and not isinstance(saved, bool) and math.isfinite(saved))
+    else:
+        ok = True
+    if not ok:
+        raise StateError(key, f"expected {type(template).__name__}, got {_kind(saved)}")
 
 
 def _kind(value: Any) -> str:

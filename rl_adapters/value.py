@@ -21,6 +21,16 @@ from scipy.optimize import minimize
 
 from rl_adapters._kernels import adam_fit, adam_step
 from rl_adapters.mlp import MLP
+from rl_adapters.validation import (
+    StateError,
+    check_keys,
+    float_array,
+    int_array,
+    int_scalar,
+    nested,
+    real_scalar,
+    str_scalar,
+)
 
 __all__ = ["AdamState", "ValueFunction"]
 
@@ -44,14 +54,16 @@ class AdamState:
                 "beta2": self.beta2, "eps": self.eps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        m = np.array(state["m"], dtype=np.float64)
-        if m.shape != self.m.shape:
-            raise ValueError(f"state: Adam moments of shape {m.shape}, expected {self.m.shape}")
-        self.m = m
-        self.v = np.array(state["v"], dtype=np.float64)
-        self.t = int(state["t"])
-        self.beta1, self.beta2 = float(state["beta1"]), float(state["beta2"])
-        self.eps = float(state["eps"])
+        """Restore :meth:`state_dict`; StateError (naming the entry) if it does not fit."""
+        check_keys(state, ("m", "v", "t", "beta1", "beta2", "eps"))
+        m = float_array(state, "m", self.m.shape)
+        v = float_array(state, "v", self.v.shape, nonnegative=True)
+        t = int_scalar(state, "t", low=0)
+        beta1 = real_scalar(state, "beta1", low=0.0, high=1.0)
+        beta2 = real_scalar(state, "beta2", low=0.0, high=1.0)
+        eps = real_scalar(state, "eps", low=0.0)
+        self.m, self.v, self.t = m, v, t
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
 
 class ValueFunction:
@@ -76,13 +88,18 @@ class ValueFunction:
                 "activation": self.net.activation, "adam": self.adam.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        sizes = tuple(int(k) for k in np.atleast_1d(state["sizes"]))
-        if sizes != tuple(self.net.sizes) or str(state["activation"]) != self.net.activation:
-            raise ValueError(
-                f"state: a critic with layers {sizes} and {state['activation']!s} activation "
-                f"does not fit this one ({tuple(self.net.sizes)}, {self.net.activation})")
-        self.theta = np.array(state["theta"], dtype=np.float64)
-        self.adam.load_state_dict(state["adam"])
+        """Restore :meth:`state_dict`; StateError (naming the entry) if it does not fit."""
+        check_keys(state, ("theta", "sizes", "activation", "adam"))
+        sizes = tuple(int(k) for k in int_array(state, "sizes", None, low=1).ravel())
+        activation = str_scalar(state, "activation")
+        if sizes != tuple(self.net.sizes) or activation != self.net.activation:
+            raise StateError(
+                "", f"a critic with layers {sizes} and {activation} activation does not fit "
+                    f"this one ({tuple(self.net.sizes)}, {self.net.activation})")
+        theta = float_array(state, "theta", self.theta.shape)
+        with nested("adam"):
+            self.adam.load_state_dict(state["adam"])
+        self.theta = theta
 
     def predict(self, obs: NDArray) -> NDArray:
         """``V(s)`` for a batch ``(N, obs_dim)``, shape ``(N,)``."""
