@@ -6,13 +6,21 @@
 
 ``TRPO`` and ``TRPOConfig`` are imported lazily, so that acting with a saved policy
 (:func:`rl_adapters.checkpoint.load_policy`) needs NumPy only.
+
+Errors for bad input (:mod:`rl_adapters.validation`): :class:`EnvOutputError` (an
+environment returned an unusable observation, reward or flag), :class:`CheckpointError`
+(a damaged file, or a checkpoint that does not fit the agent or the environment) and
+:class:`StateError` (a state dict that does not fit), all ``ValueError`` subclasses.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TRPO", "TRPOConfig", "load_policy"]
+from rl_adapters.validation import CheckpointError, EnvOutputError, StateError
+
+__all__ = ["TRPO", "CheckpointError", "EnvOutputError", "StateError", "TRPOConfig",
+           "load_policy"]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,9 +9,10 @@ Three layers, from cheapest to most thorough, so that the per-step cost stays sm
   structure of each ``reset``/``step`` output (tuple lengths, the observation's shape and
   dtype, a real scalar reward, bool flags, a dict info) by type tests only;
 - :func:`check_batch`, once per step on the whole batch in the collector: observations
-  and rewards are finite and below :data:`~rl_adapters.validation.MAX_MAGNITUDE`, by one
-  dot product each (``x @ x`` is finite exactly when no entry is NaN or infinite and the
-  squares do not overflow); the slow diagnosis only runs when that fails.
+  and rewards are finite and their squares sum to a finite float64 (the running
+  statistics square them), by one dot product each: ``x @ x`` is finite exactly when no
+  entry is NaN or infinite and the sum of squares does not overflow.  The diagnosis
+  (which entry) only runs when that fails; NumPy then also warns of the overflow.
 
 Every failure is an :class:`~rl_adapters.validation.EnvOutputError` naming the
 environment, the step and the field.
@@ -29,7 +30,7 @@ import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
 
-from rl_adapters.validation import MAX_MAGNITUDE, EnvOutputError
+from rl_adapters.validation import EnvOutputError
 
 __all__ = ["CheckedEnv", "check_batch", "check_env_id", "check_spaces", "env_name",
            "insert_innermost"]
@@ -221,17 +222,15 @@ def check_batch(obs: NDArray, rewards: NDArray | None, terminated: Any, truncate
         return "observation", f"batch has shape {obs.shape}, expected {(n_envs, obs_dim)}", -1
     flat = obs.reshape(-1)
     if not math.isfinite(flat @ flat):
-        found = _bad_entry(obs)
-        if found is not None:
-            return "observation", found[0], found[1]
+        problem, row = _bad_entry(obs)
+        return "observation", problem, row
     if rewards is None:
         return None
     if rewards.shape != (n_envs,):
         return "reward", f"batch has shape {rewards.shape}, expected {(n_envs,)}", -1
     if not math.isfinite(rewards @ rewards):
-        found = _bad_entry(rewards[:, None])
-        if found is not None:
-            return "reward", found[0], found[1]
+        problem, row = _bad_entry(rewards[:, None])
+        return "reward", problem, row
     for field, flags in (("terminated", terminated), ("truncated", truncated)):
         arr = np.asarray(flags)
         if arr.dtype != np.bool_ or arr.shape != (n_envs,):
@@ -239,16 +238,17 @@ def check_batch(obs: NDArray, rewards: NDArray | None, terminated: Any, truncate
     return None
 
 
-def _bad_entry(x: NDArray) -> tuple[str, int] | None:
-    """The first non-finite or too large entry of the rows of ``x``: (problem, row)."""
-    bad = ~np.isfinite(x) | (np.abs(x) > MAX_MAGNITUDE)
-    if not bad.any():
-        return None  # only the sum of squares overflowed: every entry is usable
-    row, col = (int(i) for i in np.argwhere(bad)[0])
-    value = x[row, col]
-    what = "not finite" if not np.isfinite(value) else f"beyond +-{MAX_MAGNITUDE:g}"
-    index = f"[{col}]" if x.shape[1] > 1 else ""
-    return f"{index} is {value!r} ({what})", row
+def _bad_entry(x: NDArray) -> tuple[str, int]:
+    """The first non-finite entry of the rows of ``x``, else the largest: (problem, row)."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        what = "not finite"
+    else:
+        row, col = (int(i) for i in np.unravel_index(np.argmax(np.abs(x)), x.shape))
+        what = "its square overflows float64 with the batch's other squares"
+    index = f"[{col}] " if x.shape[1] > 1 else ""
+    return f"{index}is {float(x[row, col])!r} ({what})", row
 
 
 def _describe(value: Any) -> str:

@@ -47,11 +47,6 @@ __all__ = [
     "str_scalar",
 ]
 
-#: Largest magnitude accepted in observations and rewards: the running statistics square
-#: them (``1e150 ** 2 = 1e300`` still fits a float64, with room for sums).
-MAX_MAGNITUDE = 1e150
-
-
 class EnvOutputError(ValueError):
     """An environment returned an unusable ``reset`` or ``step`` output.
 
