@@ -501,10 +501,8 @@ class TRPO:
         with nested("policy"):
             self.policy.load_state_dict(state["policy"])
         theta = float_array(state, "theta", (self.policy.n_params,))
-        for name in ("rng", "predict_rng"):
-            with nested(name):
-                check_generator_state(state[name], getattr(self, name.replace(
-                    "predict_rng", "_predict_rng")).bit_generator.state)
+        check_generator_state(state["rng"], self.rng, "rng")
+        check_generator_state(state["predict_rng"], self._predict_rng, "predict_rng")
         num_timesteps = int_scalar(state, "num_timesteps", low=0)
         n_updates = int_scalar(state, "n_updates", low=0)
         returns = float_array(state, "episode_returns", None)

@@ -285,6 +285,7 @@ class NumpyPolicy:
                 if int_scalar(spec, "act_dim") != out_dim:
                     raise StateError("act_dim", f"{spec['act_dim']}, the network has {out_dim} "
                                                 "outputs")
+                real_scalar(spec, "log_std_init")  # unused here: checked as the agent would
                 n_params = self.net.n_params + out_dim
                 self.low = self.high = None
                 if "low" in spec or "high" in spec:

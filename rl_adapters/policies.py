@@ -401,11 +401,12 @@ class DiagGaussianPolicy(Policy):
 
 
 def _same_value(saved: Any, mine: Any) -> bool:
-    """Equal values of the same kind (a saved string never equals a number, nor 1.0 True)."""
+    """Equal values of the same dtype (``2.0`` is not the action count ``2``); scalars, read
+    back as Python numbers, of the same kind."""
     a, b = np.asarray(saved), np.asarray(mine)
-    kinds = {a.dtype.kind, b.dtype.kind}
-    comparable = len(kinds) == 1 or kinds <= set("iuf")
-    return comparable and a.shape == b.shape and bool(np.array_equal(a, b))
+    same_type = a.dtype == b.dtype if a.ndim and a.dtype.kind != "U" else (
+        a.dtype.kind == b.dtype.kind)
+    return same_type and a.shape == b.shape and bool(np.array_equal(a, b))
 
 
 def _describe(state: dict[str, Any]) -> str:

@@ -500,7 +500,7 @@ class Collector:
             check_keys(state["rngs"], env_keys)
             rngs = [rng for group in self.groups for rng in group.rngs]
             for e, rng in enumerate(rngs):
-                check_generator_state(state["rngs"][str(e)], rng.bit_generator.state, str(e))
+                check_generator_state(state["rngs"][str(e)], rng, str(e))
         if "snapshots" not in state:
             return
         with nested("snapshots"):

@@ -222,15 +222,27 @@ def bool_scalar(state: Mapping[str, Any], key: str) -> bool:
     return bool(value)
 
 
-def check_generator_state(saved: Any, template: Any, key: str = "") -> None:
-    """``saved`` (from :func:`rl_adapters.seeding.generator_state_dict`) has the layout of
-    the raw ``bit_generator.state`` ``template``: same keys and strings, ints as 1-D uint64
-    words (at most four: 256 bits), arrays of the same dtype and shape."""
+def check_generator_state(saved: Any, rng: np.random.Generator, key: str = "") -> None:
+    """``saved`` (from :func:`rl_adapters.seeding.generator_state_dict`) is a state that
+    ``rng`` can take: the layout of its ``bit_generator.state`` (same keys and strings,
+    ints as 1-D uint64 words), and values its bit generator accepts (tried on a scratch
+    generator of the same kind)."""
+    _check_generator_layout(saved, rng.bit_generator.state, key)
+    from rl_adapters.seeding import load_generator_state_dict
+
+    scratch = np.random.Generator(type(rng.bit_generator)())
+    try:
+        load_generator_state_dict(scratch, saved)
+    except (ValueError, TypeError, OverflowError, KeyError) as err:
+        raise StateError(key, f"not a valid generator state ({err})") from None
+
+
+def _check_generator_layout(saved: Any, template: Any, key: str) -> None:
     if isinstance(template, dict):
         with nested(key) if key else contextlib.nullcontext():
             check_keys(saved, set(template))
             for k, v in template.items():
-                check_generator_state(saved[k], v, k)
+                _check_generator_layout(saved[k], v, k)
         return
     if isinstance(template, int | np.integer):
         if (not isinstance(saved, np.ndarray) or saved.dtype != np.uint64 or saved.ndim != 1
