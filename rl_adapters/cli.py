@@ -40,10 +40,12 @@ import io
 import json
 import os
 import signal
+import struct
 import sys
 import tempfile
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -390,6 +392,7 @@ def _load_agent(path: str) -> Any:
         raise CLIError(f"cannot read {path} ({exc.strerror or exc})") from None
     if size == 0:
         raise CLIError(f"cannot load {path}: the file is empty (0 bytes)")
+    _check_archive(path)
     try:
         return TRPO.load(path)
     except gym.error.Error as exc:
@@ -398,6 +401,25 @@ def _load_agent(path: str) -> Any:
     except _LOAD_ERRORS as exc:
         raise CLIError(f"cannot load {path}: the file is damaged, truncated or not a trpo "
                        f"checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _check_archive(path: str) -> None:
+    """Read every member of the ``.npz`` (a zip archive) and check its CRC-32.
+
+    A damaged archive then fails here, in ``zipfile`` alone, whatever byte is wrong
+    (some make ``zipfile`` raise ``NotImplementedError`` or ``zlib.error``, which are
+    caught here and not around the whole load).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, NotImplementedError, zlib.error, EOFError, OSError,
+            ValueError, struct.error) as exc:
+        raise CLIError(f"cannot load {path}: the file is damaged, truncated or not a trpo "
+                       f"checkpoint ({type(exc).__name__}: {exc})") from None
+    if damaged is not None:
+        raise CLIError(f"cannot load {path}: the file is damaged (member {damaged!r} fails "
+                       "its CRC-32 check)")
 
 
 def _save(agent: Any, path: str) -> None:

@@ -148,6 +148,26 @@ def test_eval_random_bytes_model(run, capsys):
     assert_one_line_error(rc, err, run / "model.npz", "not a trpo checkpoint")
 
 
+def _central_directory_field(data, offset, value):
+    """Set a 2-byte field of the first central-directory entry of a zip archive."""
+    entry = data.index(b"PK\x01\x02")
+    data[entry + offset: entry + offset + 2] = value.to_bytes(2, "little")
+
+
+@pytest.mark.parametrize(("damage", "needle"), [
+    (lambda d: _central_directory_field(d, 10, 99), "compression method is not supported"),
+    (lambda d: _central_directory_field(d, 6, 97), "zip file version 9.7"),
+    (lambda d: d.__setitem__(slice(-22, -18), b"XXXX"), "BadZipFile"),  # end-of-archive record
+    (lambda d: d.__setitem__(len(d) // 2, d[len(d) // 2] ^ 1), "fails its CRC-32 check"),
+])
+def test_eval_damaged_archive_structure(run, capsys, damage, needle):
+    data = bytearray((run / "model.npz").read_bytes())
+    damage(data)
+    (run / "model.npz").write_bytes(bytes(data))
+    rc, _, err = run_cli(capsys, ["eval", run])
+    assert_one_line_error(rc, err, run / "model.npz", "damaged", needle)
+
+
 def test_eval_model_of_an_unknown_environment(run, capsys):
     with np.load(run / "model.npz", allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
@@ -495,49 +515,60 @@ def test_a_second_ctrl_c_aborts_without_saving_a_half_update(tmp_path, capsys, m
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_points_leaves_a_recent_checkpoint_and_resumes_bitwise(tmp_path,
-                                                                                 capsys):
-    save_every = 2 * BATCH
-    target = 40 * BATCH
+def test_kill_9_at_random_points_leaves_a_recent_checkpoint_and_resumes_bitwise(
+        tmp_path, capsys, monkeypatch):
+    """Three SIGKILLs at seeded random points of a training run, each followed by a resume.
+
+    After every kill the checkpoint loads and is at most one ``--save-every`` interval
+    behind the last row of metrics.csv; the next start removes the temporary files the
+    kill left; and the run, resumed to the end, is bitwise the uninterrupted one.
+    """
+    monkeypatch.chdir(tmp_path)
+    save_every = BATCH  # a save after every update: many kills land inside one
     rng = random.Random(9)
-    run = tmp_path / "run"
-    first = _cli("train", "CartPole-v1", "--timesteps", target, "--out", run,
+    first = _cli("train", "CartPole-v1", "--timesteps", 10**6, "--out", "run",
                  "--save-every", save_every, *TINY)
-    resume = _cli("train", "--resume", run, "--save-every", save_every, "--no-progress")
-    left_behind = []
+    resume = ["train", "--resume", "run", "--save-every", save_every, "--no-progress"]
+    left_behind: list[str] = []
     for attempt in range(3):
-        proc = subprocess.Popen(first if attempt == 0 else resume, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        if attempt == 0:
-            _wait_for(lambda: _n_rows(run / "metrics.csv") >= 1, proc)
-        else:
+        proc = subprocess.Popen(first if attempt == 0 else _cli(*resume), text=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        rows_at_start = 0
+        if attempt > 0:
             # The next start removes what the kill left, before it trains.
-            lines = []
-            while not lines or not lines[-1].startswith("trpo train: resuming"):
-                line = proc.stderr.readline()
-                assert line, "".join(lines)
-                lines.append(line)
-            if left_behind[-1]:
-                assert lines[0].startswith(f"trpo train: removed {len(left_behind[-1])} "
-                                           "temporary file(s)")
-            assert not set(left_behind[-1]) & set(temp_files(run))
-        time.sleep(rng.uniform(0.0, 0.3))
+            lines = [proc.stderr.readline()]
+            while not lines[-1].startswith("trpo train: resuming"):
+                assert lines[-1], "".join(lines)
+                lines.append(proc.stderr.readline())
+            if left_behind:
+                assert lines[0].startswith(f"trpo train: removed {len(left_behind)} temporary")
+            assert not set(left_behind) & set(temp_files("run"))
+            rows_at_start = _n_rows("run/metrics.csv")
+        # Kill in the steady state: after the first update of this process, at random.
+        _wait_for(lambda n=rows_at_start: _n_rows("run/metrics.csv") > n, proc)
+        time.sleep(rng.uniform(0.0, 0.25))
         proc.kill()
         proc.wait(timeout=60)
         proc.stderr.close()
         assert proc.returncode == -signal.SIGKILL
-        progress = metric_rows(run / "metrics.csv")[-1]["timesteps"]
-        saved = TRPO.load(str(run / "model.npz")).num_timesteps  # always loadable
-        assert saved <= progress <= saved + save_every, (saved, progress)
-        assert progress < target, "the run finished before the kill: raise the target"
-        left_behind.append(temp_files(run))
-    done = subprocess.run(resume, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    assert temp_files(run) == []
-    rows = metric_rows(run / "metrics.csv")
+        progress = metric_rows("run/metrics.csv")[-1]["timesteps"]
+        saved = TRPO.load("run/model.npz").num_timesteps  # always loadable
+        left_behind = temp_files("run")
+        with capsys.disabled():  # shown with pytest -s
+            print(f"kill {attempt}: checkpoint at step {saved}, metrics at step "
+                  f"{progress:.0f}, temporary files left: {left_behind}")
+        assert saved <= progress <= saved + save_every
+    # The last start runs here, to a total a few updates past the last kill.
+    target = int(progress) + 4 * BATCH
+    rc, _, err = run_cli(capsys, [*resume, "--timesteps", target])
+    assert rc == 0, err
+    assert "Traceback" not in err
+    if left_behind:
+        assert err.startswith(f"trpo train: removed {len(left_behind)} temporary")
+    assert temp_files("run") == []
+    rows = metric_rows("run/metrics.csv")
     assert [r["update"] for r in rows] == list(range(1, target // BATCH + 1))
     # Killed three times and resumed: bitwise the run that was never interrupted.
-    train(capsys, tmp_path / "whole", target)
-    assert_same_checkpoint(tmp_path / "whole" / "model.npz", run / "model.npz")
-    assert_same_rows(rows, metric_rows(tmp_path / "whole" / "metrics.csv"))
+    train(capsys, "whole", target)
+    assert_same_checkpoint("whole/model.npz", "run/model.npz")
+    assert_same_rows(rows, metric_rows("whole/metrics.csv"))
