@@ -637,14 +637,15 @@ def _run(agent: Any, run_dir: str, target: int, args: argparse.Namespace, *,
     finally:
         log.close()
     _write_config(run_dir, agent, target)
-    _plot_runs([(f"{agent.env_id} seed {agent.seed}", _read_metrics(run_dir))],
-               os.path.join(run_dir, CURVE), agent.env_id)
+    rows = _read_metrics(run_dir)
+    _plot_runs([(f"{agent.env_id} seed {agent.seed}", rows)], os.path.join(run_dir, CURVE),
+               agent.env_id)
     if stop.signum is not None:
         print(f"trpo train: stopped at step {agent.num_timesteps}; run saved in {run_dir}; "
               f"continue with: trpo train --resume {run_dir}", file=sys.stderr)
         return EXIT_SIGNAL.get(stop.signum, 1)
-    last = agent.metrics[-1] if agent.metrics else {}
-    print(f"trained {agent.env_id} for {agent.num_timesteps} steps in {agent.n_updates} "
+    last = rows[-1] if rows else {}
+    print(f"trained {agent.env_id} for {agent.num_timesteps} steps in {len(rows)} "
           f"updates; mean return of the last 100 training episodes: "
           f"{last.get('ep_return_mean', float('nan')):.2f}; run saved in {run_dir}")
     return 0
