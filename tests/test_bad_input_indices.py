@@ -5,6 +5,8 @@ buffer (garbage, or a segfault for a large index). The two kernels that take ind
 ``categorical_log_prob`` and ``categorical_log_prob_grad``, now check every index and the
 number of actions (an ``IndexError`` from the raw kernel), and the Python API reports a
 ``ValueError`` naming ``actions`` and the first bad entry, whichever ``validate`` says.
+The kernels that read a second array row by row alongside the logits (``logits_q``,
+``v``, ``uniforms``) check its shape for the same reason.
 """
 
 import subprocess
@@ -99,16 +101,46 @@ def test_any_bad_index_anywhere_is_reported_and_good_indices_match_numpy(logits,
                 function(logits, bad, validate=validate)
 
 
-def test_the_segfault_reproduction_is_now_a_clean_error():
-    # Before the fix this exact call killed the interpreter (SIGSEGV): run it apart.
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: dist.categorical_kl(np.zeros((5, 4)), np.zeros((1, 4)), validate=False),
+     "logits_q must have the shape of logits_p"),
+    (lambda: dist.categorical_kl(np.zeros((5, 4)), np.zeros((5, 3)), validate=False),
+     "logits_q must have the shape of logits_p"),
+    (lambda: dist.categorical_kl(np.zeros((5, 4)), np.zeros((6, 4)), validate=False),
+     "logits_q must have the shape of logits_p"),
+    (lambda: dist.categorical_fisher_product(np.zeros((5, 4)), np.zeros((2, 4)), validate=False),
+     "v must have the shape of logits"),
+    (lambda: dist.categorical_fisher_product(np.zeros((5, 4)), np.zeros((5, 2)), validate=False),
+     "v must have the shape of logits"),
+    (lambda: kernels.categorical_sample_inverse_cdf(np.zeros((5, 4)), np.zeros(3)),
+     "uniforms must have one entry per row of logits"),
+])
+def test_mismatched_row_arrays_are_a_value_error_without_validation(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_the_segfault_reproductions_are_now_clean_errors():
+    # Before the fix each of these calls killed the interpreter (SIGSEGV): run them apart.
     script = textwrap.dedent("""
         import numpy as np
-        from trustregion.distributions import categorical_log_prob
-        categorical_log_prob(np.zeros((4, 3)), np.full(4, 10**15), validate=False)
+        from trustregion import distributions as d
+        big = np.zeros((10**6, 4))
+        for call in (
+            lambda: d.categorical_log_prob(np.zeros((4, 3)), np.full(4, 10**15), validate=False),
+            lambda: d.categorical_kl(big, np.zeros((1, 4)), validate=False),
+            lambda: d.categorical_fisher_product(big, np.zeros((1, 4)), validate=False),
+        ):
+            try:
+                call()
+            except ValueError as exc:
+                print(exc)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "ValueError: actions must lie in [0, 3) for K = 3 categories, "
-        "got actions[0] = 1000000000000000")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "actions must lie in [0, 3) for K = 3 categories, got actions[0] = 1000000000000000",
+        "logits_q must have the shape of logits_p",
+        "v must have the shape of logits",
+    ]

@@ -29,7 +29,8 @@ Hot loops
     the documented shapes, and actions int64; invalid input then gives garbage or
     NaN instead of an error, never a crash: action indices are bound-checked even
     then (an index outside ``[0, K)`` or a wrong number of actions is a
-    ``ValueError`` naming ``actions``, at the cost of one comparison per row). The
+    ``ValueError`` naming ``actions``, at the cost of one comparison per row), and
+    so are the shapes of ``logits_q`` and ``v`` against the logits. The
     raw kernels in :mod:`trustregion.kernels` (same names) are the zero-overhead
     option and can be called from ``numba.njit`` code.
 

@@ -10,11 +10,14 @@ Contract (the kernels do **not** check it; :mod:`trustregion.distributions` does
   (``-inf`` marks a masked category of probability 0) and every row has at least one
   finite entry. A NaN, a ``+inf`` or an all ``-inf`` row gives NaN in that row.
 - ``actions`` is a 1-D int64 array of length ``N`` with ``0 <= actions[i] < K``.
-  This one part of the contract *is* checked, even here, because Numba does not
+  This part of the contract *is* checked, even here, because Numba does not
   bounds-check and an index out of range would read or write outside the arrays
   (a crash, not just garbage): a wrong length or an index out of range raises
   ``IndexError`` (one comparison per row; :mod:`trustregion.distributions` turns it
   into a ``ValueError`` naming ``actions``).
+- The other arrays read row by row with the logits (``logits_q``, ``v``, ``uniforms``)
+  have the matching shape; this too is checked, once per call, for the same reason (a
+  ``ValueError`` naming the argument).
 - Outputs have the dtype of the first floating argument. Arithmetic runs in float64
   internally, so float32 inputs are rounded once, at the output.
 
@@ -51,6 +54,10 @@ import numpy as np
 # Messages of the index checks (Numba raises with constant messages).
 _ACTION_OUT_OF_RANGE = "actions: a category index is outside [0, K)"
 _ACTIONS_LENGTH = "actions: the length differs from the number of rows of logits"
+# The same for the other arrays read row by row alongside the logits.
+_Q_SHAPE = "logits_q must have the shape of logits_p"
+_V_SHAPE = "v must have the shape of logits"
+_UNIFORMS_LENGTH = "uniforms must have one entry per row of logits"
 
 # Scratch block size in elements: 3 float64/int64 buffers of this size stay in L2.
 _BLOCK_ELEMENTS = 2048
@@ -255,6 +262,8 @@ def categorical_kl(logits_p, logits_q):
     ``KL(p, p)`` is exactly 0.
     """
     n, k = logits_p.shape
+    if logits_q.shape[0] != n or logits_q.shape[1] != k:
+        raise ValueError(_Q_SHAPE)
     out = np.empty(n, dtype=logits_p.dtype)
     rows = _block_rows(k)
     shifted_p = np.empty(rows * k)
@@ -291,6 +300,8 @@ def categorical_fisher_product(logits, v):
     :math:`z = z_i`, so :math:`(F_i v_i)_j = p_{ij}\,(v_{ij} - p_i\cdot v_i)`.
     """
     n, k = logits.shape
+    if v.shape[0] != n or v.shape[1] != k:
+        raise ValueError(_V_SHAPE)
     out = np.empty((n, k), dtype=logits.dtype)
     rows = _block_rows(k)
     shifted = np.empty(rows * k)
@@ -354,6 +365,8 @@ def categorical_sample_inverse_cdf(logits, uniforms):
     category of positive probability is returned).
     """
     n, k = logits.shape
+    if uniforms.shape[0] != n:
+        raise ValueError(_UNIFORMS_LENGTH)
     out = np.empty(n, dtype=np.int64)
     rows = _block_rows(k)
     shifted = np.empty(rows * k)
