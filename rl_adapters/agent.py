@@ -58,7 +58,7 @@ class PolicyStepMetrics:
     step_fraction: float = 0.0
     """Fraction of the full step taken."""
     step_status: str = ""
-    """Name of the natural-gradient step's status (``OK`` when a step was produced)."""
+    """Name of the natural-gradient step's status (``BOUNDARY`` when a step was produced)."""
     cg_iters: float = 0.0
     """CG iterations for ``(F + lambda I) d = g``."""
     cg_residual: float = 0.0
@@ -108,6 +108,8 @@ METRIC_KEYS = tuple(
     for name in ([g.name for g in fields(PolicyStepMetrics)] if f.name == "policy_step"
                  else [f.name])
 )
+#: The columns that hold text (a status name) rather than a number.
+TEXT_METRIC_KEYS = frozenset(f.name for f in fields(PolicyStepMetrics) if f.type in (str, "str"))
 
 
 class TRPO:

@@ -235,7 +235,7 @@ def test_kl_slack_lets_the_line_search_accept_a_larger_kl(monkeypatch):
 
 
 def test_metrics_rows_follow_the_dataclass_and_name_the_step_status(monkeypatch, tmp_path):
-    from rl_adapters.cli import _metrics_csv, _read_metrics
+    from rl_adapters.cli import _metric_row, _metrics_csv, _read_metrics
 
     seen = []
     real = agent_module.natural_gradient_step
@@ -260,7 +260,7 @@ def test_metrics_rows_follow_the_dataclass_and_name_the_step_status(monkeypatch,
     assert failed["step_accepted"] == failed["kl"] == failed["backtracks"] == 0.0
     np.testing.assert_array_equal(agent.theta, before)
     # The CSV keeps the name as text and the numbers as numbers.
-    (tmp_path / "metrics.csv").write_text(_metrics_csv(agent.metrics))
+    (tmp_path / "metrics.csv").write_text(_metrics_csv([_metric_row(m) for m in agent.metrics]))
     rows = _read_metrics(str(tmp_path))
     assert [r["step_status"] for r in rows] == [ok["step_status"], failed["step_status"]]
     assert rows[1]["kl"] == 0.0 and rows[0]["timesteps"] == ok["timesteps"]

@@ -27,8 +27,12 @@ Hot loops
     Every function takes ``validate=False`` to skip the checks and conversions:
     the arguments must then already be float32/float64 ndarrays of one dtype and
     the documented shapes, and actions int64; invalid input then gives garbage or
-    NaN instead of an error. The raw kernels in :mod:`trustregion.kernels` (same
-    names) are the zero-overhead option and can be called from ``numba.njit`` code.
+    NaN instead of an error, never a crash: action indices are bound-checked even
+    then (an index outside ``[0, K)`` or a wrong number of actions is a
+    ``ValueError`` naming ``actions``, at the cost of one comparison per row), and
+    so are the shapes of ``logits_q`` and ``v`` against the logits. The
+    raw kernels in :mod:`trustregion.kernels` (same names) are the zero-overhead
+    option and can be called from ``numba.njit`` code.
 
 See ``docs/distributions.md`` for the formulas and for why the Fisher products are
 the exact Hessian blocks a trust-region step needs.
@@ -172,6 +176,20 @@ def _actions(actions: Any, n: int, k: int) -> IntArray:
     return array.astype(np.int64, copy=False)
 
 
+def _with_actions(kernel: Any, logits: np.ndarray, actions: Any) -> FloatArray:
+    """``kernel(logits, actions)``; the kernel's ``IndexError`` becomes a ``ValueError``.
+
+    The kernels bound-check the indices even when ``validate=False``; on a bad index
+    the validating check runs to say which entry is wrong.
+    """
+    try:
+        return kernel(logits, actions)
+    except IndexError:
+        pass
+    _actions(actions, *logits.shape)  # raises the ValueError naming the bad entry
+    raise ValueError("actions must be category indices in [0, K), one per row of logits")
+
+
 def _generator(rng: Any) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
@@ -239,7 +257,8 @@ def categorical_log_prob(logits: Any, actions: Any, *, validate: bool = True) ->
     actions : array_like of int, shape (N,)
         Category indices in ``[0, K)``. A masked category gives ``-inf``.
     validate : bool, default True
-        With ``False``, ``actions`` must be int64 and in range (not checked).
+        With ``False``, ``actions`` must be int64; indices out of range are still a
+        ``ValueError`` (never an out-of-bounds read).
 
     Returns
     -------
@@ -253,7 +272,7 @@ def categorical_log_prob(logits: Any, actions: Any, *, validate: bool = True) ->
     if validate:
         logits = _logits("logits", logits)
         actions = _actions(actions, *logits.shape)
-    return _cat.categorical_log_prob(logits, actions)
+    return _with_actions(_cat.categorical_log_prob, logits, actions)
 
 
 def categorical_log_prob_grad(logits: Any, actions: Any, *, validate: bool = True) -> FloatArray:
@@ -278,7 +297,7 @@ def categorical_log_prob_grad(logits: Any, actions: Any, *, validate: bool = Tru
     if validate:
         logits = _logits("logits", logits)
         actions = _actions(actions, *logits.shape)
-    return _cat.categorical_log_prob_grad(logits, actions)
+    return _with_actions(_cat.categorical_log_prob_grad, logits, actions)
 
 
 def categorical_entropy(logits: Any, *, validate: bool = True) -> FloatArray:
