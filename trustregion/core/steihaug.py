@@ -28,6 +28,7 @@ all in the :math:`M^{-1}` inner product, with :math:`y = M r`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,24 @@ def _sphere_roots(dd: float, zd: float, zz: float, radius: float) -> tuple[float
     return (t1, t2) if t1 <= t2 else (t2, t1)
 
 
+def _ldexp(x: float, e: int) -> float:
+    """``x * 2**e`` as a float, inf on overflow (math.ldexp raises instead)."""
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _safe_norm(u: np.ndarray) -> float:
+    """``||u||`` without overflow or underflow of the squares (computed in float64)."""
+    m = float(np.max(np.abs(u)))
+    if m == 0.0:
+        return 0.0
+    e = math.frexp(m)[1]
+    scaled = u.astype(np.float64) * math.ldexp(1.0, -e)
+    return _ldexp(math.sqrt(float(np.dot(scaled, scaled))), e)
+
+
 def steihaug_cg(
     hessp: Callable[[np.ndarray], Any],
     g: Any,
@@ -219,8 +238,40 @@ def steihaug_cg(
     v.function("hessp", hessp)
     psolve = None if M is None else v.as_matvec("M", M, n)
 
-    g_norm = float(np.linalg.norm(g))
-    tol = min(0.5, np.sqrt(g_norm)) * g_norm if rtol is None else rtol * g_norm
+    # Scale safety: a gradient or radius far from unit scale would overflow or underflow the
+    # squared norms below (g = 1e200 gave "converged" with p = 0). The subproblem is then
+    # solved for g' = c_g g, H' = c_H H, radius' = radius c_g / c_H with powers of two (exact),
+    # chosen so that ||g'|| and radius' are near 1; p = p' c_H / c_g.
+    window = 200 if dtype == np.float64 else 25
+    with np.errstate(over="ignore", under="ignore"):
+        gg = float(np.dot(g, g))
+    lo_sq, hi_sq = math.ldexp(1.0, -2 * window), math.ldexp(1.0, 2 * window)
+    e_g = e_r = 0
+    if not (lo_sq < gg < hi_sq) or not (
+        math.ldexp(1.0, -window) < radius < math.ldexp(1.0, window)
+    ):
+        if np.any(g):
+            e_g = math.frexp(float(np.max(np.abs(g))))[1]
+            e_r = math.frexp(radius)[1]
+    scaled = bool(e_g or e_r)
+    if scaled:
+        limit = 1000 if dtype == np.float64 else 120
+        g_true_norm = _safe_norm(g)
+        g = g * dtype.type(math.ldexp(1.0, max(-limit, min(limit, -e_g))))
+        c_H = dtype.type(math.ldexp(1.0, max(-limit, min(limit, e_r - e_g))))
+        radius = math.ldexp(radius, -e_r)
+        user_hessp = hessp
+
+        def hessp(u: np.ndarray) -> np.ndarray:  # the rescaled operator H'
+            return v.matvec_output("hessp", user_hessp(u), n, dtype) * c_H
+
+        gg = float(np.dot(g, g))
+        g_norm = math.sqrt(gg)
+        factor = min(0.5, math.sqrt(g_true_norm)) if rtol is None else rtol
+    else:
+        g_norm = math.sqrt(gg)
+        factor = min(0.5, np.sqrt(g_norm)) if rtol is None else rtol
+    tol = factor * g_norm
 
     z = np.zeros(n, dtype=dtype)
     Hz = np.zeros(n, dtype=dtype)
@@ -230,6 +281,16 @@ def steihaug_cg(
 
     def finish(status: Status, p: np.ndarray, Hp: np.ndarray, nit: int) -> SteihaugResult:
         reduction = -(float(np.dot(g, p)) + 0.5 * float(np.dot(p, Hp)))
+        residual = float(np.linalg.norm(g + Hp))
+        if scaled:
+            # back to the caller's units: p = p' 2^e_r, m(p) = m'(p') 2^(e_r + e_g),
+            # g + H p = (g' + H' p') 2^e_g
+            with np.errstate(over="ignore", under="ignore"):
+                p = p * dtype.type(2.0) ** e_r if abs(e_r) < 120 else (
+                    p.astype(np.float64) * math.ldexp(1.0, e_r)
+                ).astype(dtype)
+            reduction = _ldexp(reduction, e_r + e_g)
+            residual = _ldexp(residual, e_g)
         return SteihaugResult(
             p=p,
             nit=nit,
@@ -238,7 +299,7 @@ def steihaug_cg(
             success=status in _SUCCESS,
             hits_boundary=status in (Status.BOUNDARY, Status.NEGATIVE_CURVATURE),
             predicted_reduction=reduction,
-            residual_norm=float(np.linalg.norm(g + Hp)),
+            residual_norm=residual,
             message=render(status, _WHAT_HAPPENED[status]),
         )
 
