@@ -375,8 +375,19 @@ def _solve(
     spectrum: bool,
     names: dict[str, str],
     allow_complex: bool = False,
+    normalize: bool = False,
+    matvecs_before: int = 0,
 ) -> CGResult:
-    """:func:`cg`, with the names of the caller's arguments for its error messages."""
+    """:func:`cg`, with the names of the caller's arguments for its error messages.
+
+    ``normalize`` rescales the right-hand side to unit scale even inside the safe window: the
+    retry when the operator overflowed on a vector of ``b``'s scale.
+    """
+    arguments = dict(
+        x0=x0, rtol=rtol, atol=atol, maxiter=maxiter, M=M, damping=damping, callback=callback,
+        spectrum=spectrum, names=names, allow_complex=allow_complex,
+    )
+    b_arg = b
     name_A, name_b, name_M = names["A"], names["b"], names["M"]
     complex_ok = allow_complex
     b = v.float_vector(name_b, b, allow_complex=complex_ok)
@@ -418,11 +429,11 @@ def _solve(
         # b = 0: the solution is exactly 0, whatever x0 (as scipy)
         x = np.zeros(n, dtype=dtype)
         r = b.copy()
-        n_matvec = 0
+        n_matvec = matvecs_before
     else:
         x = x0_arr.astype(dtype, copy=True)
         Ax = v.matvec_output(name_A, matvec(x), n, dtype)
-        n_matvec = 1
+        n_matvec = 1 + matvecs_before
         if damping:
             Ax = Ax + damping * x
         if not np.all(np.isfinite(Ax)):
@@ -440,7 +451,7 @@ def _solve(
     # accumulates from x0, operation for operation as scipy.
     c_b = 1.0
     x_base: np.ndarray | None = None
-    if not b_is_zero and not (lo_sq < rr < hi_sq) and r.any():
+    if not b_is_zero and (normalize or not (lo_sq < rr < hi_sq)) and r.any():
         c_b = _pow2(-(_exponent(r) or 0), limit)
         if x.any():
             x_base, x = x, np.zeros(n, dtype=dtype)
@@ -561,17 +572,25 @@ def _solve(
             # without preconditioning r_{k+1} is orthogonal to p_k, so
             # ||p_{k+1}||^2 = ||r_{k+1}||^2 + beta^2 ||p_k||^2.
             pp = rr + beta * beta * pp if psolve is None else sqnorm(p, p)
+            q = matvec(p)
+            if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
+                q = _checked(q, name_A, n, dtype, shape)
+            if damping:
+                # into our own buffer, not in place: q may be the caller's own array
+                add_scaled(q_damped, q, p, damping_typed)
+                q = q_damped
+            pq_raw = dot(p, q)
         else:
             p[:] = z
             pp = sqnorm(p, p)
-        q = matvec(p)
-        if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
-            q = _checked(q, name_A, n, dtype, shape)
-        if damping:
-            # into our own buffer, not in place: q may be the caller's own array
-            add_scaled(q_damped, q, p, damping_typed)
-            q = q_damped
-        pq_raw = dot(p, q)
+            # The operator's scale is not known yet: an overflow in A p or p^T A p is
+            # handled below (rescaled), so it is not a warning.
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                q = _checked(matvec(p), name_A, n, dtype, shape)
+                if damping:
+                    add_scaled(q_damped, q, p, damping_typed)
+                    q = q_damped
+                pq_raw = dot(p, q)
         if is_complex:
             if abs(pq_raw.imag) > sqrt_eps * abs(pq_raw.real) and np.all(np.isfinite(q)):
                 # Rounding leaves |Im p^H q| around eps ||p|| ||q||; far above that, the
@@ -598,6 +617,12 @@ def _solve(
                 pq = float(pq_raw.real)
         if not (null_threshold * pp < pq < math.inf):  # also false for NaN
             if math.isnan(pq) or pq == math.inf:
+                if k == 0 and not normalize and c_b == 1.0 and np.all(np.isfinite(p)):
+                    # The operator overflowed on a vector of b's scale: solve again with b
+                    # brought to unit scale (a power of two), at the cost of this one matvec.
+                    return _solve(
+                        A, b_arg, **arguments, normalize=True, matvecs_before=n_matvec + 1
+                    )
                 return finish(Status.NON_FINITE, k, True)
             return finish(
                 Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(), curvature=pq / c_A

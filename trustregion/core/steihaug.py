@@ -28,6 +28,7 @@ all in the :math:`M^{-1}` inner product, with :math:`y = M r`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ def steihaug_cg(
         rtol = v.nonnegative("rtol", rtol)
     maxiter = 2 * n if maxiter is None else v.count("maxiter", maxiter, minimum=1)
     v.function("hessp", hessp)
-    psolve = None if M is None else v.as_matvec("M", M, n)
+    psolve = None if M is None else v.as_matvec("M", M, n, vector=f"g ({n},)")
 
     # Scale safety: a gradient or radius far from unit scale would overflow or underflow the
     # squared norms below (g = 1e200 gave "converged" with p = 0). The subproblem is then
@@ -321,62 +322,66 @@ def steihaug_cg(
         d = -y
     zz_w, zd_w, dd_w = 0.0, 0.0, ry  # <z,z>, <z,d>, <d,d> in the M^{-1} inner product
 
-    for j in range(maxiter):
-        Hd = v.matvec_output("hessp", hessp(d), n, dtype)
-        nhev += 1
-        dHd = float(np.dot(d, Hd))
-        if not np.isfinite(dHd):
-            return finish(Status.NON_FINITE, z, Hz, j)
-        if dHd <= 0.0:
+    # On a rescaled problem, a trial point far outside the region may overflow its norm:
+    # that says "outside", which is the right answer, so the warning is silenced there.
+    quiet = np.errstate(over="ignore", under="ignore") if scaled else contextlib.nullcontext()
+    with quiet:
+        for j in range(maxiter):
+            Hd = v.matvec_output("hessp", hessp(d), n, dtype)
+            nhev += 1
+            dHd = float(np.dot(d, Hd))
+            if not np.isfinite(dHd):
+                return finish(Status.NON_FINITE, z, Hz, j)
+            if dHd <= 0.0:
+                if psolve is None:
+                    ta, tb = boundary_intersections(z, d, radius)
+                else:
+                    ta, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
+                rd = float(np.dot(r, d))
+                # model change along z + t d relative to m(z)
+                change_a = ta * rd + 0.5 * ta * ta * dHd
+                change_b = tb * rd + 0.5 * tb * tb * dHd
+                tau = ta if change_a < change_b else tb
+                p = z + tau * d
+                return finish(Status.NEGATIVE_CURVATURE, p, Hz + tau * Hd, j + 1)
+            alpha = ry / dHd
             if psolve is None:
-                ta, tb = boundary_intersections(z, d, radius)
+                z_next = z + alpha * d
+                outside = float(np.linalg.norm(z_next)) >= radius
             else:
-                ta, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
-            rd = float(np.dot(r, d))
-            # model change along z + t d relative to m(z)
-            change_a = ta * rd + 0.5 * ta * ta * dHd
-            change_b = tb * rd + 0.5 * tb * tb * dHd
-            tau = ta if change_a < change_b else tb
-            p = z + tau * d
-            return finish(Status.NEGATIVE_CURVATURE, p, Hz + tau * Hd, j + 1)
-        alpha = ry / dHd
-        if psolve is None:
-            z_next = z + alpha * d
-            outside = float(np.linalg.norm(z_next)) >= radius
-        else:
-            zz_w_next = zz_w + 2.0 * alpha * zd_w + alpha * alpha * dd_w
-            outside = np.sqrt(zz_w_next) >= radius
-        if outside:
+                zz_w_next = zz_w + 2.0 * alpha * zd_w + alpha * alpha * dd_w
+                outside = np.sqrt(zz_w_next) >= radius
+            if outside:
+                if psolve is None:
+                    _, tb = boundary_intersections(z, d, radius)
+                else:
+                    _, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
+                p = z + tb * d
+                return finish(Status.BOUNDARY, p, Hz + tb * Hd, j + 1)
             if psolve is None:
-                _, tb = boundary_intersections(z, d, radius)
+                z = z_next
             else:
-                _, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
-            p = z + tb * d
-            return finish(Status.BOUNDARY, p, Hz + tb * Hd, j + 1)
-        if psolve is None:
-            z = z_next
-        else:
-            z = z + alpha * d
-            zz_w = zz_w_next
-        Hz = Hz + alpha * Hd
-        r = r + alpha * Hd
-        rr_next = float(np.dot(r, r))
-        if np.sqrt(rr_next) <= tol:
-            return finish(Status.CONVERGED, z, Hz, j + 1)
-        if psolve is None:
-            d = -r + (rr_next / rr) * d
-            ry = rr_next
-        else:
-            y = v.matvec_output("M", psolve(r), n, dtype)
-            ry_next = float(np.dot(r, y))
-            if not np.isfinite(ry_next):
-                return finish(Status.NON_FINITE, z, Hz, j + 1)
-            if ry_next <= 0.0:
-                return finish(Status.INDEFINITE_PRECONDITIONER, z, Hz, j + 1)
-            beta = ry_next / ry
-            zd_w = beta * (zd_w + alpha * dd_w)
-            dd_w = ry_next + beta * beta * dd_w
-            d = -y + beta * d
-            ry = ry_next
-        rr = rr_next
-    return finish(Status.MAX_ITER, z, Hz, maxiter)
+                z = z + alpha * d
+                zz_w = zz_w_next
+            Hz = Hz + alpha * Hd
+            r = r + alpha * Hd
+            rr_next = float(np.dot(r, r))
+            if np.sqrt(rr_next) <= tol:
+                return finish(Status.CONVERGED, z, Hz, j + 1)
+            if psolve is None:
+                d = -r + (rr_next / rr) * d
+                ry = rr_next
+            else:
+                y = v.matvec_output("M", psolve(r), n, dtype)
+                ry_next = float(np.dot(r, y))
+                if not np.isfinite(ry_next):
+                    return finish(Status.NON_FINITE, z, Hz, j + 1)
+                if ry_next <= 0.0:
+                    return finish(Status.INDEFINITE_PRECONDITIONER, z, Hz, j + 1)
+                beta = ry_next / ry
+                zd_w = beta * (zd_w + alpha * dd_w)
+                dd_w = ry_next + beta * beta * dd_w
+                d = -y + beta * d
+                ry = ry_next
+            rr = rr_next
+        return finish(Status.MAX_ITER, z, Hz, maxiter)
