@@ -203,3 +203,33 @@ def test_natural_gradient_step_reports_the_damped_fisher_spectrum():
     assert 0.1 + eigs[0] <= spec.eig_min * (1 + 1e-12)
     assert spec.eig_max <= (eigs[-1] + 0.1) * (1 + 1e-12)
     assert spec.eig_max > 0.5 * eigs[-1]  # ten iterations find the top of the spectrum
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 60), seed=st.integers(0, 2**32 - 1), ghosts=st.booleans())
+def test_ritz_kernels_match_lapack(k, seed, ghosts):
+    """The Numba kernels against scipy's LAPACK (stemr) on CG coefficients of any shape,
+    including runs longer than n (repeated, "ghost" Ritz values)."""
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    from trustregion.core.cg import lanczos_tridiagonal
+    from trustregion.kernels.linalg import cg_extreme_ritz_values, cg_ritz_values
+
+    rng = np.random.default_rng(seed)
+    if ghosts:
+        n = max(1, k // 2)
+        res = tr.cg(np.diag(rng.uniform(1.0, 50.0, n)), rng.standard_normal(n), rtol=0.0,
+                    maxiter=k)
+        alphas = np.array(res.lanczos_alphas)
+        rhos = np.array(res.lanczos_rhos[: alphas.shape[0]])
+        if alphas.shape[0] == 0:
+            return
+    else:
+        alphas = 10.0 ** rng.uniform(-3, 3, k)
+        rhos = np.cumprod(10.0 ** rng.uniform(-3, 1, k))
+    diag, off = lanczos_tridiagonal(alphas, rhos)
+    ref = eigvalsh_tridiagonal(diag, off) if diag.shape[0] > 1 else diag
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(cg_ritz_values(alphas, rhos), ref, rtol=0, atol=1e-13 * scale)
+    lo, hi = cg_extreme_ritz_values(alphas, rhos)
+    assert abs(lo - ref[0]) <= 1e-13 * scale and abs(hi - ref[-1]) <= 1e-13 * scale

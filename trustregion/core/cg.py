@@ -75,19 +75,33 @@ class CGSpectrum:
 
     Attributes
     ----------
-    ritz_values : ndarray
-        Eigenvalues of :math:`T_k`, ascending (empty when no iteration was completed).
     eig_min, eig_max : float or None
         The extreme Ritz values: an upper bound on the smallest eigenvalue and a lower bound
-        on the largest (None without any iteration).
+        on the largest (None without any iteration). Found by Laguerre's iteration on the
+        characteristic polynomial of :math:`T_k`, O(k) per step.
     condition : float or None
-        ``eig_max / eig_min``, a lower bound on the condition number.
+        ``eig_max / eig_min``, a lower bound on the condition number (inf if ``eig_min <= 0``).
+    ritz_values : ndarray
+        Every eigenvalue of :math:`T_k`, ascending (empty without any iteration); computed on
+        first access (implicit QL, O(k^2)).
     """
 
-    ritz_values: np.ndarray
     eig_min: float | None
     eig_max: float | None
     condition: float | None
+    lanczos_alphas: np.ndarray = field(repr=False)
+    lanczos_rhos: np.ndarray = field(repr=False)
+    scale: float = field(default=1.0, repr=False)
+
+    @cached_property
+    def ritz_values(self) -> np.ndarray:
+        """Eigenvalues of the Lanczos matrix, ascending, in the caller's units."""
+        if self.lanczos_alphas.shape[0] == 0:
+            return np.empty(0)
+        ritz = _k.cg_ritz_values(self.lanczos_alphas, self.lanczos_rhos)
+        if self.scale != 1.0:
+            ritz /= self.scale  # back from the power-of-two rescaled operator (exact)
+        return ritz
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,6 +166,21 @@ class CGResult:
         return self.spectrum.ritz_values
 
 
+_RESULT_DEFAULTS = {"direction": None, "curvature": None}
+
+
+def _new_result(**fields: Any) -> CGResult:
+    """A :class:`CGResult` without the frozen dataclass's ``__init__``.
+
+    That ``__init__`` sets each of the 13 fields through ``object.__setattr__``, about 5 us
+    per call: a quarter of the fixed cost of a short solve. Filling ``__dict__`` at once
+    gives the same object (still frozen against later assignment).
+    """
+    result = object.__new__(CGResult)
+    result.__dict__.update(_RESULT_DEFAULTS, **fields)
+    return result
+
+
 def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]:
     r"""Diagonal and off-diagonal of the Lanczos matrix :math:`T_k` from CG's coefficients.
 
@@ -182,19 +211,22 @@ def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]
 
 
 def _spectrum(alphas: Sequence[float], rhos: Sequence[float], scale: float) -> CGSpectrum:
-    if len(alphas) == 0:
-        return CGSpectrum(np.empty(0), None, None, None)
-    diag, off = lanczos_tridiagonal(alphas, rhos)
-    if diag.shape[0] == 1:
-        ritz = diag.copy()
+    k = len(alphas)
+    alpha = np.array(alphas, dtype=np.float64)
+    rho = np.array(rhos[:k], dtype=np.float64)
+    if k == 0:
+        lo = hi = condition = None
     else:
-        # imported here: scipy.linalg costs import time that only spectrum users should pay
-        from scipy.linalg import eigvalsh_tridiagonal
-
-        ritz = eigvalsh_tridiagonal(diag, off)
-    ritz = ritz / scale  # back from the power-of-two rescaled operator (exact)
-    lo, hi = float(ritz[0]), float(ritz[-1])
-    return CGSpectrum(ritz, lo, hi, hi / lo if lo > 0.0 else math.inf)
+        lo, hi = _k.cg_extreme_ritz_values(alpha, rho)
+        lo, hi = lo / scale, hi / scale  # back from the rescaled operator (exact)
+        condition = hi / lo if lo > 0.0 else math.inf
+    # filled without the frozen dataclass's __init__ (see _new_result): a few microseconds
+    spectrum = object.__new__(CGSpectrum)
+    spectrum.__dict__.update(
+        eig_min=lo, eig_max=hi, condition=condition, lanczos_alphas=alpha, lanczos_rhos=rho,
+        scale=scale,
+    )
+    return spectrum
 
 
 # Safe windows, as powers of two, for the squared residual norm and the Rayleigh quotients of
@@ -383,11 +415,7 @@ def _solve(
     ``normalize`` rescales the right-hand side to unit scale even inside the safe window: the
     retry when the operator overflowed on a vector of ``b``'s scale.
     """
-    arguments = dict(
-        x0=x0, rtol=rtol, atol=atol, maxiter=maxiter, M=M, damping=damping, callback=callback,
-        spectrum=spectrum, names=names, allow_complex=allow_complex,
-    )
-    b_arg = b
+    b_arg, rtol_arg, atol_arg, maxiter_arg = b, rtol, atol, maxiter
     name_A, name_b, name_M = names["A"], names["b"], names["M"]
     complex_ok = allow_complex
     b = v.float_vector(name_b, b, allow_complex=complex_ok)
@@ -422,8 +450,7 @@ def _solve(
         raise ValueError(
             f"{names['x0']} must have shape {b.shape} like {name_b}, got {x0_arr.shape}"
         )
-    with np.errstate(over="ignore", under="ignore"):  # an out-of-range b is rescaled below
-        bb = float(rdot(b, b))
+    bb = _sqnorm_quiet(b, rdot, is_complex, lo_sq, hi_sq)
     b_is_zero = bb == 0.0 and not b.any()
     if x0_arr is None or b_is_zero:
         # b = 0: the solution is exactly 0, whatever x0 (as scipy)
@@ -441,11 +468,7 @@ def _solve(
                              f"{names['x0']}")
         r = b - Ax
 
-    if x0_arr is None or b_is_zero:
-        rr = bb
-    else:
-        with np.errstate(over="ignore", under="ignore"):
-            rr = float(rdot(r, r))
+    rr = bb if x0_arr is None or b_is_zero else _sqnorm_quiet(r, rdot, is_complex, lo_sq, hi_sq)
     # Power-of-two scalings, exact: the iteration solves (c_A A) y = c_b r0 for the correction
     # to x_base, so x = x_base + y c_A / c_b. Without rescaling, x_base is None and x
     # accumulates from x0, operation for operation as scipy.
@@ -506,7 +529,7 @@ def _solve(
                     x = np.clip(x, -big, big)
                 fmt["res"] = res
         rho_list = history if psolve is None else rhos
-        result = CGResult(
+        result = _new_result(
             x=x,
             nit=nit,
             n_matvec=n_matvec + nit + after_matvec,
@@ -543,6 +566,7 @@ def _solve(
     damping_typed = real(damping)  # so float32 arithmetic stays float32, as in NumPy
     sqnorm = _k.dot if not is_complex else (lambda u, _u=None: float(np.vdot(u, u).real))
     sqrt_eps = math.sqrt(eps)
+    explicit = isinstance(A, np.ndarray) or hasattr(A, "nnz")
     for k in range(maxiter):
         if psolve is None:
             z, rho = r, rr
@@ -583,14 +607,23 @@ def _solve(
         else:
             p[:] = z
             pp = sqnorm(p, p)
-            # The operator's scale is not known yet: an overflow in A p or p^T A p is
-            # handled below (rescaled), so it is not a warning.
-            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            if explicit:
+                # our own product with the caller's matrix: its overflow is handled below
+                with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                    q = _checked(matvec(p), name_A, n, dtype, shape)
+            else:
                 q = _checked(matvec(p), name_A, n, dtype, shape)
-                if damping:
-                    add_scaled(q_damped, q, p, damping_typed)
-                    q = q_damped
+            if damping:
+                add_scaled(q_damped, q, p, damping_typed)
+                q = q_damped
+            # The operator's scale is not known yet: p^T A p may overflow, which is handled
+            # below (rescaled) and so is not a warning. A Numba probe (which raises no
+            # floating-point warnings) spares the cost of np.errstate on ordinary problems.
+            if not is_complex and pp > 0.0 and lo_rq < abs(_k.dot(p, q)) / pp < hi_rq:
                 pq_raw = dot(p, q)
+            else:
+                with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                    pq_raw = dot(p, q)
         if is_complex:
             if abs(pq_raw.imag) > sqrt_eps * abs(pq_raw.real) and np.all(np.isfinite(q)):
                 # Rounding leaves |Im p^H q| around eps ||p|| ||q||; far above that, the
@@ -621,7 +654,10 @@ def _solve(
                     # The operator overflowed on a vector of b's scale: solve again with b
                     # brought to unit scale (a power of two), at the cost of this one matvec.
                     return _solve(
-                        A, b_arg, **arguments, normalize=True, matvecs_before=n_matvec + 1
+                        A, b_arg, x0=x0, rtol=rtol_arg, atol=atol_arg, maxiter=maxiter_arg,
+                        M=M, damping=damping, callback=callback, spectrum=spectrum,
+                        names=names, allow_complex=allow_complex, normalize=True,
+                        matvecs_before=n_matvec + 1,
                     )
                 return finish(Status.NON_FINITE, k, True)
             return finish(
@@ -640,6 +676,20 @@ def _solve(
         if rr <= tol_sq:
             return finish(Status.CONVERGED, k + 1)
     return finish(Status.MAX_ITER, maxiter)
+
+
+def _sqnorm_quiet(
+    u: np.ndarray, rdot: Callable[..., Any], is_complex: bool, lo_sq: float, hi_sq: float
+) -> float:
+    """``u^H u`` as the solver computes it, without an overflow warning when it is out of range.
+
+    A Numba probe (no floating-point warnings, float64 accumulation) decides whether the
+    BLAS product is safe; only out-of-range vectors pay for ``np.errstate``.
+    """
+    if not is_complex and lo_sq < _k.dot(u, u) < hi_sq:
+        return float(rdot(u, u))
+    with np.errstate(over="ignore", under="ignore"):
+        return float(rdot(u, u))
 
 
 def _real_vdot(a: np.ndarray, b: np.ndarray) -> float:
