@@ -74,7 +74,7 @@ def cg_ritz_values(alphas: np.ndarray, rhos: np.ndarray) -> np.ndarray:
     d, e = _lanczos_entries(alphas, rhos)
     k = d.shape[0]
     eps = 2.220446049250313e-16  # float64 machine epsilon
-    for l in range(k):  # noqa: E741 - the textbook's name
+    for l in range(k):
         for _ in range(60):
             m = l
             while m < k - 1:
