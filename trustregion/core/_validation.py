@@ -143,6 +143,10 @@ def as_matvec(
 
 def is_complex_operator(A: Any) -> bool:
     """True for an explicit matrix or LinearOperator that declares a complex dtype."""
+    if isinstance(A, np.ndarray):
+        return A.dtype.kind == "c"
+    if not type(A).__module__.startswith("scipy."):
+        return False  # a plain callable declares nothing (and getattr on it is slow)
     dtype = getattr(A, "dtype", None)
     if dtype is None or not hasattr(A, "shape"):
         return False
@@ -173,8 +177,11 @@ def _check_hermitian(name: str, A: Any) -> None:
 
 
 def _check_square(name: str, shape: tuple[int, ...], n: int, vector: str = "the vector") -> None:
+    """Raise unless ``shape`` is ``(n, n)``; ``vector`` names the vector it must match."""
     if len(shape) != 2 or shape[0] != n or shape[1] != n:
-        raise ValueError(f"{name} must have shape ({n}, {n}) to match {vector}, got {shape}")
+        raise ValueError(
+            f"{name} must have shape ({n}, {n}) to match {vector} ({n},), got {shape}"
+        )
 
 
 def matvec_output(name: str, out: Any, n: int, dtype: np.dtype) -> np.ndarray:

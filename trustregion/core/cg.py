@@ -424,10 +424,9 @@ def _solve(
     atol = v.nonnegative(names["atol"], atol, allow_inf=True)
     damping = v.nonnegative(names["damping"], damping)
     maxiter = 10 * n if maxiter is None else v.count(names["maxiter"], maxiter)
-    like = f"{name_b} ({n},)"
-    matvec = v.as_matvec(name_A, A, n, allow_complex=complex_ok, vector=like)
+    matvec = v.as_matvec(name_A, A, n, allow_complex=complex_ok, vector=name_b)
     psolve = None if M is None else v.as_matvec(name_M, M, n, allow_complex=complex_ok,
-                                                vector=like)
+                                                vector=name_b)
     x0_arr = None if x0 is None else v.float_vector(names["x0"], x0, allow_complex=complex_ok)
     dtype = b.dtype
     if complex_ok:
@@ -450,7 +449,10 @@ def _solve(
         raise ValueError(
             f"{names['x0']} must have shape {b.shape} like {name_b}, got {x0_arr.shape}"
         )
-    bb = _sqnorm_quiet(b, rdot, is_complex, lo_sq, hi_sq)
+    if not is_complex and lo_sq < _k.dot(b, b) < hi_sq:  # the common case, inline
+        bb = float(np.dot(b, b))
+    else:
+        bb = _sqnorm_quiet(b, rdot, is_complex, lo_sq, hi_sq)
     b_is_zero = bb == 0.0 and not b.any()
     if x0_arr is None or b_is_zero:
         # b = 0: the solution is exactly 0, whatever x0 (as scipy)
@@ -513,9 +515,8 @@ def _solve(
         fmt: dict[str, Any] = dict(
             res=res, tol=tol / c_b, nit=nit, curv=extra.get("curvature") or 0.0,
             A=name_A, b=name_b, M=name_M, dtype=info.name, big=info.big,
-            curv_c=extra.pop("curv_c", ""),
+            curv_c=extra.pop("curv_c", ""), where=extra.pop("where", None) or "matvec " + name_A,
         )
-        fmt["where"] = extra.pop("where", f"matvec {name_A}")
         if c_b != 1.0 or c_A != 1.0:
             x = unscaled(x)
             if not np.all(np.isfinite(x)):
@@ -566,7 +567,8 @@ def _solve(
     damping_typed = real(damping)  # so float32 arithmetic stays float32, as in NumPy
     sqnorm = _k.dot if not is_complex else (lambda u, _u=None: float(np.vdot(u, u).real))
     sqrt_eps = math.sqrt(eps)
-    explicit = isinstance(A, np.ndarray) or hasattr(A, "nnz")
+    explicit = isinstance(A, np.ndarray) or type(A).__module__.startswith("scipy.")
+    inf = math.inf  # a local: the loop tests against it every iteration
     for k in range(maxiter):
         if psolve is None:
             z, rho = r, rr
@@ -612,7 +614,9 @@ def _solve(
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):
                     q = _checked(matvec(p), name_A, n, dtype, shape)
             else:
-                q = _checked(matvec(p), name_A, n, dtype, shape)
+                q = matvec(p)
+                if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
+                    q = _checked(q, name_A, n, dtype, shape)
             if damping:
                 add_scaled(q_damped, q, p, damping_typed)
                 q = q_damped
@@ -624,6 +628,19 @@ def _solve(
             else:
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):
                     pq_raw = dot(p, q)
+                pq = float(pq_raw.real)
+                if pp > 0.0 and not (lo_rq < abs(pq) / pp < hi_rq) and pq == pq:
+                    # an operator far from unit scale (or a p^T q that overflows): rescale
+                    # it by a power of two, once, so no later curvature under/overflows
+                    e_q, e_p = _exponent(q), _exponent(p)
+                    if e_q is not None and e_p is not None and np.all(np.isfinite(q)):
+                        c_A = _pow2(e_p - e_q, limit)
+                        if x.any():  # a warm start: iterate on the correction from here
+                            x_base, x = x.copy(), np.zeros(n, dtype=dtype)
+                        matvec = _scaled_operator(matvec, real(c_A), name_A, n, dtype, shape)
+                        damping_typed = real(damping * c_A)
+                        q = q * real(c_A)
+                        pq_raw = dot(p, q)
         if is_complex:
             if abs(pq_raw.imag) > sqrt_eps * abs(pq_raw.real) and np.all(np.isfinite(q)):
                 # Rounding leaves |Im p^H q| around eps ||p|| ||q||; far above that, the
@@ -635,20 +652,7 @@ def _solve(
             pq = float(pq_raw.real)
         else:
             pq = float(pq_raw)
-        if k == 0 and pp > 0.0 and not (lo_rq < abs(pq) / pp < hi_rq) and pq == pq:
-            # an operator far from unit scale (or a p^T q that overflows): rescale it by a
-            # power of two, once, so that no later curvature underflows or overflows
-            e_q, e_p = _exponent(q), _exponent(p)
-            if e_q is not None and e_p is not None and np.all(np.isfinite(q)):
-                c_A = _pow2(e_p - e_q, limit)
-                if x.any():  # a warm start: iterate on the correction from here
-                    x_base, x = x.copy(), np.zeros(n, dtype=dtype)
-                matvec = _scaled_operator(matvec, real(c_A), name_A, n, dtype, shape)
-                damping_typed = real(damping * c_A)
-                q = q * real(c_A)
-                pq_raw = dot(p, q)
-                pq = float(pq_raw.real)
-        if not (null_threshold * pp < pq < math.inf):  # also false for NaN
+        if not (null_threshold * pp < pq < inf):  # also false for NaN
             if math.isnan(pq) or pq == math.inf:
                 if k == 0 and not normalize and c_b == 1.0 and np.all(np.isfinite(p)):
                     # The operator overflowed on a vector of b's scale: solve again with b

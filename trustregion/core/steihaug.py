@@ -237,7 +237,7 @@ def steihaug_cg(
         rtol = v.nonnegative("rtol", rtol)
     maxiter = 2 * n if maxiter is None else v.count("maxiter", maxiter, minimum=1)
     v.function("hessp", hessp)
-    psolve = None if M is None else v.as_matvec("M", M, n, vector=f"g ({n},)")
+    psolve = None if M is None else v.as_matvec("M", M, n, vector="g")
 
     # Scale safety: a gradient or radius far from unit scale would overflow or underflow the
     # squared norms below (g = 1e200 gave "converged" with p = 0). The subproblem is then
