@@ -29,7 +29,13 @@ from numpy.typing import NDArray
 
 from rl_adapters.checkpoint import read_state, write_state
 from rl_adapters.config import TRPOConfig
-from rl_adapters.env_checks import CheckedEnv, check_env_id, env_name, same_spaces
+from rl_adapters.env_checks import (
+    CheckedEnv,
+    UnknownEnvError,
+    check_env_id,
+    env_name,
+    same_spaces,
+)
 from rl_adapters.normalization import RewardScaler, RunningMeanStd
 from rl_adapters.policies import FisherOperator, Policy, make_policy
 from rl_adapters.rollout import Collector, advantages_and_returns, make_env_groups
@@ -575,6 +581,9 @@ class TRPO:
             does not fit the agent rebuilt from the saved configuration and ``env`` (another
             environment's spaces, a truncated parameter vector...): the message names the
             path and the entry.
+        UnknownEnvError
+            The saved environment id is not registered here (a ValueError and a
+            ``gymnasium.error.Error``); pass ``env=``.
         """
         state = read_state(path)
         where = f"path={os.fspath(path)!r}"
@@ -588,13 +597,14 @@ class TRPO:
                 raise StateError("config", f"not a valid configuration ({err})") from None
             seed = int_scalar(state, "seed", low=0)
             saved_id = str_scalar(state, "env_id")
-            if env is None and saved_id:
-                try:
-                    check_env_id(saved_id)
-                except ValueError as err:
-                    raise StateError("env_id", str(err)) from None
         except StateError as err:
             raise CheckpointError(f"{where}: {err}") from None
+        if env is None and saved_id:
+            try:
+                check_env_id(saved_id)
+            except UnknownEnvError as err:
+                # Not a damaged file: an environment this installation does not have.
+                raise UnknownEnvError(f"{where}: the saved {err}") from None
         if env is None:
             env = saved_id or None
             if env is None:

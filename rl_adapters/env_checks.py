@@ -32,8 +32,8 @@ from numpy.typing import NDArray
 
 from rl_adapters.validation import EnvOutputError
 
-__all__ = ["CheckedEnv", "check_batch", "check_env_id", "check_spaces", "env_name",
-           "insert_innermost"]
+__all__ = ["CheckedEnv", "UnknownEnvError", "check_batch", "check_env_id", "check_spaces",
+           "env_name", "insert_innermost"]
 
 _SUPPORTED = ("observations: a 1-D Box; actions: Discrete, 1-D MultiDiscrete or a 1-D Box")
 _BOOL_TYPES = (bool, np.bool_)
@@ -42,8 +42,13 @@ _REAL_TYPES = (float, int, np.float64, np.float32, np.float16, np.int64, np.int3
 
 
 # ------------------------------------------------------------------ env ids
+class UnknownEnvError(ValueError, gym.error.Error):
+    """An environment id Gymnasium cannot make: a ValueError, and a ``gymnasium.error.Error``
+    as Gymnasium's own ``NameNotFound`` and ``VersionNotFound`` are."""
+
+
 def check_env_id(env_id: Any) -> str:
-    """``env_id`` if Gymnasium can make it; else a ValueError naming it and close ids.
+    """``env_id`` if Gymnasium can make it; else an UnknownEnvError naming it and close ids.
 
     ``"module:EnvName-v0"`` ids import ``module`` first, as :func:`gymnasium.make` does.
     """
@@ -56,14 +61,14 @@ def check_env_id(env_id: Any) -> str:
         try:
             importlib.import_module(module)
         except ImportError as err:
-            raise ValueError(f"env={env_id!r}: cannot import the module {module!r} that should "
-                             f"register it ({err})") from None
+            raise UnknownEnvError(f"env={env_id!r}: cannot import the module {module!r} that "
+                                  f"should register it ({err})") from None
     try:
         gym.spec(name)
     except gym.error.Error as err:
         close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
         hint = f"; close registered ids: {', '.join(map(repr, close))}" if close else ""
-        raise ValueError(f"env={env_id!r} is not a registered Gymnasium environment id"
+        raise UnknownEnvError(f"env={env_id!r} is not a registered Gymnasium environment id"
                          f"{hint} (gymnasium: {err})") from None
     return env_id
 
