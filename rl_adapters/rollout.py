@@ -23,6 +23,7 @@ truncation (a time limit is not a terminal state of the MDP).
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -636,7 +637,14 @@ class Collector:
         clip_obs = float(self.clip_obs)
         scaler = self.reward_scaler
         ep_return, ep_length = self.ep_return, self.ep_length
-        check = self._check
+        # Per step, the checks that keep the loop safe (shapes, flags, finite observations:
+        # a NaN would reach the policy's kernels); the rewards are checked after the loop
+        # (an error then undoes the rollout's changes, see collect()).
+        raw_rewards = np.empty((n_steps, E))
+        obs_shape, rew_shape, bool_ = (E, obs_dim), (E,), np.dtype(bool)
+        vdot, isfinite, ndarray = np.vdot, math.isfinite, np.ndarray
+        # Gymnasium's vector envs and ours return arrays of the right shapes and dtypes.
+        trusted = all(isinstance(g.venv, _TRUSTED_VECTOR_ENVS) for g in groups)
         for t in range(n_steps):
             t0 = clock()
             obs = obs_buf[t]
@@ -656,7 +664,13 @@ class Collector:
             env_time += t2 - t1
             next_raw = np.array(next_raw, dtype=np.float64)
             reward = np.asarray(reward, dtype=np.float64)
-            check(next_raw, reward, terminated, truncated, f"rollout step {t}")
+            if not isfinite(vdot(next_raw, next_raw)) or (not trusted and (
+                    next_raw.shape != obs_shape or reward.shape != rew_shape
+                    or type(terminated) is not ndarray or terminated.dtype is not bool_
+                    or type(truncated) is not ndarray or truncated.dtype is not bool_
+                    or terminated.shape != rew_shape or truncated.shape != rew_shape)):
+                self._check(next_raw, reward, terminated, truncated, f"rollout step {t}")
+            raw_rewards[t] = reward
             done = terminated | truncated
             ep_return += reward
             ep_length += 1
@@ -674,6 +688,9 @@ class Collector:
                         final_buf[t, e] = self.normalize(last[None, :])[0]
             raw = next_raw
             policy_time += clock() - t2 + (t1 - t0)
+        if not isfinite(vdot(raw_rewards, raw_rewards)):
+            for t in range(n_steps):  # find the first bad step
+                self._check(obs_buf[t], raw_rewards[t], None, None, f"rollout step {t}")
         self.raw_obs = raw
         last_obs = self.normalize(raw)
         return RolloutBatch(obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf, final_buf,
@@ -693,6 +710,11 @@ class Collector:
             raise EnvOutputError(problem, env=self._env_name(e), field=f"final {field}",
                                  at=f"rollout step {t}, env index {e}")
         return row[0]
+
+
+#: Vector envs whose ``step`` returns (n_envs, ...) observations, (n_envs,) rewards and bool
+#: flags by construction (their sub-envs' outputs are checked by :class:`CheckedEnv`).
+_TRUSTED_VECTOR_ENVS = (LeanSyncVectorEnv, gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)
 
 
 def _venv_name(venv: Any) -> str:
