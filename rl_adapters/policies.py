@@ -123,6 +123,22 @@ class Policy:
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------
+    def _check_act_inputs(self, theta: Any, obs: Any) -> None:
+        """Shapes and dtypes :meth:`act` needs before its unchecked few-row kernels (which
+        would read past the end of a short array); finiteness is checked by the callers'
+        boundary (:meth:`rl_adapters.TRPO.predict`)."""
+        obs_dim = self.net.sizes[0]
+        if (not isinstance(obs, np.ndarray) or obs.ndim != 2 or obs.shape[1] != obs_dim
+                or obs.dtype != np.float64):
+            raise ValueError(f"obs: expected a float64 array of shape (N, {obs_dim}), got "
+                             f"{type(obs).__name__} {getattr(obs, 'dtype', '')} "
+                             f"{getattr(obs, 'shape', '')}")
+        if (not isinstance(theta, np.ndarray) or theta.shape != (self.n_params,)
+                or theta.dtype != np.float64):
+            raise ValueError(f"theta: expected a float64 array of shape ({self.n_params},), "
+                             f"got {type(theta).__name__} {getattr(theta, 'dtype', '')} "
+                             f"{getattr(theta, 'shape', '')}")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Check that a saved policy description matches this policy.
 
@@ -207,6 +223,7 @@ class CategoricalPolicy(Policy):
 
     def act(self, theta, obs, rng, deterministic=False):
         """Actions for a batch of observations: ``(env_actions, actions, log_probs)``."""
+        self._check_act_inputs(theta, obs)
         logits, _ = self.outputs(theta, obs)
         n = logits.shape[0]
         picks = np.empty((n, len(self.nvec)), dtype=np.int64)
@@ -327,6 +344,7 @@ class DiagGaussianPolicy(Policy):
         return np.clip(a, self.low, self.high)
 
     def act(self, theta, obs, rng, deterministic=False):
+        self._check_act_inputs(theta, obs)
         mean, _ = self.outputs(theta, obs)
         if deterministic:
             return self._clip(mean), mean, None

@@ -149,3 +149,18 @@ def test_evaluate_on_its_own_env_still_runs(agents):
     agent, _ = agents
     mean, std = agent.evaluate(2, seed=0, max_episode_steps=50)
     assert np.isfinite(mean) and np.isfinite(std)
+
+
+@pytest.mark.parametrize(("obs", "theta_change", "name"), [
+    (lambda d: np.zeros((1, d + 1)), None, "obs"),
+    (lambda d: np.zeros(d), None, "obs"),
+    (lambda d: np.zeros((1, d), np.float32), None, "obs"),
+    (lambda d: [[0.0] * d], None, "obs"),
+    (lambda d: np.zeros((1, d)), lambda t: t[:-1], "theta"),
+    (lambda d: np.zeros((1, d)), lambda t: t.astype(np.float32), "theta"),
+])
+def test_the_policy_act_method_checks_what_its_kernels_index(agents, obs, theta_change, name):
+    agent, _ = agents
+    theta = agent.theta if theta_change is None else theta_change(agent.theta)
+    with pytest.raises(ValueError, match=f"^{name}: expected a float64 array of shape"):
+        agent.policy.act(theta, obs(_obs_dim(agent)), np.random.default_rng(0), True)
