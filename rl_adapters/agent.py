@@ -16,6 +16,7 @@ One update, top to bottom (see ``docs/trpo_update.md`` for the map to this file)
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from collections import deque
@@ -502,9 +503,10 @@ class TRPO:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` into this agent (built with the same config and env).
 
-        Every entry is checked against this agent before it is used: its key, dtype and
-        shape (each component checks its own part), the policy and the spaces (a state of
-        another environment does not fit), finite parameters.
+        Every entry is checked against this agent before anything changes: its key, dtype
+        and shape (each component checks its own part), the policy and the spaces (a state
+        of another environment does not fit), finite parameters.  A state that does not
+        fit leaves the agent as it was.
 
         Raises
         ------
@@ -532,8 +534,18 @@ class TRPO:
             if arr.ndim != 1 or arr.size > 100:
                 raise StateError(key, f"shape {arr.shape}, expected (n,) with n <= 100")
         metrics = _checked_metric_columns(state.get("metrics", {}))
-        with nested("value"):
-            self.value.load_state_dict(state["value"])
+        # Every component's part is checked (loaded into a scratch copy) before anything
+        # changes: a state that does not fit leaves the agent as it was.
+        parts = [("value", self.value)]
+        parts += [(name, getattr(self, name)) for name in ("obs_rms", "reward_scaler")
+                  if getattr(self, name) is not None]
+        for name, component in parts:
+            with nested(name):
+                copy.deepcopy(component).load_state_dict(state[name])
+        with nested("collector"):
+            self.collector.check_state(state["collector"])
+        for name, component in parts:
+            component.load_state_dict(state[name])
         self.theta = theta
         self.env_id = self.env_id or (env_id or None)
         self.seed = seed
@@ -548,12 +560,6 @@ class TRPO:
         self.episode_lengths.clear()
         self.episode_lengths.extend(int(x) for x in lengths)
         self.metrics = _metric_rows(metrics)
-        if self.obs_rms is not None:
-            with nested("obs_rms"):
-                self.obs_rms.load_state_dict(state["obs_rms"])
-        if self.reward_scaler is not None:
-            with nested("reward_scaler"):
-                self.reward_scaler.load_state_dict(state["reward_scaler"])
         # The saved episodes continue if every environment has a snapshot; otherwise new
         # ones start from the environments' restored streams.
         with nested("collector"):

@@ -470,7 +470,7 @@ class Collector:
         Otherwise every environment starts a new episode, from a reset seed drawn from its
         restored stream.
         """
-        self._check_state(state)
+        self.check_state(state)
         snaps = state.get("snapshots", {})
         raw_obs = np.asarray(state["raw_obs"], dtype=np.float64)
         resume = len(snaps) == self.n_envs and raw_obs.shape == np.shape(self.raw_obs)
@@ -489,7 +489,7 @@ class Collector:
         else:
             self.reset()
 
-    def _check_state(self, state: Any) -> None:
+    def check_state(self, state: Any) -> None:
         """StateError (naming the entry) unless ``state`` fits these environments."""
         E, obs_dim = self.n_envs, self.policy.net.sizes[0]
         check_keys(state, ("raw_obs", "ep_return", "ep_length", "rngs"), ("snapshots",))

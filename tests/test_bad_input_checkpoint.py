@@ -205,7 +205,8 @@ def _mutations(value):
 
 
 def test_every_fixed_entry_is_checked(saved, tmp_path):
-    """Each spoiled entry of a real checkpoint: an error naming that entry.
+    """Each spoiled entry of a real checkpoint: an error naming that entry, and the agent
+    it was loaded into unchanged.
 
     The members as ``read_state`` parses them, spoiled, then nested as it does, loaded
     into one agent rebuilt from the checkpoint (what ``TRPO.load`` does, without a file
@@ -237,6 +238,7 @@ def test_every_fixed_entry_is_checked(saved, tmp_path):
                 spoiled[key] = new
             with pytest.raises(StateError) as info:
                 agent.load_state_dict(unflatten_state(spoiled))
+            _assert_state(agent, state)  # a failed load changes nothing
             message = str(info.value)
             # The entry, or a group it belongs to (a generator state is tried whole).
             parts = key.split("/")
