@@ -365,7 +365,7 @@ class EnvGroup:
         """Reset every environment with a seed drawn from its stream; the observations."""
         seeds = [int(rng.integers(2**32)) for rng in self.rngs]
         obs, _ = self.venv.reset(seed=seeds)
-        return np.array(obs, dtype=np.float64)
+        return np.asarray(obs, dtype=np.float64)
 
     def draw_noise(self, policy, n_steps: int) -> NDArray:
         """``n_steps`` of sampling noise per environment, ``(n_steps, n_envs, ...)``."""
