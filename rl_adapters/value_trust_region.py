@@ -184,7 +184,7 @@ class TrustRegionValueFit:
 
     def __init__(self, net: MLP, *, epsilon: float = 0.01, cg_iters: int = 10,
                  damping: float = 1e-3, outer_iters: int = 1, gn_subsample: float = 1.0,
-                 gn_dtype: str = "float64", cg_rtol: float = 1e-10, ls_shrink: float = 0.8,
+                 gn_dtype: str = "float32", cg_rtol: float = 1e-10, ls_shrink: float = 0.8,
                  ls_max_backtracks: int = 10) -> None:
         if not isinstance(net, MLP):
             raise TypeError(f"net must be an rl_adapters.mlp.MLP, got {type(net).__name__}")

@@ -148,8 +148,9 @@ def test_more_outer_iterations_fit_further():
     assert five["mse_after"] < one["mse_after"] < one["mse_before"]
 
 
+@pytest.mark.parametrize(("gn_dtype", "rtol"), [("float64", 1e-8), ("float32", 1e-5)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_linear_model_with_a_large_trust_region_gives_least_squares(with_bias):
+def test_linear_model_with_a_large_trust_region_gives_least_squares(with_bias, gn_dtype, rtol):
     # No hidden layer: V is linear in the parameters, the Gauss-Newton model is exact and
     # the step stops at its minimizer, the least-squares solution.
     rng = np.random.default_rng(7)
@@ -158,11 +159,12 @@ def test_linear_model_with_a_large_trust_region_gives_least_squares(with_bias):
     obs = rng.standard_normal((40, 4))
     targets = obs @ rng.standard_normal(4) + (1.5 if with_bias else 0.0)
     targets += 0.3 * rng.standard_normal(40)
-    fit = TrustRegionValueFit(net, epsilon=1e6, cg_iters=net.n_params, damping=0.0)
+    fit = TrustRegionValueFit(net, epsilon=1e6, cg_iters=net.n_params, damping=0.0,
+                              gn_dtype=gn_dtype)
     new_theta, info = fit.fit(theta, obs, targets)
     design = np.c_[obs, np.ones(40)]
     lstsq, *_ = np.linalg.lstsq(design, targets, rcond=None)
-    np.testing.assert_allclose(new_theta, lstsq, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(new_theta, lstsq, rtol=rtol, atol=rtol / 100)
     assert info["newton_steps"] == 1 and info["step_fraction"] == 1.0
     assert info["mse_after"] == pytest.approx(np.mean((design @ lstsq - targets) ** 2))
 
@@ -174,7 +176,8 @@ def test_linear_model_with_a_small_trust_region_lands_on_the_boundary():
     net = MLP((3, 1))
     obs = rng.standard_normal((30, 3))
     targets = obs @ np.array([1.0, -2.0, 0.5]) + 2.0
-    fit = TrustRegionValueFit(net, epsilon=0.01, cg_iters=net.n_params, damping=0.0)
+    fit = TrustRegionValueFit(net, epsilon=0.01, cg_iters=net.n_params, damping=0.0,
+                              gn_dtype="float64")
     _, info = fit.fit(np.zeros(net.n_params), obs, targets)
     assert info["step_fraction"] == 1.0 and info["newton_steps"] == 0
     assert 0.01 * (1 - 2e-6) <= info["constraint"] <= 0.01
