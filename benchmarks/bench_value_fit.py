@@ -17,7 +17,7 @@ Two measurements, both on TUNING seeds only (0-2; seeds 100-104 are for reportin
     script only (rl_adapters.value and agent are not changed); the replacement keeps the
     contract of ``ValueFunction.fit`` (sets ``value.theta``, returns the MSE before the
     fit). Final score: deterministic evaluation over 10 episodes, evaluation seeds
-    ``1000 + seed``. Each run writes ``benchmarks/results/value_fit_learn_<env>_seed<k>_<tag>.json``
+    ``1000 + seed``. Each run writes ``benchmarks/results/sweeps/value_fit/value_fit_learn_<env>_seed<k>_<tag>.json``
     and is skipped when that file exists (``--force`` reruns it).
 
 Fitters are named ``adam``, ``lbfgs`` (the settings of ``TRPOConfig.for_env(env)``) or
@@ -50,7 +50,7 @@ from rl_adapters import TRPO, TRPOConfig
 from rl_adapters.value import ValueFunction
 from rl_adapters.value_trust_region import TrustRegionValueFit
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parent / "results" / "sweeps" / "value_fit"
 TUNING_SEEDS = (0, 1, 2)
 #: The fitters compared by default: the two existing ones, the GAE paper's single step
 #: (epsilon 0.01), and the candidates of the sweep (docs/value_trust_region.md).
