@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy.linalg import eigh_tridiagonal
 
 from trustregion.core.status import Status
 from trustregion.solvers._subproblems import Step, failed
@@ -92,6 +93,8 @@ class KrylovModel:
         self.invariant = False  # the last block spans an invariant subspace
         self.nonfinite = False
         self.probed = False  # a block from a random start was added (the hard case)
+        self._probe_start = 0
+        self._probe_theta = np.inf
 
     def _product(self, v: np.ndarray) -> np.ndarray | None:
         w = self.hessp(v)
@@ -141,7 +144,7 @@ class KrylovModel:
         r_norm = np.sqrt(rr)
         if self.positive_definite:
             self.residual = r_norm
-        if r_norm <= 10.0 * self.n * _EPS * np.sqrt(self._rr):
+        if r_norm <= 10.0 * self.n * _EPS * max(self.gamma, np.sqrt(self._rr)):
             self.invariant = True
             self.off.append(0.0)
             return True
@@ -193,6 +196,9 @@ class KrylovModel:
         if norm <= np.sqrt(_EPS):
             return False
         self.Q[k] = v / norm
+        self.off[k - 1] = 0.0  # a new block: T is reducible here
+        self._probe_start = k
+        self._probe_theta = np.inf
         self.cg_active = False  # the CG iterate stays the solution of the first block
         self.invariant = False
         return True
@@ -205,28 +211,65 @@ class KrylovModel:
         model = self.gamma * h[0] + 0.5 * float(diag @ (h * h) + 2.0 * (off @ (h[:-1] * h[1:])))
         return Step(self.Q[: self.k].T @ h, hits_boundary, -model)
 
+    def _probe_settled(self, hard_case: bool) -> bool:
+        """Whether the probe block (if any) has shown what it can: the hard case (then the
+        Lagrangian test decides), or a smallest Ritz value that no longer moves (Lanczos
+        finds the extreme eigenvalues of the rest of the space first)."""
+        if not self.probed or hard_case:
+            return True
+        start = self._probe_start
+        theta = float(
+            eigh_tridiagonal(
+                np.array(self.diag[start:]),
+                np.array(self.off[start : self.k - 1]),
+                eigvals_only=True,
+                select="i",
+                select_range=(0, 0),
+                check_finite=False,
+            )[0]
+        )
+        previous, self._probe_theta = self._probe_theta, theta
+        return abs(theta - previous) <= 1e-3 * max(1.0, abs(theta))
+
+    def _reducible(self) -> bool:
+        """Whether the space built so far is invariant up to rounding: T's last coupling is
+        below sqrt(eps) of its scale (an exact breakdown, or one that rounding hides)."""
+        if self.invariant:
+            return True
+        scale = max(max(abs(x) for x in self.diag), max(self.off[:-1], default=0.0))
+        return self.off[self.k - 1] <= np.sqrt(_EPS) * scale
+
     def solve(self, radius: float) -> Step:
         while True:
             if self.k > 0:
+                reducible = self._reducible()
                 if self.cg_active and self.positive_definite and self.s_norm < radius:
-                    if self.residual <= self.tol_interior or self.invariant:
+                    # An invariant space of g could miss a negative eigenvalue elsewhere (the
+                    # hard case, where the solution is on the boundary): probe once.
+                    converged = self.residual <= self.tol_interior and not reducible
+                    if converged or (reducible and (self.probed or not self._restart())):
                         # the CG iterate: m(s) = g^T s / 2 when T h = -gamma e_1
                         return Step(self.s.copy(), False, -0.5 * float(self.g @ self.s))
+                    self.probed = self.probed or not self.cg_active  # restarted just now
                 else:
                     diag, off = self._tridiagonal()
                     sol = tridiagonal_subproblem(diag, off, self.gamma, radius)
-                    lagrangian = self.off[self.k - 1] * abs(sol.h[-1])
-                    tol = self.tol_interior if sol.interior else self.tol_boundary
-                    if not self.invariant and lagrangian <= tol:
-                        return self._step_from(sol.h, not sol.interior)
-                    if self.invariant and (
-                        sol.interior or (self.probed and not sol.hard_case) or not self._restart()
-                    ):
-                        return self._step_from(sol.h, not sol.interior)
-                    # A breakdown on the boundary: the space of g is invariant and may miss
-                    # the eigenvector of the hard case. Probe the rest of the space with a
-                    # new block; it is continued only while it shows the hard case.
-                    self.probed = True
+                    if reducible:
+                        # exact in an invariant space; on the boundary the rest of the space
+                        # may hold the eigenvector of the hard case: probe it with a new block,
+                        # continued only while it shows the hard case
+                        if (
+                            sol.interior
+                            or (self.probed and not sol.hard_case)
+                            or not self._restart()
+                        ):
+                            return self._step_from(sol.h, not sol.interior)
+                        self.probed = True
+                    else:
+                        lagrangian = self.off[self.k - 1] * abs(sol.h[-1])
+                        tol = self.tol_interior if sol.interior else self.tol_boundary
+                        if lagrangian <= tol and self._probe_settled(sol.hard_case):
+                            return self._step_from(sol.h, not sol.interior)
             if not self._extend():
                 if self.nonfinite:
                     return failed(self.n, Status.NON_FINITE, "hessp/hess")
