@@ -53,6 +53,8 @@ def real_vector_output(name: str, value: Any, n: int) -> np.ndarray:
     Complex output is rejected, not cast: ``astype`` would drop the imaginary part with
     only numpy's ``ComplexWarning``. Non-finite values pass, for the caller to report.
     """
+    if type(value) is np.ndarray and value.dtype == np.float64 and value.shape == (n,):
+        return value  # the common case, checked in three comparisons
     arr = np.asarray(value)
     if arr.dtype.kind == "c":
         raise TypeError(
