@@ -48,6 +48,7 @@ What differs from scipy, by design:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -574,7 +575,7 @@ def _trust_region_loop(
             status = Status.NO_PREDICTED_DECREASE
             break
         x_trial = x + step.p
-        if np.array_equal(x_trial, x):
+        if not (x_trial != x).any():
             status = Status.STEP_TOO_SMALL
             if nonfinite_trials:  # the region shrank to nothing around non-finite values
                 status = Status.NON_FINITE
@@ -584,7 +585,7 @@ def _trust_region_loop(
                 )
             break
         f_trial = objective.value(x_trial)
-        if np.isfinite(f_trial):
+        if math.isfinite(f_trial):
             nonfinite_trials = 0
             rho = (f - f_trial) / predicted
         else:  # outside fun's domain: a rejected step, as scipy treats f = +inf
@@ -596,7 +597,7 @@ def _trust_region_loop(
             radius = min(2.0 * radius, opts.max_trust_radius)
         if rho > opts.eta:
             g_trial = objective.gradient(x_trial)
-            if not np.all(np.isfinite(g_trial)):
+            if not np.isfinite(g_trial).all():
                 status = Status.NON_FINITE
                 detail["what"] = "jac (at an accepted point)"
                 break

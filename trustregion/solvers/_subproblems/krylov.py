@@ -93,17 +93,16 @@ class KrylovModel:
     ) -> None:
         n = g.shape[0]
         self.hessp, self.g, self.n = hessp, g, n
-        self.gamma = float(np.linalg.norm(g))
-        gamma = self.gamma
+        gamma = self.gamma = math.sqrt(float(g @ g))
         if inexact:
             self.tol_interior = min(0.5, gamma) * gamma
-            self.tol_boundary = max(1e-6, min(0.5, np.sqrt(gamma))) * gamma
+            self.tol_boundary = max(1e-6, min(0.5, math.sqrt(gamma))) * gamma
         else:
             self.tol_interior = 1e-8 * gamma
             self.tol_boundary = 1e-6 * gamma
         self.maxdim = 2 * n  # as trlib in scipy: CG without reorthogonalization may need > n
         self.Q = np.empty((self.maxdim + 1, n))  # rows: the Lanczos vectors
-        self.Q[0] = g / gamma
+        np.multiply(g, 1.0 / gamma, out=self.Q[0])
         self.k = 0  # T is k x k
         self.diag: list[float] = []
         self.off: list[float] = []  # off[j] couples q_j and q_{j+1}; 0 between blocks
@@ -114,7 +113,7 @@ class KrylovModel:
         self.positive_definite = True
         self.s = np.zeros(n)
         self.s_norm = 0.0
-        self._r = g.astype(np.float64, copy=True)
+        self._r = g.copy()
         self._rr = gamma * gamma
         self._p = -self._r
         self._sigma = 1.0
