@@ -404,3 +404,38 @@ def test_tridiagonal_subproblem_against_the_closed_form(k, seed, shift, log_radi
     assert model_value(T, e1, sol.h) <= m_star + 1e-8 * max(1.0, abs(m_star))
     if not sol.interior:
         assert sol.lam >= max(0.0, -np.linalg.eigvalsh(T)[0]) - 1e-10
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # scipy's NaN
+@pytest.mark.parametrize("method", ["trust-ncg", *METHODS])
+@pytest.mark.parametrize(("log_cond", "gtol"), [(8, 1e-14), (4, 1e-20), (12, 1e-10)])
+def test_out_of_reach_gtol_is_reported_as_scipy_does_and_not_later(method, log_cond, gtol):
+    # f = 1 + (x - x*)^T A (x - x*) / 2: |g| cannot get below gtol in floating point
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((10, 10)))
+    A = (Q * np.logspace(0, log_cond, 10)) @ Q.T
+    x_star = rng.standard_normal(10)
+
+    def fun(x):
+        return 0.5 * (x - x_star) @ A @ (x - x_star) + 1.0
+
+    def jac(x):
+        return A @ (x - x_star)
+
+    kwargs = {"hess": lambda x: A} if method in DENSE else {"hessp": lambda x, p: A @ p}
+    options = {"gtol": gtol, "maxiter": 2000}
+    ours = tr.minimize(fun, np.zeros(10), jac=jac, method=method, options=options, **kwargs)
+    ref = scipy_minimize(fun, np.zeros(10), jac=jac, method=method, options=options, **kwargs)
+    assert ref.status in (1, 2)  # scipy's trust-krylov can also loop on NaN to maxiter
+    if ours.status == 0:  # reached gtol after all (|g| = 0 exactly can happen)
+        assert np.linalg.norm(ours.jac) < gtol
+        return
+    assert ours.status == 2 and ours.reason is Status.NO_PREDICTED_DECREASE
+    assert ours.message == "A bad approximation caused failure to predict improvement."
+    assert ours.fun <= ref.fun + 1e-12
+    if method == "trust-krylov" and log_cond == 12:
+        # scipy's trlib stalls at f - f* = 1e-2 (rejected steps until its model value rounds
+        # to f); ours goes on to the minimizer before it reports
+        assert ours.fun - 1.0 < 1e-12 < ref.fun - 1.0
+    else:
+        assert ours.nit <= ref.nit

@@ -38,10 +38,13 @@ What differs from scipy, by design:
   ``jac``, ``hess`` or ``hessp`` value at an accepted point ends the run with ``reason``
   ``NON_FINITE`` (status 4) and the last good point, as does a region that shrank to nothing
   with every trial non-finite;
-- a step too small to change ``x`` in floating point ends the run (``reason``
-  ``STEP_TOO_SMALL``, status 5); scipy goes on shrinking the radius until its predicted
-  reduction, computed as the difference of two nearly equal model values, rounds to zero
-  (status 2);
+- a predicted decrease below the rounding error of the model around ``f``,
+  :math:`2\varepsilon(|f| + \|g\|\|p\|)`, ends the run with status 2 (``reason``
+  ``NO_PREDICTED_DECREASE``), which is what scipy reports when its model value, computed as
+  ``f + g^T p + ...``, rounds to ``f`` or above: where an ill-conditioned problem cannot
+  reach ``gtol``, the run says so as scipy does, and not later; a step that no longer
+  changes ``x`` before that ends it with status 5 (``STEP_TOO_SMALL``: ``jac`` is likely
+  inconsistent with ``fun``);
 - ``trust-ncg`` takes a preconditioner (option ``preconditioner``), which measures the trust
   region in the norm :math:`\|p\|_{M^{-1}}`.
 """
@@ -87,6 +90,7 @@ SCIPY_STATUS_CODES: dict[Status, int] = {
 }
 
 METHODS = ("trust-ncg", "trust-krylov", "trust-exact", "dogleg")
+_EPS = float(np.finfo(np.float64).eps)
 
 # scipy's strings, verbatim, so code matching on them keeps working.
 _SCIPY_MESSAGES = {
@@ -571,17 +575,23 @@ def _trust_region_loop(
             detail["what"] = step.what
             break
         predicted = step.predicted_reduction
-        if not predicted > 0.0:
-            status = Status.NO_PREDICTED_DECREASE
-            break
+        # A predicted decrease below the rounding error of the model evaluated around f,
+        # f + g^T p + ..., about eps (|f| + |g| |p|), cannot be told from noise, and neither
+        # can the actual decrease: rho would be rounding. scipy meets this when its m(p)
+        # rounds to f or above (status 2, on ill-conditioned problems that cannot reach
+        # gtol); testing it here says so about when scipy does, without its dependence on
+        # how the rounding falls. A step that no longer changes x is STEP_TOO_SMALL.
+        noise = 2.0 * _EPS * (abs(f) + g_norm * float(np.linalg.norm(step.p)))
         x_trial = x + step.p
-        if not (x_trial != x).any():
-            status = Status.STEP_TOO_SMALL
+        if not predicted > noise or not (x_trial != x).any():
+            status = (
+                Status.NO_PREDICTED_DECREASE if not predicted > noise else Status.STEP_TOO_SMALL
+            )
             if nonfinite_trials:  # the region shrank to nothing around non-finite values
                 status = Status.NON_FINITE
                 detail["what"] = (
                     f"fun (at every trial point for the last {nonfinite_trials} iterations, "
-                    "down to steps that no longer change x)"
+                    "until the step was too small to measure a decrease)"
                 )
             break
         f_trial = objective.value(x_trial)
