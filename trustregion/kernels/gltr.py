@@ -107,8 +107,11 @@ def tridiagonal_trust_region(
     rtol: float,
     maxiter: int,
     h: np.ndarray,
+    lam_start: float,
 ) -> tuple[int, float, float]:
-    """Moré-Sorensen on T; writes the solution into ``h``.
+    """Moré-Sorensen on T; writes the solution into ``h``. ``lam_start`` > 0 is a guess of
+    the multiplier (the previous one, as T grows by a row), used when it is right of the
+    pole; otherwise Newton starts just right of the pole.
 
     Returns ``(case, lam, theta_min)``: case 0 interior (lam = 0), 1 on the boundary, 2 the
     hard case (``h`` is the solution at ``lam = -theta_min`` before the completion along
@@ -141,6 +144,14 @@ def tridiagonal_trust_region(
     h_norm = _norm(h)
     if h_norm < radius:
         return 2, lam_low, theta
+    if lam_start > lam and _factor(diag, off, lam_start, d, l):
+        # a warm start: from either side of the root, the safeguard below keeps Newton
+        # right of the pole, and from the left it converges monotonically
+        lam = lam_start
+        _solve(d, l, rhs, h)
+        h_norm = _norm(h)
+    else:
+        _factor(diag, off, lam, d, l)
     for _ in range(maxiter):
         if abs(h_norm - radius) <= rtol * radius:
             break

@@ -65,10 +65,15 @@ from trustregion.kernels.gltr import (
     smallest_eigenvalue,
 )
 from trustregion.solvers._subproblems import Step, failed
-from trustregion.solvers._subproblems.tridiagonal import tridiagonal_subproblem
+from trustregion.solvers._subproblems.tridiagonal import (
+    TridiagonalSolution,
+    tridiagonal_subproblem,
+)
 
 _EPS = float(np.finfo(float).eps)
 _SQRT_EPS = math.sqrt(_EPS)
+# k n above which the reorthogonalization is left to BLAS (measured crossover)
+_KERNEL_REORTHOGONALIZATION = 4096
 
 
 @functools.lru_cache(maxsize=64)
@@ -101,7 +106,9 @@ class KrylovModel:
             self.tol_interior = 1e-8 * gamma
             self.tol_boundary = 1e-6 * gamma
         self.maxdim = 2 * n  # as trlib in scipy: CG without reorthogonalization may need > n
-        self.Q = np.empty((self.maxdim + 1, n))  # rows: the Lanczos vectors
+        # rows: the Lanczos vectors; grown by doubling (a subproblem rarely needs many, and
+        # 2 n rows up front would be 16 n^2 bytes)
+        self.Q = np.empty((min(self.maxdim, 16) + 1, n))
         np.multiply(g, 1.0 / gamma, out=self.Q[0])
         self.k = 0  # T is k x k
         self.diag: list[float] = []
@@ -125,6 +132,7 @@ class KrylovModel:
         self.probed = False  # a block from a random start was added (the hard case)
         self._probe_start = 0
         self._probe_theta = np.inf
+        self._lam = 0.0  # the last multiplier, to start the next tridiagonal solve
 
     def _product(self, v: np.ndarray) -> np.ndarray | None:
         w = self.hessp(v)
@@ -167,9 +175,15 @@ class KrylovModel:
         # s += alpha p (while T is positive definite), r += alpha Hp, r kept orthogonal to
         # the Lanczos vectors: without it CG loses orthogonality on an ill-conditioned H
         # and needs many more products
+        # (in the kernel for small bases; by BLAS, two matrix-vector products, for large)
+        small = self.k * self.n <= _KERNEL_REORTHOGONALIZATION
         rr, ss = cg_step_update(
-            self.s, self._r, p, Hp, self.Q, self.k, alpha, self.positive_definite
+            self.s, self._r, p, Hp, self.Q, self.k if small else 0, alpha, self.positive_definite
         )
+        if not small:
+            basis = self.Q[: self.k]
+            self._r -= basis.T @ (basis @ self._r)
+            rr = float(self._r @ self._r)
         if self.positive_definite:
             self.s_norm = math.sqrt(ss)
         r_norm = math.sqrt(rr)
@@ -184,7 +198,7 @@ class KrylovModel:
         self.off.append(coupling)
         self._scale = max(self._scale, coupling)
         self._sigma = -math.copysign(1.0, alpha) * self._sigma
-        cg_direction(self._r, p, beta, self.Q[self.k], self._sigma / r_norm)
+        cg_direction(self._r, p, beta, self._row(self.k), self._sigma / r_norm)
         self._rr = rr
         self._alpha_prev, self._beta_prev = alpha, beta
         return True
@@ -206,7 +220,7 @@ class KrylovModel:
             return True
         self.invariant = False
         self.off.append(beta)
-        self.Q[self.k] = w / beta
+        np.multiply(w, 1.0 / beta, out=self._row(self.k))
         return True
 
     def _restart(self) -> bool:
@@ -222,7 +236,7 @@ class KrylovModel:
         norm = float(np.linalg.norm(v))
         if norm <= _SQRT_EPS:
             return False
-        self.Q[k] = v / norm
+        np.multiply(v, 1.0 / norm, out=self._row(k))
         self.off[k - 1] = 0.0  # a new block: T is reducible here
         self._probe_start = k
         self._probe_theta = np.inf
@@ -230,8 +244,22 @@ class KrylovModel:
         self.invariant = False
         return True
 
+    def _row(self, k: int) -> np.ndarray:
+        """Row ``k`` of the basis storage, growing it if needed."""
+        if k >= self.Q.shape[0]:
+            grown = np.empty((min(2 * self.Q.shape[0], self.maxdim + 1), self.n))
+            grown[: self.Q.shape[0]] = self.Q
+            self.Q = grown
+        return self.Q[k]
+
     def _tridiagonal(self) -> tuple[np.ndarray, np.ndarray]:
         return np.array(self.diag), np.array(self.off[: self.k - 1])
+
+    def _solve_tridiagonal(self, radius: float) -> TridiagonalSolution:
+        diag, off = self._tridiagonal()
+        sol = tridiagonal_subproblem(diag, off, self.gamma, radius, lam_start=self._lam)
+        self._lam = sol.lam
+        return sol
 
     def _step_from(self, h: np.ndarray, hits_boundary: bool) -> Step:
         diag, off = self._tridiagonal()
@@ -269,8 +297,7 @@ class KrylovModel:
                         return Step(self.s.copy(), False, -0.5 * float(self.g @ self.s))
                     self.probed = self.probed or not self.cg_active  # restarted just now
                 else:
-                    diag, off = self._tridiagonal()
-                    sol = tridiagonal_subproblem(diag, off, self.gamma, radius)
+                    sol = self._solve_tridiagonal(radius)
                     if reducible:
                         # exact in an invariant space; on the boundary the rest of the space
                         # may hold the eigenvector of the hard case: probe it with a new block,
@@ -290,6 +317,5 @@ class KrylovModel:
             if not self._extend():
                 if self.nonfinite:
                     return failed(self.n, Status.NON_FINITE, "hessp/hess")
-                diag, off = self._tridiagonal()
-                sol = tridiagonal_subproblem(diag, off, self.gamma, radius)
+                sol = self._solve_tridiagonal(radius)
                 return self._step_from(sol.h, not sol.interior)

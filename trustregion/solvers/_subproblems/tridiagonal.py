@@ -58,6 +58,7 @@ def tridiagonal_subproblem(
     *,
     rtol: float = 1e-10,
     maxiter: int = 100,
+    lam_start: float = 0.0,
 ) -> TridiagonalSolution:
     r"""Minimize :math:`\gamma h_1 + \tfrac12 h^T T h` over :math:`\|h\| \le \Delta`.
 
@@ -73,6 +74,9 @@ def tridiagonal_subproblem(
         Relative tolerance on :math:`\|h\| = \Delta` on the boundary.
     maxiter : int
         Newton iterations at most.
+    lam_start : float
+        A guess of the multiplier on the boundary (the previous one when ``T`` grows by a
+        row); 0 for none.
 
     Returns
     -------
@@ -92,7 +96,9 @@ def tridiagonal_subproblem(
     diag = np.ascontiguousarray(diag, dtype=np.float64)
     off = np.ascontiguousarray(off, dtype=np.float64)
     h = np.empty(diag.shape[0])
-    case, lam, theta = tridiagonal_trust_region(diag, off, gamma, radius, rtol, maxiter, h)
+    case, lam, theta = tridiagonal_trust_region(
+        diag, off, gamma, radius, rtol, maxiter, h, lam_start
+    )
     if case == 0:
         return TridiagonalSolution(h, 0.0, True, False, theta)
     if case == 1:
