@@ -581,7 +581,7 @@ def _trust_region_loop(
         # rounds to f or above (status 2, on ill-conditioned problems that cannot reach
         # gtol); testing it here says so about when scipy does, without its dependence on
         # how the rounding falls. A step that no longer changes x is STEP_TOO_SMALL.
-        noise = 2.0 * _EPS * (abs(f) + g_norm * float(np.linalg.norm(step.p)))
+        noise = 2.0 * _EPS * (abs(f) + g_norm * math.sqrt(float(step.p @ step.p)))
         x_trial = x + step.p
         if not predicted > noise or not (x_trial != x).any():
             status = (
@@ -612,7 +612,7 @@ def _trust_region_loop(
                 detail["what"] = "jac (at an accepted point)"
                 break
             x, f, g = x_trial, f_trial, g_trial
-            g_norm = float(np.linalg.norm(g))
+            g_norm = math.sqrt(float(g @ g))
             if g_norm >= opts.gtol:
                 model = make_model(x, g)
         if allvecs is not None:

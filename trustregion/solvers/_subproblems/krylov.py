@@ -233,7 +233,7 @@ class KrylovModel:
         basis = self.Q[:k]
         for _ in range(2):
             v -= basis.T @ (basis @ v)
-        norm = float(np.linalg.norm(v))
+        norm = math.sqrt(float(v @ v))
         if norm <= _SQRT_EPS:
             return False
         np.multiply(v, 1.0 / norm, out=self._row(k))
