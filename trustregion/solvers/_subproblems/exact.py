@@ -34,7 +34,7 @@ the multiplier interval are kept between solves at the same point.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import cho_solve, get_lapack_funcs, solve_triangular
+from scipy.linalg import get_lapack_funcs
 
 from trustregion.core.steihaug import boundary_intersections
 from trustregion.solvers._subproblems import Step
@@ -66,7 +66,8 @@ def smallest_singular_value(U: np.ndarray) -> tuple[float, np.ndarray]:
         else:
             w[k] = w_minus
             partial[k + 1 :] = p_minus
-    v = solve_triangular(U, w, check_finite=False)
+    (trtrs,) = get_lapack_funcs(("trtrs",), (U,))
+    v, _ = trtrs(U, w, lower=0, trans=0)
     v_norm = float(np.linalg.norm(v))
     return float(np.linalg.norm(w)) / v_norm, v / v_norm
 
@@ -90,7 +91,8 @@ class ExactModel:
         self.n = g.shape[0]
         self.g_norm = float(np.linalg.norm(g))
         self.maxiter, self.k_easy, self.k_hard = maxiter, k_easy, k_hard
-        (self._potrf,) = get_lapack_funcs(("potrf",), (H,))
+        # LAPACK directly: scipy.linalg's wrappers cost more than the work at these sizes
+        self._potrf, self._potrs, self._trtrs = get_lapack_funcs(("potrf", "potrs", "trtrs"), (H,))
         diagonal = np.diag(H)
         off_diagonal = np.abs(H).sum(axis=1) - np.abs(diagonal)
         self.gershgorin_lower = float(np.min(diagonal - off_diagonal))
@@ -144,12 +146,12 @@ class ExactModel:
             U, info, shifted = factored if factored is not None else self._cholesky(lam)
             factored = None
             if info == 0 and self.g_norm > self.close_to_zero:
-                p = cho_solve((U, False), -self.g, check_finite=False)
+                p, _ = self._potrs(U, -self.g, lower=False)
                 p_norm = float(np.linalg.norm(p))
                 if p_norm <= radius and lam == 0.0:  # the Newton step, inside
                     hits_boundary = False
                     break
-                w = solve_triangular(U, p, trans="T", check_finite=False)
+                w, _ = self._trtrs(U, p, lower=0, trans=1)
                 w_norm = float(np.linalg.norm(w))
                 lam_newton = lam + (p_norm / w_norm) ** 2 * (p_norm - radius) / radius
                 if p_norm < radius:  # inside with lambda > 0: possibly the hard case
@@ -192,8 +194,8 @@ class ExactModel:
                 v = np.zeros(n)
                 v[k - 1] = 1.0
                 if k > 1:
-                    v[: k - 1] = solve_triangular(
-                        U[: k - 1, : k - 1], -U[: k - 1, k - 1], check_finite=False
+                    v[: k - 1], _ = self._trtrs(
+                        U[: k - 1, : k - 1], -U[: k - 1, k - 1], lower=0, trans=0
                     )
                 lower = max(lower, lam + delta / float(v @ v))
                 lam = self._between(lower, upper)
