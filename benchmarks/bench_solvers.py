@@ -338,7 +338,7 @@ def machine() -> list[str]:
         f"- CPU: {model}, {os.cpu_count()} cores, shared with other jobs (load average "
         f"{load:.1f} at the start). BLAS runs on one thread. Times are CPU time of the "
         "benchmark process, which that load does not inflate the way it inflates wall time; "
-        "counts are exact, and the time ratios of two consecutive runs agreed within 5%.",
+        "counts are exact; time ratios move between runs (by how much: in each section).",
         f"- Python {platform.python_version()}, NumPy {np.__version__}, SciPy {scipy.__version__}",
     ]
 
@@ -397,7 +397,10 @@ def main() -> None:
         "here). `x agrees`: within the problem's `x_tol` of scipy's `x`, or closer to the "
         "known minimizer than scipy's; dogleg stops with status 3 at `x0` where the Hessian "
         "is indefinite, as scipy's does. Time: CPU time of the whole solve, fastest of "
-        f"{args.repeats} interleaved batches.",
+        f"{args.repeats} interleaved batches. The machine was shared (load average above 10 "
+        "while these were measured): a single problem's time ratio moves between runs by up "
+        "to a few tenths, a method's total by up to about 0.2 (the spreads measured over "
+        "consecutive runs are in docs/minimize.md); the counts are exact.",
         "",
         *method_lines,
         "## `trustregion.divergence_ascent` against L-BFGS-B (softmax-regression MLE)",
