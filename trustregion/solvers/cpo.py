@@ -377,7 +377,9 @@ def cpo_step(
         u = v_g - (r / s) * w  # H-orthogonal to w, with u^T H u = A
         x = u / lam - (c / s) * w
     divergence = 0.5 * ((A / lam**2 if A > 0.0 else 0.0) + c * c / s)
-    return result(Status.ACTIVE, x, lam=lam, nu=nu, divergence=divergence, q=q, r=r, s=s, cg_b=cg_b)
+    return result(
+        Status.ACTIVE, x, lam=lam, nu=nu, divergence=divergence, q=q, r=r, s=s, cg_b=cg_b
+    )
 
 
 def _cg_failure(sol: CGResult, which: str) -> tuple[Status, dict[str, Any]] | None:
