@@ -8,3 +8,6 @@ and ``TR_HYPOTHESIS_PROFILE=trustregion-thorough`` for a long local run.
 from trustregion.testing.pytest_plugin import load_profile
 
 load_profile()
+
+# pytester runs the trustregion.testing plugin on small user test files (test_testing_plugin.py)
+pytest_plugins = ["pytester"]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import scipy.special
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse.linalg import LinearOperator
 
@@ -14,6 +14,8 @@ from trustregion import testing as tt
 
 SIZES = st.integers(1, 8)
 DTYPES = st.sampled_from([np.float32, np.float64])
+# the oracles are exact by construction: a few dozen cases per property keep the suite fast
+FEW = settings(max_examples=30)
 
 
 def assert_eigenpairs(case, rtol):
@@ -26,6 +28,7 @@ def assert_eigenpairs(case, rtol):
     tt.assert_close(A, A.T, atol=0.0, what="A symmetric")
 
 
+@FEW
 @given(case=tt.spd_matrices(SIZES, cond=(1, 1e6), dtype=DTYPES))
 def test_spd_matrices_carry_their_eigenpairs_and_an_exact_condition_number(case):
     rtol = 1e-6 if case.matrix.dtype == np.float32 else 1e-13
@@ -36,18 +39,21 @@ def test_spd_matrices_carry_their_eigenpairs_and_an_exact_condition_number(case)
     tt.assert_close(eigs, case.eigenvalues, atol=rtol * 10 * case.eigenvalues[-1])
 
 
+@FEW
 @given(data=st.data(), n=st.integers(2, 8), cond=st.floats(1, 1e6))
 def test_a_fixed_condition_number_is_drawn_exactly(data, n, cond):
     case = data.draw(tt.spd_matrices(n, cond=(cond, cond)))
     assert case.cond == pytest.approx(cond, rel=1e-12)
 
 
+@FEW
 @given(case=tt.psd_matrices(SIZES, dtype=DTYPES))
 def test_psd_matrices_have_exact_zero_eigenvalues(case):
     assert_eigenpairs(case, 1e-6 if case.matrix.dtype == np.float32 else 1e-13)
     assert np.all(case.eigenvalues >= 0)
 
 
+@FEW
 @given(data=st.data(), n=SIZES)
 def test_psd_rank_and_indefinite_inertia_are_as_asked(data, n):
     rank = data.draw(st.integers(0, n))
@@ -60,11 +66,13 @@ def test_psd_rank_and_indefinite_inertia_are_as_asked(data, n):
     assert_eigenpairs(case, 1e-13)
 
 
+@FEW
 @given(Q=tt.orthogonal_matrices(SIZES))
 def test_orthogonal_matrices_are_orthogonal(Q):
     tt.assert_close(Q @ Q.T, np.eye(Q.shape[0]), atol=1e-13)
 
 
+@FEW
 @given(case=tt.linear_operators(SIZES, dtype=DTYPES))
 def test_linear_operators_apply_their_matrix_in_every_form(case):
     n = case.matrix.shape[0]
@@ -89,6 +97,7 @@ def test_linear_operators_apply_their_matrix_in_every_form(case):
                 "indefinite": case.spectrum[0] < 0}[case.kind]
 
 
+@FEW
 @given(case=tt.logits(st.integers(1, 5), st.integers(1, 6), dtype=DTYPES))
 def test_logits_oracle_matches_the_core_and_keeps_one_finite_entry_per_row(case):
     assert np.all(np.any(np.isfinite(case.logits), axis=1))
@@ -116,6 +125,7 @@ def test_logits_with_extremes_reach_every_extreme():
     assert seen == {"mask", "spread", "shift"}
 
 
+@FEW
 @given(case=tt.simplices(SIZES))
 def test_simplices_sum_to_one(case):
     assert np.all(case.probs >= 0)
@@ -123,6 +133,7 @@ def test_simplices_sum_to_one(case):
     tt.assert_close(np.exp(case.log_probs), case.probs, rtol=1e-13, atol=1e-300)
 
 
+@FEW
 @given(case=tt.diag_gaussians(st.integers(1, 4), st.integers(1, 3), log_std=(-10, 3), dtype=DTYPES))
 def test_diag_gaussians_respect_the_log_std_range(case):
     assert np.all((case.log_std >= -10) & (case.log_std <= 3))
@@ -130,6 +141,7 @@ def test_diag_gaussians_respect_the_log_std_range(case):
     tt.assert_close(case.std, np.exp(case.log_std.astype(np.float64)), rtol=1e-15)
 
 
+@FEW
 @given(pair=tt.categorical_pairs(st.integers(1, 4), st.integers(1, 6), extremes=True, dtype=DTYPES))
 def test_categorical_pair_kl_oracle_matches_the_core(pair):
     rtol = 1e-5 if pair.p.dtype == np.float32 else 1e-9
@@ -140,6 +152,7 @@ def test_categorical_pair_kl_oracle_matches_the_core(pair):
         np.testing.assert_array_equal(pair.kl, 0.0)
 
 
+@FEW
 @given(pair=tt.diag_gaussian_pairs(st.integers(1, 4), st.integers(1, 3), dtype=DTYPES))
 def test_gaussian_pair_kl_oracle_matches_the_core(pair):
     rtol = 1e-5 if pair.p[0].dtype == np.float32 else 1e-12
@@ -149,6 +162,7 @@ def test_gaussian_pair_kl_oracle_matches_the_core(pair):
         assert np.all(pair.kl - backward >= 1.6 * pair.p[0].shape[1] - 1e-9)
 
 
+@FEW
 @given(problem=tt.trust_region_problems(SIZES, cond=(1, 1e4)))
 def test_trust_region_solutions_satisfy_the_optimality_conditions(problem):
     """(H + mu I) p = -g, H + mu I >= 0, ||p|| <= radius, mu (||p|| - radius) = 0."""
@@ -173,6 +187,7 @@ def test_trust_region_solutions_satisfy_the_optimality_conditions(problem):
         assert problem.model(q) >= problem.model_value - 1e-9 * (1 + abs(problem.model_value))
 
 
+@FEW
 @given(problem=tt.trust_region_problems(SIZES, regime="hard_case"))
 def test_the_hard_case_has_g_orthogonal_to_the_lowest_eigenvector(problem):
     q1 = problem.eigenvectors[:, 0]
@@ -181,6 +196,7 @@ def test_the_hard_case_has_g_orthogonal_to_the_lowest_eigenvector(problem):
     assert problem.eigenvalues[1] > problem.eigenvalues[0]
 
 
+@FEW
 @given(problem=tt.line_search_problems(st.integers(1, 4)))
 def test_line_search_problems_know_their_first_acceptable_trial(problem):
     f0, c0 = problem.evaluate(problem.x0)
@@ -196,6 +212,7 @@ def test_line_search_problems_know_their_first_acceptable_trial(problem):
     assert first == problem.first_acceptable
 
 
+@FEW
 @given(st.data())
 def test_sizes_can_be_strategies_and_bad_arguments_are_rejected(data):
     assert data.draw(tt.spd_matrices(st.just(3))).n == 3
