@@ -27,6 +27,7 @@ def check_symmetric_operator(
     psd: bool = False,
     dtype: Any = np.float64,
     rtol: float | None = None,
+    atol: float = 0.0,
     seed: int = 0,
     max_dense: int = 256,
 ) -> CheckReport:
@@ -50,6 +51,10 @@ def check_symmetric_operator(
     dtype : float32 or float64
         Dtype of the vectors passed to ``matvec`` (and of the rounding allowed).
     rtol : float, optional
+    atol : float
+        Absolute allowance, for operators whose rounding is relative to intermediates
+        larger than the result (a categorical Fisher ``p_j v_j - p_j (p . v)`` with
+        ``p_j ~ 1`` rounds like ``eps |v|``, not like ``eps |F v|``).
     seed : int
     max_dense : int
 
@@ -75,6 +80,9 @@ def check_symmetric_operator(
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     e = fd.eps(dtype)
     r = INNER_PRODUCT_ULPS * n * e if rtol is None else float(rtol)
+    # subnormal values carry no relative precision: allow n times the smallest normal number
+    floor = INNER_PRODUCT_ULPS * n * float(np.finfo(dtype).tiny) + float(atol)
+    floor_note = f" + 16 n tiny({dtype.name})" + (f" + atol {atol:.1e}" if atol else "")
     source = (
         f"{INNER_PRODUCT_ULPS} n eps({dtype.name}) = {r:.1e}, n = {n}"
         if rtol is None
@@ -104,8 +112,8 @@ def check_symmetric_operator(
             f"symmetry: matvec(e_{j})[{i}] = {A[i, j]:.10g} but "
             f"matvec(e_{i})[{j}] = {A[j, i]:.10g}",
             float(asym[i, j]),
-            r * scale,
-            source + f" x max|A| = {scale:.3g}",
+            r * scale + floor,
+            source + f" x max|A| = {scale:.3g}" + floor_note,
         )
         if psd:
             w, V = np.linalg.eigh(0.5 * (A + A.T))
@@ -115,8 +123,8 @@ def check_symmetric_operator(
                 f"positive semi-definiteness: smallest eigenvalue {w[0]:.6g} "
                 f"at eigenvector [{vec}]",
                 max(0.0, -float(w[0])),
-                r * top,
-                source + f" x max|eigenvalue| = {top:.3g}",
+                r * top + floor,
+                source + f" x max|eigenvalue| = {top:.3g}" + floor_note,
             )
         return report.count(mv)
 
