@@ -186,12 +186,20 @@ def _batch_size(p: Any) -> int:
     return int(arr.shape[0])
 
 
-def _row(p: Any, i: int, batch: int) -> Any:
-    """Row ``i`` of every array in ``p`` whose leading dimension is the batch."""
+def _row(p: Any, i: int, batch: int, rank: int | None = None) -> Any:
+    """Row ``i`` of every batched array in ``p``.
+
+    An array is batched when its leading dimension is the batch and its rank is that of
+    the first array (so a ``(D,)`` log_std next to ``(B, D)`` means is shared, even if
+    ``D == B``).
+    """
     if isinstance(p, tuple | list):
-        return type(p)(_row(a, i, batch) for a in p)
+        first = np.ndim(p[0])
+        return type(p)(_row(a, i, batch, first) for a in p)
     arr = np.asarray(p)
-    return arr[i : i + 1] if arr.ndim and arr.shape[0] == batch else arr
+    rank = arr.ndim if rank is None else rank
+    batched = arr.ndim == rank and arr.ndim >= 1 and arr.shape[0] == batch
+    return arr[i : i + 1] if batched else arr
 
 
 def check_kl(
@@ -230,7 +238,8 @@ def check_kl(
     kl : callable
         ``kl(p, q) -> array (B,)``.
     p, q : array or tuple of arrays
-        Parameters with a leading batch dimension; arrays without it are shared.
+        Parameters with a leading batch dimension; arrays of lower rank than the first are
+        shared by the rows.
     log_prob : callable, optional
         ``log_prob(params, x) -> array (S, B)`` for samples ``x`` from ``sample``.
     sample : callable, optional
