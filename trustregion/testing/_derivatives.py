@@ -448,6 +448,8 @@ def check_fvp(
     if theta.ndim != 1:
         raise ValueError(f"params must be 1-D, got shape {theta.shape}")
     n_directions = max(2, count_argument("n_directions", n_directions))
+    if damping is not None and not (float(damping) > 0 and math.isfinite(float(damping))):
+        raise ValueError(f"damping must be finite and > 0, got {damping!r}")
     fvp_c, kl_c = Counted("fvp", fvp), Counted("kl", kl)
     kl_grad_c = None if kl_grad is None else Counted("kl_grad", kl_grad)
     dtype = theta.dtype
@@ -515,8 +517,6 @@ def check_fvp(
     )
     if damping is not None:
         lam = float(damping)
-        if not (lam > 0 and math.isfinite(lam)):
-            raise ValueError(f"damping must be finite and > 0, got {damping!r}")
         damped = as_float_array(
             report,
             "fvp(theta, v, damping=...)",
