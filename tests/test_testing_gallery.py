@@ -472,6 +472,7 @@ GALLERY = [
           lambda c: tt.check_grad(logistic_f(c), logistic_grad(c), c.x)),
     Entry("check_grad", "gradient 1% too large", True, logistic_problems(),
           lambda c: tt.check_grad(logistic_f(c), logistic_grad(c, scale=1.01), c.x),
+          # in float32 a 1% error of a gradient this small hides under the rounding of f / h
           lambda c: c.x.dtype == np.float64 and data_gradient_norm(c) > 1e-3),
     Entry("check_grad", "gradient without the ridge term", True, logistic_problems(),
           lambda c: tt.check_grad(logistic_f(c), logistic_grad(c, ridge=False), c.x),
