@@ -184,7 +184,7 @@ def bench_ascent(repeats: int) -> list[str]:
     return lines
 
 
-def random_cpo_problem(seed: int, n: int, case: tr.CPOStatus) -> tuple[Any, ...]:
+def random_cpo_problem(seed: int, n: int, case: tr.Status) -> tuple[Any, ...]:
     rng = np.random.default_rng(seed)
     Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
     H = (Q * rng.uniform(0.2, 5.0, n)) @ Q.T
@@ -195,9 +195,9 @@ def random_cpo_problem(seed: int, n: int, case: tr.CPOStatus) -> tuple[Any, ...]
     upper = np.sqrt(2 * delta * (b @ w))
     u = rng.uniform()
     c = {
-        tr.CPOStatus.INACTIVE: lower - (0.01 + u) * abs(upper),
-        tr.CPOStatus.ACTIVE: lower + (0.05 + 0.9 * u) * (upper - lower),
-        tr.CPOStatus.RECOVERY: upper * (1.05 + u),
+        tr.Status.INACTIVE: lower - (0.01 + u) * abs(upper),
+        tr.Status.ACTIVE: lower + (0.05 + 0.9 * u) * (upper - lower),
+        tr.Status.RECOVERY: upper * (1.05 + u),
     }[case]
     return H, g, b, float(c), delta
 
@@ -224,12 +224,12 @@ def bench_cpo(repeats: int, n_problems: int = 20) -> list[str]:
         "|---:|---|---:|---:|---:|---:|",
     ]
     for n in (5, 20, 50):
-        for case in (tr.CPOStatus.INACTIVE, tr.CPOStatus.ACTIVE, tr.CPOStatus.RECOVERY):
+        for case in (tr.Status.INACTIVE, tr.Status.ACTIVE, tr.Status.RECOVERY):
             problems = [random_cpo_problem(seed, n, case) for seed in range(n_problems)]
             right, worst = 0, 0.0
             for H, g, b, c, delta in problems:
                 res = tr.cpo_step(g, b, c, H.dot, delta, cg_iters=n)
-                ref = slsqp(H, g, b, c, delta, case is tr.CPOStatus.RECOVERY)
+                ref = slsqp(H, g, b, c, delta, case is tr.Status.RECOVERY)
                 right += res.status is case
                 worst = max(worst, np.max(np.abs(res.step - ref)) / np.max(np.abs(ref)))
 
@@ -238,9 +238,9 @@ def bench_cpo(repeats: int, n_problems: int = 20) -> list[str]:
                     tr.cpo_step(g, b, c, H.dot, delta, cg_iters=n)
 
             def all_slsqp(problems: list[tuple[Any, ...]] = problems,
-                          case: tr.CPOStatus = case) -> None:  # fmt: skip
+                          case: tr.Status = case) -> None:  # fmt: skip
                 for H, g, b, c, delta in problems:
-                    slsqp(H, g, b, c, delta, case is tr.CPOStatus.RECOVERY)
+                    slsqp(H, g, b, c, delta, case is tr.Status.RECOVERY)
 
             times = time_per_call({"ours": all_ours, "slsqp": all_slsqp}, repeats)
             ratio = times["ours"] / times["slsqp"]

@@ -2,15 +2,15 @@
 
 Mirrors ``benchmarks/peers/sb3_trpo.py learn``: one run (env, seed), a deterministic
 evaluation over 10 episodes every ``--eval-freq`` steps and at the end, peak RSS, written to
-``benchmarks/results/ours_learn_<env>_seed<k>.json`` (rewritten after each evaluation with
-``"status": "running"``, a last time with ``"finished"``).
+``benchmarks/results/ours_learn_<env>_seed<k><tag>.json`` (rewritten after each evaluation
+with ``"status": "running"``, a last time with ``"finished"``). Tuning runs (``--tag`` and
+``key=value`` overrides) go to ``--out-dir benchmarks/results/sweeps/<topic>``.
 
-The zoo's settings are translated to :class:`rl_adapters.TRPOConfig` by :func:`zoo_config`
-(one table, ``benchmarks/peers/zoo_hyperparams.py``, configures both sides); SB3-contrib's
-KL of a Gaussian policy is a mean over action dimensions, so ``target_kl`` and
-``cg_damping`` are multiplied by the action dimension (:func:`sb3_kl_scale`).  The zoo's
-Pendulum entry uses gSDE, which we do not implement; there our own Pendulum defaults
-apply and the JSON says so.
+The zoo's settings (one table, ``benchmarks/peers/zoo_hyperparams.py``, configures both
+sides) are translated by :meth:`rl_adapters.TRPOConfig.from_sb3`: SB3-contrib's KL of a
+Gaussian policy is a mean over action dimensions, so ``target_kl`` and ``cg_damping`` are
+multiplied by the action dimension. The zoo's Pendulum entry uses gSDE, which we do not
+implement; there our own Pendulum defaults apply and the JSON says so.
 
 Run from the repository root::
 
@@ -34,75 +34,34 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 from common import write_json
-from zoo_hyperparams import ZOO_SOURCE, ZOO_TRPO, effective_config
+from zoo_hyperparams import ZOO_SOURCE, ZOO_TRPO, effective_config, from_sb3_kwargs
 
 from rl_adapters import TRPO, TRPOConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def sb3_kl_scale(env_id: str) -> int:
-    """Factor from SB3-contrib's KL convention to ours: the action dimension for ``Box`` actions.
-
-    SB3-contrib's TRPO takes ``kl_divergence(new, old).mean()``, and for a diagonal Gaussian
-    that KL is PyTorch's per-dimension ``Normal`` KL (shape ``(N, D)``, not summed over the
-    ``D`` action dimensions), so its "mean KL" is the KL of the joint action distribution
-    divided by ``D``, and its Hessian-vector product is ``F / D``.  Its ``target_kl`` and
-    ``cg_damping`` are therefore per action dimension: CG on ``(F/D + lambda I) x = g`` and
-    ``1/2 s^T (F/D + lambda I) s = delta`` give exactly the step of ours (joint KL, as in the
-    TRPO paper) with ``max_kl = D delta`` and ``cg_damping = D lambda``.  Categorical KLs
-    are per sample on both sides (factor 1).
-    """
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    try:
-        space = env.action_space
-        return int(space.shape[0]) if isinstance(space, gym.spaces.Box) else 1
-    finally:
-        env.close()
-
-
 def zoo_config(env_id: str) -> tuple[TRPOConfig, list[str]]:
-    """Our config equal to the zoo's TRPO settings for ``env_id``, and what could not map."""
+    """Our config equal to the zoo's TRPO settings for ``env_id``, and what could not map.
+
+    ``TRPOConfig.from_sb3`` does the translation. The zoo's Pendulum entry uses gSDE, which
+    ``from_sb3`` refuses: there our own defaults for the env apply, and the notes say so.
+    """
     z = effective_config(env_id)
-    notes: list[str] = []
-    kl_scale = sb3_kl_scale(env_id)
-    if kl_scale != 1:
-        notes.append(
-            f"SB3-contrib's KL is the mean over the {kl_scale} action dimensions (not their "
-            f"sum): target_kl {z['target_kl']} and cg_damping {z['cg_damping']} are translated "
-            f"to max_kl = {kl_scale} x target_kl and cg_damping = {kl_scale} x cg_damping "
-            "(the same steps; see sb3_kl_scale)")
-    overrides: dict[str, Any] = {
-        "n_envs": z["n_envs"],
-        "n_steps": z["n_steps"],
-        "gamma": z["gamma"],
-        "gae_lambda": z["gae_lambda"],
-        "max_kl": z["target_kl"] * kl_scale,
-        "cg_iters": z["cg_max_steps"],
-        "cg_damping": z["cg_damping"] * kl_scale,
-        "ls_shrink": z["line_search_shrinking_factor"],
-        # SB3 makes line_search_max_iter trials in all: the full step + (max_iter - 1) shrinks.
-        "ls_max_backtracks": z["line_search_max_iter"] - 1,
-        "normalize_advantage": z["normalize_advantage"],
-        "value_optimizer": "adam",
-        "value_lr": z["learning_rate"],
-        "value_epochs": z["n_critic_updates"],
-        "value_batch_size": z["batch_size"],
-        "fvp_subsample": 1.0 / z["sub_sampling_factor"],
-        "normalize_obs": bool(z["normalize"]),
-        "normalize_reward": bool(z["normalize"]),
-        "policy_hidden": (64, 64),
-        "value_hidden": (64, 64),
-        "activation": "tanh",
-        "log_std_init": 0.0,
-    }
     if z.get("use_sde"):
-        notes.append("zoo uses gSDE (use_sde=True), not implemented here: plain Gaussian "
-                     "exploration with our own defaults for this env (TRPOConfig.for_env)")
-        return TRPOConfig.for_env(env_id), notes
-    return TRPOConfig.for_env(env_id, **overrides), notes
+        return TRPOConfig.for_env(env_id), [
+            "zoo uses gSDE (use_sde=True), not implemented here: plain Gaussian exploration "
+            "with our own defaults for this env (TRPOConfig.for_env)"]
+    config = TRPOConfig.from_sb3(env_id, **from_sb3_kwargs(env_id))
+    notes = []
+    if config.max_kl != z["target_kl"]:
+        scale = round(config.max_kl / z["target_kl"])
+        notes.append(
+            f"SB3-contrib's KL is the mean over the {scale} action dimensions (not their "
+            f"sum): target_kl {z['target_kl']} and cg_damping {z['cg_damping']} are translated "
+            f"to max_kl = {scale} x target_kl and cg_damping = {scale} x cg_damping "
+            "(the same steps; see TRPOConfig.from_sb3)")
+    return config, notes
 
 
 def machine_info() -> dict[str, Any]:
@@ -137,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-freq", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--tag", default="", help="suffix of the result file name")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
+                        help="folder of the result file (tuning runs: results/sweeps/<topic>)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)
     from rl_adapters.config import parse_overrides
@@ -147,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.overrides:
         config = config.replace(**parse_overrides(args.overrides))
         notes.append(f"overrides: {' '.join(args.overrides)}")
-    out = RESULTS_DIR / f"ours_learn_{env_id}_seed{args.seed}{args.tag}.json"
+    out = args.out_dir / f"ours_learn_{env_id}_seed{args.seed}{args.tag}.json"
     rss_before = peak_rss_mib()
     agent = TRPO(env_id, seed=args.seed, config=config)
     curve: dict[str, list[float]] = {"timesteps": [], "eval_mean": [], "eval_std": []}

@@ -7,6 +7,10 @@ evaluation curves (mean over seeds, thin lines per seed) for each environment, w
 seed, mean over seeds)::
 
     .venv/bin/python benchmarks/bench_trpo_plot.py [--tag ""]
+
+``--tag _c1`` or ``--tag _joint`` draws the tagged runs of ``benchmarks/results/``; a tuning
+run moved to ``benchmarks/results/sweeps/<topic>/`` needs ``--ours-dir`` too, e.g.
+``--ours-dir benchmarks/results/sweeps/pendulum --tag _p2 --out /tmp/p2.png``.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 ENVS = ("CartPole-v1", "Pendulum-v1", "HalfCheetah-v5", "Hopper-v5")
 
 
-def load_runs(side: str, env: str, tag: str) -> dict[int, dict]:
+def load_runs(side: str, env: str, tag: str, folder: Path = RESULTS) -> dict[int, dict]:
     runs = {}
     pattern = re.compile(rf"{side}_learn_{re.escape(env)}_seed(\d+){re.escape(tag)}\.json$")
-    for path in sorted(RESULTS.glob(f"{side}_learn_{env}_seed*.json")):
+    for path in sorted(folder.glob(f"{side}_learn_{env}_seed*.json")):
         m = pattern.match(path.name)
         if m:
             runs[int(m.group(1))] = json.loads(path.read_text())
@@ -40,13 +44,16 @@ def load_runs(side: str, env: str, tag: str) -> dict[int, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tag", default="", help="suffix of our result files")
+    parser.add_argument("--ours-dir", type=Path, default=RESULTS,
+                        help="folder of our result files (default benchmarks/results)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "trpo_learning.png"))
     args = parser.parse_args(argv)
     fig, axes = plt.subplots(1, len(ENVS), figsize=(4.2 * len(ENVS), 3.6))
     for ax, env in zip(axes, ENVS, strict=True):
         for side, color, label in (("ours", "tab:blue", "rl_adapters"),
                                    ("sb3", "tab:orange", "SB3-contrib")):
-            runs = load_runs(side, env, args.tag if side == "ours" else "")
+            runs = (load_runs(side, env, args.tag, args.ours_dir) if side == "ours"
+                    else load_runs(side, env, ""))
             finals = []
             for seed, run in sorted(runs.items()):
                 curve = run.get("curve", {})

@@ -9,7 +9,7 @@ from scipy.sparse.linalg import LinearOperator
 from scipy.sparse.linalg import cg as scipy_cg
 
 import trustregion as tr
-from trustregion import CGStatus
+from trustregion import Status
 
 
 def spd_matrix(n: int, cond: float, rng: np.random.Generator, dtype=np.float64) -> np.ndarray:
@@ -31,7 +31,7 @@ def test_solves_spd_systems_like_numpy(n, log_cond, seed):
     A = spd_matrix(n, cond, rng)
     b = rng.standard_normal(n)
     res = tr.cg(A, b, rtol=1e-10, maxiter=50 * n)
-    assert res.status is CGStatus.CONVERGED, res.message
+    assert res.status is Status.CONVERGED, res.message
     # The recurrence residual drifts from the true one by about eps * cond(A) * ||b||.
     true_residual = np.linalg.norm(A @ res.x - b)
     assert true_residual <= (1e-10 + 1e-14 * cond) * np.linalg.norm(b) * 10
@@ -96,7 +96,7 @@ def test_damping_solves_shifted_system(damping):
 def test_damping_makes_a_singular_psd_matrix_solvable():
     A = np.diag([1.0, 0.0, 2.0])
     b = np.ones(3)
-    assert tr.cg(A, b).status is CGStatus.NEGATIVE_CURVATURE
+    assert tr.cg(A, b).status is Status.NEGATIVE_CURVATURE
     res = tr.cg(A, b, damping=0.5, rtol=1e-12)
     assert res.success
     assert np.allclose(res.x, [1 / 1.5, 1 / 0.5, 1 / 2.5])
@@ -125,7 +125,7 @@ def test_indefinite_matrix_reports_negative_curvature_with_direction():
     A = np.diag([3.0, 1.0, -2.0])
     b = np.array([1.0, 1.0, 1.0])
     res = tr.cg(A, b)
-    assert res.status is CGStatus.NEGATIVE_CURVATURE
+    assert res.status is Status.NEGATIVE_CURVATURE
     assert not res.success
     assert res.direction is not None and res.curvature is not None
     assert res.direction @ A @ res.direction <= 0
@@ -145,16 +145,16 @@ def test_random_indefinite_is_detected_or_solved_exactly(seed, n):
     b = rng.standard_normal(n)
     res = tr.cg(A, b, rtol=1e-10, maxiter=5 * n)
     assert np.all(np.isfinite(res.x))
-    if res.status is CGStatus.NEGATIVE_CURVATURE:
+    if res.status is Status.NEGATIVE_CURVATURE:
         assert res.direction @ A @ res.direction <= 1e-12 * (res.direction @ res.direction)
     else:
-        assert res.status in (CGStatus.CONVERGED, CGStatus.MAX_ITER)
+        assert res.status in (Status.CONVERGED, Status.MAX_ITER)
 
 
 def test_singular_matrix_with_b_outside_range_is_detected():
     A = np.diag([1.0, 0.0])
     res = tr.cg(A, np.array([1.0, 1.0]))
-    assert res.status is CGStatus.NEGATIVE_CURVATURE
+    assert res.status is Status.NEGATIVE_CURVATURE
     assert res.curvature == pytest.approx(0.0, abs=1e-14)
 
 
@@ -186,7 +186,7 @@ def test_converging_on_last_allowed_iteration_counts_as_converged():
     A = np.diag([1.0, 2.0, 3.0])
     b = np.ones(3)
     res = tr.cg(A, b, rtol=1e-12, maxiter=3)
-    assert res.status is CGStatus.CONVERGED and res.nit == 3
+    assert res.status is Status.CONVERGED and res.nit == 3
     _, info = scipy_cg(A, b, rtol=1e-12, maxiter=3)
     assert info == 3  # scipy reports this case as a failure
 
@@ -196,14 +196,14 @@ def test_iteration_limit_reports_max_iter_and_keeps_progress():
     A = spd_matrix(50, 1e4, rng)
     b = rng.standard_normal(50)
     res = tr.cg(A, b, rtol=1e-12, maxiter=5)
-    assert res.status is CGStatus.MAX_ITER and res.nit == 5
+    assert res.status is Status.MAX_ITER and res.nit == 5
     # CG minimizes the A-norm of the error over the Krylov space: progress is monotone there
     # (the residual norm itself need not be).
     e0 = np.linalg.solve(A, b)
     e5 = e0 - res.x
     assert e5 @ A @ e5 < e0 @ A @ e0
     assert np.isclose(res.residual_norm, np.linalg.norm(b - A @ res.x), rtol=1e-6)
-    assert "maxiter" in res.message
+    assert "iteration limit 5" in res.message and res.message.endswith(Status.MAX_ITER.remedy)
 
 
 def test_zero_rhs_returns_zero_without_matvec():
@@ -240,7 +240,7 @@ def test_non_finite_matvec_is_a_status_not_nan(bad):
         return out
 
     res = tr.cg(matvec, np.ones(3))
-    assert res.status is CGStatus.NON_FINITE
+    assert res.status is Status.NON_FINITE
     assert np.all(np.isfinite(res.x))
     assert "non-finite" in res.message
 
@@ -254,13 +254,13 @@ def test_non_finite_matvec_after_some_iterations_keeps_last_good_iterate():
         return A @ v if calls[0] < 3 else np.full(4, np.nan)
 
     res = tr.cg(matvec, np.ones(4), rtol=1e-14)
-    assert res.status is CGStatus.NON_FINITE and res.nit == 2
+    assert res.status is Status.NON_FINITE and res.nit == 2
     assert np.all(np.isfinite(res.x)) and np.any(res.x)
 
 
 def test_indefinite_preconditioner_is_reported():
     res = tr.cg(np.eye(3), np.ones(3), M=-np.eye(3))
-    assert res.status is CGStatus.INDEFINITE_PRECONDITIONER
+    assert res.status is Status.INDEFINITE_PRECONDITIONER
 
 
 @pytest.mark.parametrize(
@@ -268,8 +268,8 @@ def test_indefinite_preconditioner_is_reported():
     [
         (dict(b=np.ones((2, 2))), ValueError, "b must be 1-D"),
         (dict(b=np.array([1.0, np.nan])), ValueError, r"b must be finite, got b\[1\] = nan"),
-        (dict(b=np.array([1.0, 1j])), TypeError, "dtype complex"),
-        (dict(rtol=-1.0), ValueError, "rtol must be finite and >= 0, got -1.0"),
+        (dict(b=np.array([1.0, 2.0], dtype=object)), TypeError, "dtype object"),
+        (dict(rtol=-1.0), ValueError, r"rtol must be a number >= 0 \(inf allowed\), got -1.0"),
         (dict(atol=np.nan), ValueError, "atol"),
         (dict(damping=-0.1), ValueError, "damping must be finite and >= 0, got -0.1"),
         (dict(maxiter=-1), ValueError, "maxiter must be >= 0, got -1"),

@@ -6,7 +6,7 @@ from scipy.optimize import minimize as scipy_minimize
 from solver_problems import SoftmaxRegression
 
 import trustregion as tr
-from trustregion import AscentStatus
+from trustregion import Status
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_model_derivatives_against_finite_differences(model):
 def test_softmax_regression_reaches_the_lbfgs_maximum_likelihood(model, mle, delta):
     steps = []
     res = solve(model, np.zeros(model.dim), delta, gtol=1e-7, callback=steps.append)
-    assert res.status is AscentStatus.CONVERGED and res.success, res.message
+    assert res.status is Status.CONVERGED and res.success, res.message
     np.testing.assert_allclose(res.x, mle, atol=1e-6)
     # near the optimum the curvature-fitted start makes the step Newton's (Fisher = -Hessian)
     assert res.nit <= 20
@@ -117,7 +117,7 @@ def test_linear_objective_keeps_taking_boundary_steps_as_trpo():
         maxiter=5,
         callback=lambda intermediate_result: infos.append(intermediate_result),
     )
-    assert res.status is AscentStatus.MAX_ITER
+    assert res.status is Status.MAX_ITER
     assert [info.step_fraction for info in infos] == [1.0] * 5
     np.testing.assert_allclose(res.x, 5 * np.sqrt(2 * 0.1 / 0.9) * c / np.linalg.norm(c))
 
@@ -161,7 +161,7 @@ def identity(x_ref, u):
 class TestStatuses:
     def test_converged_at_once_when_the_gradient_vanishes(self):
         res = tr.divergence_ascent(quadratic, quadratic_grad, euclid, identity, np.zeros(3), 0.1)
-        assert res.status is AscentStatus.CONVERGED and res.nit == 0 and res.nmp == 0
+        assert res.status is Status.CONVERGED and res.nit == 0 and res.nmp == 0
 
     def test_max_iter(self):
         infos = []
@@ -175,7 +175,7 @@ class TestStatuses:
             maxiter=4,
             callback=lambda intermediate_result: infos.append(intermediate_result),
         )
-        assert res.status is AscentStatus.MAX_ITER and res.nit == 4 and not res.success
+        assert res.status is Status.MAX_ITER and res.nit == 4 and not res.success
         # each step moves a fraction of sqrt(2 delta) (the boundary) straight towards 0
         fractions = [info.step_fraction for info in infos]
         assert all(0.5 < f <= 1.0 for f in fractions)
@@ -194,7 +194,7 @@ class TestStatuses:
             0.1,
             max_failed_searches=3,
         )
-        assert res.status is AscentStatus.LINE_SEARCH_FAILED
+        assert res.status is Status.LINE_SEARCH_FAILED
         assert res.n_failed_searches == 3 and res.nit == 1
         assert res.ndev == 3 * 11  # three searches of max_backtracks + 1 trials, one direction
         np.testing.assert_array_equal(res.x, np.ones(2))
@@ -204,7 +204,7 @@ class TestStatuses:
         res = tr.divergence_ascent(
             quadratic, quadratic_grad, euclid, lambda x_ref, u: -u, np.ones(2), 0.1
         )
-        assert res.status is AscentStatus.STEP_FAILED
+        assert res.status is Status.STEP_FAILED
         np.testing.assert_array_equal(res.x, np.ones(2))
 
     @pytest.mark.parametrize("which", ["grad", "metric_product"])
@@ -219,7 +219,7 @@ class TestStatuses:
             return u * (np.nan if which == "metric_product" and calls[0] > 2 else 1.0)
 
         res = tr.divergence_ascent(quadratic, grad, euclid, metric, np.full(2, 10.0), 0.1)
-        assert res.status is AscentStatus.NON_FINITE
+        assert res.status is Status.NON_FINITE
         assert which in res.message
         assert np.all(np.isfinite(res.x)) and np.all(np.isfinite(res.grad))
         assert res.fun == quadratic(res.x)
@@ -231,7 +231,7 @@ class TestStatuses:
         res = tr.divergence_ascent(
             quadratic, quadratic_grad, euclid, identity, np.ones(2), 0.1, callback=stop
         )
-        assert res.status is AscentStatus.CALLBACK_STOP and res.nit == 1
+        assert res.status is Status.CALLBACK_STOP and res.nit == 1
 
 
 @pytest.mark.parametrize(

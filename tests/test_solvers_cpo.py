@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 import trustregion as tr
-from trustregion import CPOStatus
+from trustregion import Status
 
 
 def random_problem(seed, n):
@@ -30,9 +30,9 @@ def constraint_bounds(H, g, b, delta):
 def c_for_case(case, H, g, b, delta, u):
     """A constraint value that puts the problem in ``case``; u in (0, 1) picks where."""
     L, U = constraint_bounds(H, g, b, delta)
-    if case is CPOStatus.INACTIVE:
+    if case is Status.INACTIVE:
         return L - (0.01 + u) * abs(U)
-    if case is CPOStatus.ACTIVE:
+    if case is Status.ACTIVE:
         return L + (0.05 + 0.9 * u) * (U - L)
     return U * (1.05 + u)
 
@@ -65,7 +65,7 @@ def slsqp_recovery(H, b, delta):
     return checked(res)
 
 
-CASES = [CPOStatus.INACTIVE, CPOStatus.ACTIVE, CPOStatus.RECOVERY]
+CASES = [Status.INACTIVE, Status.ACTIVE, Status.RECOVERY]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -76,7 +76,7 @@ def test_matches_slsqp_in_each_case(case, seed, n, u):
     c = c_for_case(case, H, g, b, delta, u)
     res = tr.cpo_step(g, b, c, H.dot, delta, cg_iters=n)
     assert res.status is case, res.message
-    if case is CPOStatus.RECOVERY:
+    if case is Status.RECOVERY:
         reference = slsqp_recovery(H, b, delta)
     else:
         reference = slsqp(H, g, b, c, delta)
@@ -97,7 +97,7 @@ def test_kkt_conditions_hold(seed, n, c_scale):
     assert res.predicted_constraint == pytest.approx(b @ x + c, rel=1e-8, abs=1e-12)
     assert res.expected_improvement == pytest.approx(g @ x, rel=1e-12, abs=1e-15)
     assert divergence <= delta * (1 + 1e-9)
-    if res.status is CPOStatus.RECOVERY:
+    if res.status is Status.RECOVERY:
         # the whole region violates the constraint (up to rounding where it touches the
         # hyperplane); the step lowers it the most
         assert b @ x + c >= -1e-9 * abs(c)
@@ -113,16 +113,16 @@ def test_kkt_conditions_hold(seed, n, c_scale):
     np.testing.assert_array_less(np.abs(g - res.nu * b - res.lam * H @ x), 1e-8 * terms.max())
     assert res.nu * abs(b @ x + c) <= 1e-9 * max(1.0, res.nu * (abs(c) + np.abs(b) @ np.abs(x)))
     assert res.lam * abs(divergence - delta) <= 1e-9 * max(1.0, res.lam * delta)
-    if res.status is CPOStatus.INACTIVE:
+    if res.status is Status.INACTIVE:
         assert res.nu == 0
 
 
 def test_inactive_case_is_exactly_the_natural_gradient_step():
     H, g, b, delta, _ = random_problem(7, 6)
-    c = c_for_case(CPOStatus.INACTIVE, H, g, b, delta, 0.5)
+    c = c_for_case(Status.INACTIVE, H, g, b, delta, 0.5)
     res = tr.cpo_step(g, b, c, H.dot, delta, cg_iters=6)
     trpo = tr.natural_gradient_step(g, H.dot, delta, cg_iters=6)
-    assert res.status is CPOStatus.INACTIVE and res.nu == 0
+    assert res.status is Status.INACTIVE and res.nu == 0
     np.testing.assert_allclose(res.step, trpo.step, rtol=1e-10)
 
 
@@ -130,13 +130,13 @@ def test_whole_region_feasible_is_the_trpo_step_even_when_r_is_positive():
     H = np.eye(2)
     g, b = np.array([1.0, 0.0]), np.array([1.0, 0.0])  # r > 0: the step raises the cost
     res = tr.cpo_step(g, b, -10.0, H.dot, 0.5)  # but the hyperplane is 10 away, reach 1
-    assert res.status is CPOStatus.INACTIVE
+    assert res.status is Status.INACTIVE
     np.testing.assert_allclose(res.step, [1.0, 0.0])
 
 
 def test_damping_is_the_same_as_a_damped_matrix():
     H, g, b, delta, _ = random_problem(3, 5)
-    c = c_for_case(CPOStatus.ACTIVE, H, g, b, delta, 0.3)
+    c = c_for_case(Status.ACTIVE, H, g, b, delta, 0.3)
     damped = tr.cpo_step(g, b, c, H.dot, delta, damping=0.1, cg_iters=5)
     explicit = tr.cpo_step(g, b, c, (H + 0.1 * np.eye(5)).dot, delta, cg_iters=5)
     np.testing.assert_allclose(damped.step, explicit.step, rtol=1e-10)
@@ -158,24 +158,24 @@ class TestDegenerate:
     def test_zero_b_feasible_is_trpo(self):
         g = np.array([1.0, 2.0])
         res = tr.cpo_step(g, np.zeros(2), -1.0, np.eye(2).dot, 0.5)
-        assert res.status is CPOStatus.INACTIVE and res.cg_b is None
+        assert res.status is Status.INACTIVE and res.cg_b is None
         np.testing.assert_allclose(res.step, g / np.linalg.norm(g))
 
     def test_zero_b_infeasible_has_no_direction(self):
         res = tr.cpo_step(np.ones(2), np.zeros(2), 1.0, np.eye(2).dot, 0.5)
-        assert res.status is CPOStatus.INFEASIBLE_NO_DIRECTION
+        assert res.status is Status.INFEASIBLE_NO_DIRECTION
         assert not np.any(res.step)
 
     def test_zero_g_feasible_point_stays(self):
         res = tr.cpo_step(np.zeros(3), np.ones(3), -0.1, np.eye(3).dot, 0.5)
-        assert res.status is CPOStatus.INACTIVE
+        assert res.status is Status.INACTIVE
         assert not np.any(res.step)
 
     def test_zero_g_infeasible_point_moves_to_the_nearest_feasible_point(self):
         H = np.diag([1.0, 2.0, 4.0])
         b = np.ones(3)
         res = tr.cpo_step(np.zeros(3), b, 0.1, H.dot, 0.5)
-        assert res.status is CPOStatus.ACTIVE
+        assert res.status is Status.ACTIVE
         w = np.linalg.solve(H, b)
         np.testing.assert_allclose(res.step, -0.1 / (b @ w) * w, rtol=1e-12)
         assert np.all(np.isfinite(res.step))
@@ -197,19 +197,19 @@ class TestDegenerate:
         H = np.eye(2)
         b = np.array([1.0, 0.0])
         res = tr.cpo_step(np.array([0.0, 1.0]), b, 1.0, H.dot, 0.5)  # reach sqrt(2 delta) = 1
-        assert res.status is CPOStatus.RECOVERY
+        assert res.status is Status.RECOVERY
         np.testing.assert_allclose(res.step, [-1.0, 0.0])
 
 
 class TestFailures:
     def test_non_positive_curvature(self):
         res = tr.cpo_step(np.ones(2), np.ones(2), 0.0, lambda u: -u, 0.1)
-        assert res.status is CPOStatus.NON_POSITIVE_CURVATURE
+        assert res.status is Status.NEGATIVE_CURVATURE
         assert not np.any(res.step) and "damping" in res.message
 
     def test_non_finite_hvp(self):
         res = tr.cpo_step(np.ones(2), np.ones(2), 0.0, lambda u: u * np.nan, 0.1)
-        assert res.status is CPOStatus.NON_FINITE
+        assert res.status is Status.NON_FINITE
         assert not np.any(res.step)
 
 

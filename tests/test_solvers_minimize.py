@@ -15,7 +15,7 @@ from scipy.sparse.linalg import aslinearoperator
 from solver_problems import Problem, make_problems
 
 import trustregion as tr
-from trustregion import MinimizeStatus
+from trustregion import Status
 
 PROBLEMS = make_problems()
 
@@ -60,7 +60,7 @@ def test_reaches_the_known_minimizer_and_scipy_s_point(P, runs):
     ours, ref, _ = runs[P.name]
     scale = np.maximum(1.0, np.abs(P.x_star))
     assert ours.success, ours.message
-    assert ours.status is MinimizeStatus.SUCCESS and ours.status == 0
+    assert ours.reason is Status.CONVERGED and ours.status == 0
     assert np.all(np.abs(ours.x - P.x_star) <= P.x_tol * scale)
     assert np.all(np.abs(ours.x - ref.x) <= P.x_tol * scale)
     assert ours.fun == pytest.approx(ref.fun, rel=1e-6, abs=1e-10)
@@ -198,7 +198,7 @@ class TestCallback:
         calls = []
         res = tr.minimize(rosen, [-1.2, 1.0], jac=rosen_der, hessp=rosen_hess_prod,
                           callback=callback)  # fmt: skip
-        assert res.status == MinimizeStatus.CALLBACK_STOP == 99
+        assert res.reason is Status.CALLBACK_STOP and res.status == 99
         assert not res.success
         assert res.nit == 3
 
@@ -215,7 +215,7 @@ def test_cg_maxiter_caps_every_subproblem():
     P = next(P for P in PROBLEMS if P.name == "quadratic_ill_30")
     res = run_ours(P, cg_maxiter=3, maxiter=40)
     assert res.nhev <= 3 * res.nit
-    assert res.status in (MinimizeStatus.SUCCESS, MinimizeStatus.MAX_ITER)
+    assert res.reason in (Status.CONVERGED, Status.MAX_ITER)
     assert np.all(np.isfinite(res.x))
 
 
@@ -233,7 +233,7 @@ def test_inner_cap_ends_subproblems_that_never_converge():
     )
     # every subproblem, including the last (not counted in nit), made at most 6 products
     assert res.nhev <= 6 * (res.nit + 1)
-    assert res.status in (MinimizeStatus.NO_PREDICTED_DECREASE, MinimizeStatus.MAX_ITER)
+    assert res.reason in (Status.NO_PREDICTED_DECREASE, Status.MAX_ITER)
     assert np.all(np.isfinite(res.x)) and res.fun <= 2.0
 
 
@@ -260,7 +260,7 @@ class TestNonFinite:
         funcs = {"fun": rosen, "jac": rosen_der, "hessp": rosen_hess_prod}
         funcs[which] = self.after(6, funcs[which])
         res = tr.minimize(funcs["fun"], [-1.2, 1.0], jac=funcs["jac"], hessp=funcs["hessp"])
-        assert res.status is MinimizeStatus.NON_FINITE
+        assert res.reason is Status.NON_FINITE
         assert not res.success
         assert which in res.message
         assert np.all(np.isfinite(res.x)) and np.isfinite(res.fun)
@@ -271,7 +271,7 @@ class TestNonFinite:
     def test_inf_objective_at_a_trial_point(self):
         res = tr.minimize(lambda x: rosen(x) if x[0] < 0 else np.inf, [-1.2, 1.0],
                           jac=rosen_der, hessp=rosen_hess_prod)  # fmt: skip
-        assert res.status is MinimizeStatus.NON_FINITE
+        assert res.reason is Status.NON_FINITE
         assert res.x[0] < 0 and np.isfinite(res.fun)
 
 
@@ -289,7 +289,7 @@ def test_step_too_small_is_reported_when_the_gradient_is_wrong():
 
     ours = tr.minimize(fun, [3.0], jac=jac, hessp=hessp)
     ref = scipy_minimize(fun, [3.0], jac=jac, hessp=hessp, method="trust-ncg")
-    assert ours.status is MinimizeStatus.STEP_TOO_SMALL
+    assert ours.reason is Status.STEP_TOO_SMALL
     assert "inconsistent" in ours.message
     assert ref.status == 2  # scipy stops when its predicted reduction rounds to zero
     np.testing.assert_array_equal(ours.x, ref.x)
@@ -330,7 +330,7 @@ class TestPreconditioned:
     def test_indefinite_preconditioner_is_a_status(self):
         res = tr.minimize(rosen, [-1.2, 1.0], jac=rosen_der, hessp=rosen_hess_prod,
                           options={"preconditioner": -np.eye(2)})  # fmt: skip
-        assert res.status is MinimizeStatus.INDEFINITE_PRECONDITIONER
+        assert res.reason is Status.INDEFINITE_PRECONDITIONER
         np.testing.assert_array_equal(res.x, [-1.2, 1.0])
 
     def test_wrong_shape_preconditioner_raises(self):

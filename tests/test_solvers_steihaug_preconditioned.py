@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trustregion as tr
-from trustregion import SteihaugStatus
+from trustregion import Status
 
 
 def model(g, H, p):
@@ -55,10 +55,10 @@ def test_step_in_the_ellipsoid_with_at_least_the_preconditioned_cauchy_decrease(
     radius = 10.0**log_radius
     res = tr.steihaug_cg(H.dot, g, radius, M=M)
     assert res.status in (
-        SteihaugStatus.INTERIOR,
-        SteihaugStatus.BOUNDARY,
-        SteihaugStatus.NEGATIVE_CURVATURE,
-        SteihaugStatus.MAX_ITER,
+        Status.CONVERGED,
+        Status.BOUNDARY,
+        Status.NEGATIVE_CURVATURE,
+        Status.MAX_ITER,
     )
     assert m_norm(res.p, M) <= radius * (1 + 1e-9)
     if res.hits_boundary:
@@ -85,7 +85,7 @@ def test_equals_plain_steihaug_on_the_transformed_problem(n, seed, log_radius):
     radius = 10.0**log_radius
     res = tr.steihaug_cg(H.dot, g, radius, M=M, rtol=1e-12, maxiter=n)
     ref = tr.steihaug_cg((L.T @ H @ L).dot, L.T @ g, radius, rtol=1e-12, maxiter=n)
-    if SteihaugStatus.INTERIOR not in (res.status, ref.status):
+    if Status.CONVERGED not in (res.status, ref.status):
         assert res.status is ref.status
         assert res.nit == ref.nit
     np.testing.assert_allclose(res.p, L @ ref.p, rtol=1e-6, atol=1e-8 * radius)
@@ -114,7 +114,7 @@ def test_exact_inverse_gives_the_newton_step_in_one_product():
     newton = -np.linalg.solve(H, g)
     res = tr.steihaug_cg(H.dot, g, radius=2 * m_norm(newton, np.linalg.inv(H)),
                          M=np.linalg.inv(H), rtol=1e-8)  # fmt: skip
-    assert res.status is SteihaugStatus.INTERIOR
+    assert res.status is Status.CONVERGED
     assert res.nhev == 1
     np.testing.assert_allclose(res.p, newton, rtol=1e-8)
     plain = tr.steihaug_cg(H.dot, g, radius=2 * np.linalg.norm(newton), rtol=1e-8)
@@ -127,7 +127,7 @@ def test_negative_curvature_at_once_goes_to_the_ellipsoid_boundary_along_minus_M
     M = np.diag([1.0, 4.0, 0.25, 2.0, 0.5])
     g = rng.standard_normal(5)
     res = tr.steihaug_cg(H.dot, g, 0.7, M=M)
-    assert res.status is SteihaugStatus.NEGATIVE_CURVATURE and res.nhev == 1
+    assert res.status is Status.NEGATIVE_CURVATURE and res.nhev == 1
     expected = -M @ g * 0.7 / np.sqrt(g @ M @ g)
     np.testing.assert_allclose(res.p, expected, rtol=1e-12)
 
@@ -148,19 +148,19 @@ def test_callable_and_linear_operator_preconditioners():
 def test_indefinite_preconditioner_is_a_status_not_a_nan():
     H = np.eye(3)
     res = tr.steihaug_cg(H.dot, np.ones(3), 1.0, M=-np.eye(3))
-    assert res.status is SteihaugStatus.INDEFINITE_PRECONDITIONER
+    assert res.status is Status.INDEFINITE_PRECONDITIONER
     assert res.nit == 0 and not np.any(res.p)
     # indefinite only along a later residual
     M = np.diag([1.0, -1.0])
     res = tr.steihaug_cg(np.array([[2.0, 1.0], [1.0, 2.0]]).dot, np.array([1.0, 0.0]), 10.0,
                          M=M, rtol=1e-12)  # fmt: skip
-    assert res.status is SteihaugStatus.INDEFINITE_PRECONDITIONER
+    assert res.status is Status.INDEFINITE_PRECONDITIONER
     assert res.nit == 1 and np.all(np.isfinite(res.p)) and np.any(res.p)
 
 
 def test_non_finite_preconditioner_output_is_a_status():
     res = tr.steihaug_cg(np.eye(2).dot, np.ones(2), 1.0, M=lambda r: r * np.nan)
-    assert res.status is SteihaugStatus.NON_FINITE
+    assert res.status is Status.NON_FINITE
     assert not np.any(res.p)
 
 

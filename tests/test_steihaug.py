@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import trustregion as tr
-from trustregion import SteihaugStatus
+from trustregion import Status
 from trustregion.core.steihaug import boundary_intersections
 
 
@@ -60,7 +60,7 @@ def test_negative_definite_goes_to_the_boundary(n, seed, log_radius):
     g = rng.standard_normal(n)
     radius = 10.0**log_radius
     res = tr.steihaug_cg(H.dot, g, radius)
-    assert res.status is SteihaugStatus.NEGATIVE_CURVATURE
+    assert res.status is Status.NEGATIVE_CURVATURE
     assert res.hits_boundary
     assert np.linalg.norm(res.p) == pytest.approx(radius, rel=1e-12)
     # at the first iteration the direction is -g, and the better root is along -g
@@ -73,7 +73,7 @@ def test_negative_curvature_later_picks_the_lower_model_boundary_point():
     g = np.array([1.0, 0.1])
     radius = 5.0
     res = tr.steihaug_cg(H.dot, g, radius, rtol=1e-12)
-    assert res.status is SteihaugStatus.NEGATIVE_CURVATURE and res.nit == 2
+    assert res.status is Status.NEGATIVE_CURVATURE and res.nit == 2
     # One CG step by hand, then both boundary points along the second direction.
     d0 = -g
     alpha = (g @ g) / (d0 @ H @ d0)
@@ -97,7 +97,7 @@ def test_interior_solution_is_the_newton_step(n, seed):
     g = rng.standard_normal(n)
     newton = -np.linalg.solve(H, g)
     res = tr.steihaug_cg(H.dot, g, 10 * np.linalg.norm(newton), rtol=1e-12, maxiter=10 * n)
-    assert res.status is SteihaugStatus.INTERIOR
+    assert res.status is Status.CONVERGED
     assert np.allclose(res.p, newton, rtol=1e-7, atol=1e-9)
 
 
@@ -107,7 +107,7 @@ def test_default_forcing_tolerance_is_scipys():
     g = np.full(20, 0.01)
     res = tr.steihaug_cg(H.dot, g, 100.0)
     gn = np.linalg.norm(g)
-    assert res.status is SteihaugStatus.INTERIOR
+    assert res.status is Status.CONVERGED
     assert res.residual_norm <= min(0.5, np.sqrt(gn)) * gn * (1 + 1e-9)
 
 
@@ -115,7 +115,7 @@ def test_boundary_step_when_newton_step_is_outside():
     H = np.eye(3)
     g = np.array([3.0, 0.0, 4.0])
     res = tr.steihaug_cg(H.dot, g, 1.0)
-    assert res.status is SteihaugStatus.BOUNDARY
+    assert res.status is Status.BOUNDARY
     assert np.allclose(res.p, -g / 5.0)
 
 
@@ -123,19 +123,19 @@ def test_iteration_cap():
     H = np.diag(np.arange(1.0, 51.0))
     g = np.ones(50)
     res = tr.steihaug_cg(H.dot, g, 1e3, rtol=1e-14, maxiter=3)
-    assert res.status is SteihaugStatus.MAX_ITER and res.nit == 3 and res.nhev == 3
+    assert res.status is Status.MAX_ITER and res.nit == 3 and res.nhev == 3
     assert res.predicted_reduction > 0
 
 
 def test_zero_gradient_returns_zero_step_without_hessp():
     res = tr.steihaug_cg(lambda v: pytest.fail("hessp called"), np.zeros(3), 1.0)
-    assert res.status is SteihaugStatus.INTERIOR and res.nhev == 0
+    assert res.status is Status.CONVERGED and res.nhev == 0
     assert np.array_equal(res.p, np.zeros(3))
 
 
 def test_non_finite_hessp_is_a_status():
     res = tr.steihaug_cg(lambda v: np.full_like(v, np.nan), np.ones(2), 1.0)
-    assert res.status is SteihaugStatus.NON_FINITE
+    assert res.status is Status.NON_FINITE
     assert np.all(np.isfinite(res.p))
 
 

@@ -13,14 +13,11 @@ The core never imports ``rl_adapters``, Gymnasium or a deep-learning framework.
 from trustregion import distributions
 from trustregion.core import (
     CGResult,
-    CGStatus,
     LineSearchResult,
-    LineSearchStatus,
     NaturalStepResult,
     ScaledStep,
+    Status,
     SteihaugResult,
-    SteihaugStatus,
-    StepStatus,
     backtracking_line_search,
     cg,
     natural_gradient_step,
@@ -28,11 +25,9 @@ from trustregion.core import (
     steihaug_cg,
 )
 from trustregion.solvers import (
+    SCIPY_STATUS_CODES,
     AscentResult,
-    AscentStatus,
-    CPOStatus,
     CPOStepResult,
-    MinimizeStatus,
     cpo_step,
     divergence_ascent,
     minimize,
@@ -41,20 +36,15 @@ from trustregion.solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "SCIPY_STATUS_CODES",
     "AscentResult",
-    "AscentStatus",
     "CGResult",
-    "CGStatus",
-    "CPOStatus",
     "CPOStepResult",
     "LineSearchResult",
-    "LineSearchStatus",
-    "MinimizeStatus",
     "NaturalStepResult",
     "ScaledStep",
+    "Status",
     "SteihaugResult",
-    "SteihaugStatus",
-    "StepStatus",
     "__version__",
     "backtracking_line_search",
     "cg",

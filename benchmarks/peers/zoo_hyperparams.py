@@ -1,7 +1,8 @@
 """rl-baselines3-zoo hyperparameters for SB3-contrib TRPO, as plain Python data.
 
 Both sides of the TRPO benchmark import this module (it needs neither torch nor SB3), so the
-peer and our agent are configured from one place.
+peer and our agent are configured from one place: the peer passes :func:`trpo_kwargs` to
+``sb3_contrib.TRPO``, our side passes the same entry to ``rl_adapters.TRPOConfig.from_sb3``.
 
 Source: ``DLR-RM/rl-baselines3-zoo``, file ``hyperparams/trpo.yml`` (read at commit
 13a3fe74510342bc368b09d459d8117e470ab620). The zoo lists ``HalfCheetah-v4`` and ``Hopper-v4``
@@ -17,13 +18,33 @@ Each entry of :data:`ZOO_TRPO` holds exactly the zoo's keys:
   rewards.
 - every other key is a keyword argument of ``sb3_contrib.TRPO``.
 
-Keys the zoo does not set take SB3-contrib's defaults, listed in :data:`SB3_TRPO_DEFAULTS`
-(sb3-contrib 2.9.2) and :data:`SB3_POLICY_DEFAULTS`; :func:`effective_config` merges them.
+Keys the zoo does not set take SB3-contrib's defaults, :data:`SB3_TRPO_DEFAULTS` (sb3-contrib
+2.9.2) and :data:`SB3_POLICY_DEFAULTS`, defined in ``rl_adapters.config`` next to
+``TRPOConfig.from_sb3``; :func:`effective_config` merges them.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+# SB3's defaults live with the translation to our config, which is useful beyond benchmarks.
+from rl_adapters.config import (
+    SB3_POLICY_DEFAULTS,
+    SB3_TRPO_DEFAULTS,
+    SB3_VECNORMALIZE_DEFAULTS,
+)
+
+__all__ = [
+    "SB3_POLICY_DEFAULTS",
+    "SB3_TRPO_DEFAULTS",
+    "SB3_VECNORMALIZE_DEFAULTS",
+    "ZOO_RUNNER_KEYS",
+    "ZOO_SOURCE",
+    "ZOO_TRPO",
+    "effective_config",
+    "from_sb3_kwargs",
+    "trpo_kwargs",
+]
 
 ZOO_SOURCE = {
     "repository": "DLR-RM/rl-baselines3-zoo",
@@ -80,43 +101,6 @@ ZOO_TRPO: dict[str, dict[str, Any]] = {
 # The zoo keys that are not arguments of ``TRPO(...)``.
 ZOO_RUNNER_KEYS = ("n_envs", "n_timesteps", "policy", "normalize")
 
-# sb3_contrib.TRPO.__init__ defaults (sb3-contrib 2.9.2) for the keys the zoo may leave out.
-SB3_TRPO_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 1e-3,
-    "n_steps": 2048,
-    "batch_size": 128,
-    "gamma": 0.99,
-    "cg_max_steps": 15,
-    "cg_damping": 0.1,
-    "line_search_shrinking_factor": 0.8,
-    "line_search_max_iter": 10,
-    "n_critic_updates": 10,
-    "gae_lambda": 0.95,
-    "use_sde": False,
-    "sde_sample_freq": -1,
-    "normalize_advantage": True,
-    "target_kl": 0.01,
-    "sub_sampling_factor": 1,
-}
-
-# stable_baselines3 ActorCriticPolicy defaults used by TRPO's "MlpPolicy" (SB3 2.9.2).
-SB3_POLICY_DEFAULTS: dict[str, Any] = {
-    "net_arch": {"pi": [64, 64], "vf": [64, 64]},  # separate policy and value networks
-    "activation_fn": "tanh",
-    "ortho_init": True,  # gain sqrt(2) hidden, 0.01 policy head, 1 value head
-    "log_std_init": 0.0,  # state-independent log std for Box actions
-    "optimizer": "Adam(eps=1e-5)",  # one Adam over all parameters; TRPO drops the actor's grads
-}
-
-# VecNormalize defaults (SB3 2.9.2) applied when ``normalize`` is true; gamma follows the algorithm.
-SB3_VECNORMALIZE_DEFAULTS: dict[str, Any] = {
-    "norm_obs": True,
-    "norm_reward": True,
-    "clip_obs": 10.0,
-    "clip_reward": 10.0,
-    "epsilon": 1e-8,
-}
-
 
 def trpo_kwargs(env_id: str) -> dict[str, Any]:
     """Return the zoo's keyword arguments for ``sb3_contrib.TRPO`` on ``env_id``.
@@ -145,3 +129,20 @@ def effective_config(env_id: str) -> dict[str, Any]:
     if env_id not in ZOO_TRPO:
         raise ValueError(f"env_id={env_id!r} has no zoo TRPO entry; known: {sorted(ZOO_TRPO)}")
     return {"normalize": False, **SB3_TRPO_DEFAULTS, **ZOO_TRPO[env_id]}
+
+
+def from_sb3_kwargs(env_id: str) -> dict[str, Any]:
+    """Return the zoo's entry for ``env_id`` as ``rl_adapters.TRPOConfig.from_sb3`` takes it.
+
+    That is every key but ``n_timesteps`` (the budget, passed to ``learn``):
+    ``from_sb3`` translates ``TRPO``'s arguments and the zoo's ``n_envs``, ``policy`` and
+    ``normalize``.
+
+    Examples
+    --------
+    >>> sorted(from_sb3_kwargs("CartPole-v1"))[:3]
+    ['batch_size', 'cg_damping', 'gae_lambda']
+    """
+    if env_id not in ZOO_TRPO:
+        raise ValueError(f"env_id={env_id!r} has no zoo TRPO entry; known: {sorted(ZOO_TRPO)}")
+    return {k: v for k, v in ZOO_TRPO[env_id].items() if k != "n_timesteps"}

@@ -4,31 +4,27 @@ Each piece does one thing and is combined by the caller (see ``natural_gradient_
 for the composition TRPO uses).
 """
 
-from trustregion.core.cg import CGResult, CGStatus, cg
+from trustregion.core.cg import CGResult, cg
 from trustregion.core.line_search import (
     LineSearchResult,
-    LineSearchStatus,
     backtracking_line_search,
 )
-from trustregion.core.steihaug import SteihaugResult, SteihaugStatus, steihaug_cg
+from trustregion.core.status import Status
+from trustregion.core.steihaug import SteihaugResult, steihaug_cg
 from trustregion.core.step import (
     NaturalStepResult,
     ScaledStep,
-    StepStatus,
     natural_gradient_step,
     scale_step,
 )
 
 __all__ = [
     "CGResult",
-    "CGStatus",
     "LineSearchResult",
-    "LineSearchStatus",
     "NaturalStepResult",
     "ScaledStep",
+    "Status",
     "SteihaugResult",
-    "SteihaugStatus",
-    "StepStatus",
     "backtracking_line_search",
     "cg",
     "natural_gradient_step",

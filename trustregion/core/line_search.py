@@ -11,43 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
 from trustregion.core import _validation as v
+from trustregion.core.status import Status, render
 
-
-class LineSearchStatus(IntEnum):
-    """Outcome of :func:`backtracking_line_search`.
-
-    When no trial is accepted, the status names why the *last* trial was rejected.
-    """
-
-    ACCEPTED = 0
-    """A trial was accepted."""
-    NO_IMPROVEMENT = 1
-    """The objective did not improve on ``f0`` (or fell short of ``accept_ratio``)."""
-    CONSTRAINT_VIOLATED = 2
-    """The constraint exceeded ``constraint_slack * max_constraint``."""
-    NON_FINITE = 3
-    """``evaluate`` returned a non-finite objective or constraint."""
-
-
-_MESSAGES = {
-    LineSearchStatus.ACCEPTED: "accepted step fraction {frac:.4g} after {nb} backtracks",
-    LineSearchStatus.NO_IMPROVEMENT: (
-        "no trial improved the objective in {nt} trials; parameters left at x0 (the gradient "
-        "may be noise-dominated, or the step too large: lower delta or raise max_backtracks)"
+# What the line search measured, per status; render() appends the remedy. When no trial is
+# accepted, the status names why the *last* trial was rejected.
+_WHAT_HAPPENED = {
+    Status.ACCEPTED: "accepted step fraction {frac:.4g} after {nb} backtracks",
+    Status.NO_IMPROVEMENT: (
+        "no trial improved the objective in {nt} trials; parameters left at x0"
     ),
-    LineSearchStatus.CONSTRAINT_VIOLATED: (
-        "every trial broke the constraint bound {bound:.4g} in {nt} trials; parameters left at "
-        "x0 (raise max_backtracks or check the constraint's Hessian-vector product)"
+    Status.CONSTRAINT_VIOLATED: (
+        "every trial broke the constraint bound {bound:.4g} in {nt} trials; parameters left "
+        "at x0"
     ),
-    LineSearchStatus.NON_FINITE: (
-        "the objective or constraint was not finite at the last of {nt} trials; parameters "
-        "left at x0"
+    Status.NON_FINITE: (
+        "evaluate returned a non-finite objective or constraint at the last of {nt} trials; "
+        "parameters left at x0"
     ),
 }
 
@@ -73,8 +57,11 @@ class LineSearchResult:
         The constraint at the returned ``x`` (0.0 when rejected: ``x0`` is the reference).
     f0 : float
         The baseline objective at ``x0``.
-    status : LineSearchStatus
+    status : Status
+        ``ACCEPTED``, or why the last trial was rejected: ``NO_IMPROVEMENT``,
+        ``CONSTRAINT_VIOLATED`` or ``NON_FINITE``.
     message : str
+        What happened and what to try.
     """
 
     x: np.ndarray
@@ -87,8 +74,31 @@ class LineSearchResult:
     objective: float
     constraint: float
     f0: float
-    status: LineSearchStatus
+    status: Status
     message: str
+
+    @property
+    def success(self) -> bool:
+        """The same as ``accepted``, under the name every other result uses."""
+        return self.accepted
+
+
+_EPS = float(np.finfo(np.float64).eps)
+# expected_improvement in [-_IMPROVEMENT_ROUNDING max(1, |f0|), 0) is rounding of g^T s
+_IMPROVEMENT_ROUNDING = 1000 * _EPS
+
+
+def _real(name: str, value: Any) -> float:
+    """``value`` as a finite float (sign checked by the caller), or raise."""
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(out):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return out
 
 
 def _evaluate(evaluate: Callable[[np.ndarray], Any], x: np.ndarray) -> tuple[float, float]:
@@ -116,6 +126,7 @@ def backtracking_line_search(
     accept_ratio: float = 0.0,
     constraint_slack: float = 1.0,
     f0: float | None = None,
+    constraint_rtol: float = 32 * _EPS,
 ) -> LineSearchResult:
     r"""Backtrack along ``full_step`` until the objective improves within the constraint.
 
@@ -126,11 +137,13 @@ def backtracking_line_search(
 
         f_k - f_0 > 0, \qquad
         f_k - f_0 \ge r\, \rho^k\, \hat{\imath} \;\; (\text{only if } r > 0), \qquad
-        c_k \le \sigma\, c_{\max},
+        c_k \le \sigma\, c_{\max} (1 + \tau),
 
     all finite, where :math:`\hat\imath` is ``expected_improvement`` (the linear model's
     prediction for the full step), :math:`r` is ``accept_ratio`` and :math:`\sigma` is
-    ``constraint_slack``. TRPO uses :math:`\rho = 0.8`, :math:`K = 10`, :math:`r = 0` (SB3) or
+    ``constraint_slack`` and :math:`\tau` is ``constraint_rtol``, 32 ulps by default, so that
+    a step scaled exactly onto a quadratic constraint's boundary is not rejected by the
+    rounding of :math:`c_k`. TRPO uses :math:`\rho = 0.8`, :math:`K = 10`, :math:`r = 0` (SB3) or
     :math:`r = 0.1` (the original paper's code), :math:`\sigma = 1` (or 1.5 as in OpenAI
     Baselines). A trial with NaN or inf is rejected, never accepted. If no trial is accepted,
     ``x0`` is returned unchanged with ``accepted=False``.
@@ -145,7 +158,9 @@ def backtracking_line_search(
     full_step : array_like, shape (n,)
         The full step :math:`s` (e.g. from :func:`natural_gradient_step`).
     expected_improvement : float
-        Predicted improvement for the full step, :math:`g^T s` (>= 0).
+        Predicted improvement for the full step, :math:`g^T s` (>= 0). A value slightly
+        below zero from rounding (down to ``-1000 eps max(1, |f0|)``) counts as 0; a clearly
+        negative one raises: the step is not an ascent direction.
     max_constraint : float
         Constraint bound :math:`c_{\max} > 0` (the KL bound :math:`\delta`).
     shrink : float
@@ -158,6 +173,10 @@ def backtracking_line_search(
         :math:`\sigma > 0`.
     f0 : float, optional
         Objective at ``x0``; evaluated once if not given.
+    constraint_rtol : float
+        :math:`\tau \ge 0`, relative tolerance of the constraint test (default ``32 eps``, about
+        7e-15: the rounding of a quadratic form in up to ~100 variables lands within 15 ulps of
+        its exact value; a KL evaluated otherwise is not affected by so small a tolerance).
 
     Returns
     -------
@@ -178,12 +197,13 @@ def backtracking_line_search(
     full_step = v.float_vector("full_step", full_step)
     if full_step.shape != x0.shape:
         raise ValueError(f"full_step must have shape {x0.shape} like x0, got {full_step.shape}")
-    expected_improvement = v.nonnegative("expected_improvement", expected_improvement)
+    expected_improvement = _real("expected_improvement", expected_improvement)
     max_constraint = v.positive("max_constraint", max_constraint)
     shrink = v.fraction_open("shrink", shrink)
     max_backtracks = v.count("max_backtracks", max_backtracks)
     accept_ratio = v.nonnegative("accept_ratio", accept_ratio)
     constraint_slack = v.positive("constraint_slack", constraint_slack)
+    constraint_rtol = v.nonnegative("constraint_rtol", constraint_rtol)
     v.function("evaluate", evaluate)
     if f0 is None:
         f0, _ = _evaluate(evaluate, x0.copy())
@@ -194,12 +214,23 @@ def backtracking_line_search(
             raise TypeError(f"f0 must be a real number, got {f0!r}") from None
     if not np.isfinite(f0):
         raise ValueError(f"the objective at x0 (f0) must be finite, got {f0}")
+    if expected_improvement < 0.0:
+        # g^T s computed in floating point can land a few ulps below 0 for a tiny gradient
+        rounding = _IMPROVEMENT_ROUNDING * max(1.0, abs(f0))
+        if expected_improvement < -rounding:
+            raise ValueError(
+                f"expected_improvement = {expected_improvement:.3e} < 0: full_step is not an "
+                f"ascent direction (g^T s must be >= 0; values down to -{rounding:.1e} are "
+                f"taken as rounding); check the sign of the gradient and of the step"
+            )
+        expected_improvement = 0.0
 
     bound = constraint_slack * max_constraint
+    bound_with_rounding = bound + constraint_rtol * bound
     fractions: list[float] = []
     objectives: list[float] = []
     constraints: list[float] = []
-    status = LineSearchStatus.NO_IMPROVEMENT
+    status = Status.NO_IMPROVEMENT
     dtype = np.result_type(x0, full_step)
     for k in range(max_backtracks + 1):
         fraction = shrink**k
@@ -211,13 +242,13 @@ def backtracking_line_search(
         constraints.append(constraint)
         improvement = objective - f0
         if not (np.isfinite(objective) and np.isfinite(constraint)):
-            status = LineSearchStatus.NON_FINITE
-        elif constraint > bound:
-            status = LineSearchStatus.CONSTRAINT_VIOLATED
+            status = Status.NON_FINITE
+        elif constraint > bound_with_rounding:
+            status = Status.CONSTRAINT_VIOLATED
         elif improvement <= 0.0 or (
             accept_ratio > 0.0 and improvement < accept_ratio * fraction * expected_improvement
         ):
-            status = LineSearchStatus.NO_IMPROVEMENT
+            status = Status.NO_IMPROVEMENT
         else:
             return LineSearchResult(
                 x=x,
@@ -230,8 +261,11 @@ def backtracking_line_search(
                 objective=objective,
                 constraint=constraint,
                 f0=f0,
-                status=LineSearchStatus.ACCEPTED,
-                message=_MESSAGES[LineSearchStatus.ACCEPTED].format(frac=fraction, nb=k),
+                status=Status.ACCEPTED,
+                message=render(
+                    Status.ACCEPTED,
+                    _WHAT_HAPPENED[Status.ACCEPTED].format(frac=fraction, nb=k),
+                ),
             )
     n_trials = len(fractions)
     return LineSearchResult(
@@ -246,5 +280,5 @@ def backtracking_line_search(
         constraint=0.0,
         f0=f0,
         status=status,
-        message=_MESSAGES[status].format(nt=n_trials, bound=bound),
+        message=render(status, _WHAT_HAPPENED[status].format(nt=n_trials, bound=bound)),
     )

@@ -13,44 +13,27 @@ constraint boundary: :math:`\tfrac12 (\beta d)^T H (\beta d) = \delta`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
 from trustregion.core import _validation as v
-from trustregion.core.cg import CGResult, CGStatus, cg
+from trustregion.core.cg import CGResult, CGSpectrum, _solve
+from trustregion.core.status import Status, render
 
-
-class StepStatus(IntEnum):
-    """Outcome of :func:`scale_step` and :func:`natural_gradient_step`."""
-
-    OK = 0
-    """A step on the boundary ``1/2 s^T H s = delta`` was produced."""
-    NON_POSITIVE_CURVATURE = 1
-    """``d^T H d <= 0``: H is not positive definite along d; the step is zero."""
-    NON_FINITE = 2
-    """``H d`` or ``d`` contained NaN or inf; the step is zero."""
-    ZERO_DIRECTION = 3
-    """``d = 0`` (e.g. ``g = 0``): there is nothing to scale; the step is zero."""
-    NOT_ASCENT = 4
-    """``g^T d <= 0``: the direction does not increase the linear objective; the step is zero."""
-
-
-_MESSAGES = {
-    StepStatus.OK: "step scaled onto the trust-region boundary",
-    StepStatus.NON_POSITIVE_CURVATURE: (
+# What scale_step measured, per status; render() appends the remedy.
+_WHAT_HAPPENED = {
+    Status.BOUNDARY: "step scaled onto the trust-region boundary",
+    Status.NEGATIVE_CURVATURE: (
         "d^T H d = {curv:.3e} <= 0: H is not positive definite along the direction; "
-        "add damping or check the Hessian-vector product"
+        "the step is zero"
     ),
-    StepStatus.NON_FINITE: "the direction or H d is not finite; check the Hessian-vector product",
-    StepStatus.ZERO_DIRECTION: "the direction is zero (zero gradient?): nothing to scale",
-    StepStatus.NOT_ASCENT: (
-        "g^T d = {gd:.3e} <= 0: the direction is not an ascent direction; CG may have "
-        "failed, see the CG result"
-    ),
+    Status.NON_FINITE: "the direction or H d is not finite (check hvp); the step is zero",
+    Status.ZERO_DIRECTION: "the direction is zero; the step is zero",
+    Status.NOT_ASCENT: "g^T d = {gd:.3e} <= 0: not an ascent direction; the step is zero",
 }
 
 
@@ -61,17 +44,22 @@ class ScaledStep:
     Attributes
     ----------
     step : ndarray
-        :math:`\\beta d`, or zeros when ``status`` is not ``OK``.
+        :math:`\\beta d`, or zeros when ``status`` is not ``BOUNDARY``.
     beta : float
-        :math:`\\sqrt{2\\delta / d^T H d}` (0 when ``status`` is not ``OK``).
+        :math:`\\sqrt{2\\delta / d^T H d}` (0 when ``status`` is not ``BOUNDARY``).
     expected_improvement : float
         :math:`g^T s`, the improvement of the linear objective predicted for the step.
     curvature : float
         :math:`d^T H d`.
     predicted_constraint : float
-        :math:`\\tfrac12 s^T H s`, equal to :math:`\\delta` to rounding for an ``OK`` step.
-    status : StepStatus
+        :math:`\\tfrac12 s^T H s`, equal to :math:`\\delta` to rounding for an ``BOUNDARY`` step.
+    status : Status
+        ``BOUNDARY`` (the step lies on the boundary), or why there is no step:
+        ``NEGATIVE_CURVATURE``, ``NON_FINITE``, ``ZERO_DIRECTION``, ``NOT_ASCENT``.
+    success : bool
+        True exactly when ``status`` is ``BOUNDARY``.
     message : str
+        What happened and what to try.
     """
 
     step: np.ndarray
@@ -79,7 +67,8 @@ class ScaledStep:
     expected_improvement: float
     curvature: float
     predicted_constraint: float
-    status: StepStatus
+    status: Status
+    success: bool
     message: str
 
 
@@ -100,7 +89,7 @@ def scale_step(g: Any, direction: Any, Hd: Any, delta: float) -> ScaledStep:
     Returns
     -------
     ScaledStep
-        With ``status`` ``OK``: ``step = beta * d``, ``beta = sqrt(2 delta / d^T H d)``.
+        With ``status`` ``BOUNDARY``: ``step = beta * d``, ``beta = sqrt(2 delta / d^T H d)``.
         Otherwise a zero step and a status saying why; never NaN.
 
     Examples
@@ -121,10 +110,15 @@ def scale_step(g: Any, direction: Any, Hd: Any, delta: float) -> ScaledStep:
             f"g, direction and Hd must have the same shape, got {g.shape}, {d.shape}, {Hd.shape}"
         )
     dtype = np.result_type(g, d, Hd)
-    curvature = float(np.dot(d, Hd))
-    gd = float(np.dot(g, d))
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        curvature = float(np.dot(d, Hd))
+        gd = float(np.dot(g, d))
+    # Scale safety: d^T H d and g^T d underflow (H with 1e-200 entries was "not positive
+    # definite") or overflow far from unit scale. Then they are recomputed from vectors
+    # rescaled by powers of two (exact) and the step is formed in the rescaled units.
+    exps = _exponents(g, d, Hd) if not _in_window(curvature, gd) else None
 
-    def rejected(status: StepStatus) -> ScaledStep:
+    def rejected(status: Status) -> ScaledStep:
         return ScaledStep(
             step=np.zeros(g.shape, dtype=dtype),
             beta=0.0,
@@ -132,28 +126,94 @@ def scale_step(g: Any, direction: Any, Hd: Any, delta: float) -> ScaledStep:
             curvature=curvature if np.isfinite(curvature) else float("nan"),
             predicted_constraint=0.0,
             status=status,
-            message=_MESSAGES[status].format(curv=curvature, gd=gd),
+            success=False,
+            message=render(status, _WHAT_HAPPENED[status].format(curv=curvature, gd=gd)),
         )
 
-    if not (np.all(np.isfinite(d)) and np.all(np.isfinite(Hd)) and np.isfinite(curvature)):
-        return rejected(StepStatus.NON_FINITE)
+    if not (np.all(np.isfinite(d)) and np.all(np.isfinite(Hd))):
+        return rejected(Status.NON_FINITE)
     if not np.any(d):
-        return rejected(StepStatus.ZERO_DIRECTION)
-    if curvature <= 0.0:
-        return rejected(StepStatus.NON_POSITIVE_CURVATURE)
-    if gd <= 0.0:
-        return rejected(StepStatus.NOT_ASCENT)
-    beta = float(np.sqrt(2.0 * delta / curvature))
-    step = (beta * d).astype(dtype, copy=False)
+        return rejected(Status.ZERO_DIRECTION)
+    if exps is None:
+        if not np.isfinite(curvature):
+            return rejected(Status.NON_FINITE)
+        if curvature <= 0.0:
+            return rejected(Status.NEGATIVE_CURVATURE)
+        if gd <= 0.0:
+            return rejected(Status.NOT_ASCENT)
+        beta = float(np.sqrt(2.0 * delta / curvature))
+        step = (beta * d).astype(dtype, copy=False)
+    else:
+        e_g, e_d, e_h = exps
+        d_hat = d.astype(np.float64) * math.ldexp(1.0, -e_d)  # max |d_hat| in [0.5, 1)
+        curv_hat = float(np.dot(d_hat, Hd.astype(np.float64) * math.ldexp(1.0, -e_h)))
+        gd_hat = float(np.dot(g.astype(np.float64) * math.ldexp(1.0, -e_g), d_hat))
+        # curvature = curv_hat 2^(e_d + e_h), g^T d = gd_hat 2^(e_g + e_d)
+        curvature = _ldexp(curv_hat, e_d + e_h)
+        gd = _ldexp(gd_hat, e_g + e_d)
+        if curv_hat <= 0.0:
+            return rejected(Status.NEGATIVE_CURVATURE)
+        if gd_hat <= 0.0:
+            return rejected(Status.NOT_ASCENT)
+        # step = sqrt(2 delta / curvature) d = d_hat sqrt(2 delta / curv_hat) 2^((e_d - e_h)/2)
+        k = e_d - e_h
+        odd = k % 2
+        root = math.sqrt(2.0 * delta / curv_hat * (2.0 if odd else 1.0))
+        with np.errstate(over="ignore", under="ignore"):
+            step = (d_hat * _ldexp(root, (k - odd) // 2)).astype(dtype)
+        beta = _ldexp(root, (k - odd) // 2 - e_d)
+        if not np.all(np.isfinite(step)):
+            return rejected(Status.NON_FINITE)
+        with np.errstate(over="ignore", under="ignore"):
+            expected = float(np.dot(g.astype(np.float64) * math.ldexp(1.0, -e_g), step))
+        return ScaledStep(
+            step=step,
+            beta=beta,
+            expected_improvement=_ldexp(expected, e_g),
+            curvature=curvature,
+            predicted_constraint=delta,
+            status=Status.BOUNDARY,
+            success=True,
+            message=render(Status.BOUNDARY, _WHAT_HAPPENED[Status.BOUNDARY]),
+        )
     return ScaledStep(
         step=step,
         beta=beta,
         expected_improvement=beta * gd,
         curvature=curvature,
         predicted_constraint=0.5 * beta * beta * curvature,
-        status=StepStatus.OK,
-        message=_MESSAGES[StepStatus.OK],
+        status=Status.BOUNDARY,
+        success=True,
+        message=render(Status.BOUNDARY, _WHAT_HAPPENED[Status.BOUNDARY]),
     )
+
+
+# Outside this window of |d^T H d| and |g^T d| the direct formulas may have lost digits to
+# underflow or be about to overflow; inside it they are used as they are (bit for bit).
+_WINDOW = (2.0**-400, 2.0**400)
+
+
+def _in_window(*values: float) -> bool:
+    return all(_WINDOW[0] < abs(x) < _WINDOW[1] for x in values)
+
+
+def _exponents(*vectors: np.ndarray) -> tuple[int, ...] | None:
+    """Binary exponents of ``max |u|`` for each vector (None when one is zero or not finite)."""
+    out = []
+    for u in vectors:
+        m = float(np.max(np.abs(u)))
+        if m == 0.0 or not math.isfinite(m):
+            return None
+        out.append(math.frexp(m)[1])
+    return tuple(out)
+
+
+def _ldexp(x: float, e: int) -> float:
+    """``x * 2**e``, inf on overflow."""
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.copysign(math.inf, x)
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,7 +223,7 @@ class NaturalStepResult:
     Attributes
     ----------
     step : ndarray
-        The scaled step :math:`\\beta d` (zeros unless ``status`` is ``OK``).
+        The scaled step :math:`\\beta d` (zeros unless ``status`` is ``BOUNDARY``).
     direction : ndarray
         The CG direction :math:`d \\approx (H + \\lambda I)^{-1} g`.
     beta : float
@@ -171,8 +231,12 @@ class NaturalStepResult:
         :math:`g^T s`.
     curvature : float
         :math:`d^T (H + \\lambda I) d`.
-    status : StepStatus
+    status : Status
+        As for :class:`ScaledStep` (the CG solve's own status is in ``cg.status``).
+    success : bool
+        True exactly when ``status`` is ``BOUNDARY``.
     message : str
+        The step's message, then CG's.
     cg : CGResult
         The inner CG solve, with its own status and residual history.
     """
@@ -182,9 +246,23 @@ class NaturalStepResult:
     beta: float
     expected_improvement: float
     curvature: float
-    status: StepStatus
+    status: Status
+    success: bool
     message: str
     cg: CGResult
+
+    @property
+    def spectrum(self) -> CGSpectrum:
+        """Ritz values and extreme-eigenvalue and condition estimates of ``H + damping I``
+        from the inner CG solve, at no extra ``hvp`` call (``cg.spectrum``)."""
+        return self.cg.spectrum
+
+
+# natural_gradient_step's names for the arguments it hands to CG, for CG's error messages.
+_NATURAL_NAMES = {
+    "A": "hvp", "b": "g", "x0": "x0", "rtol": "cg_rtol", "atol": "cg_rtol",
+    "maxiter": "cg_iters", "M": "M", "damping": "damping",
+}
 
 
 def natural_gradient_step(
@@ -206,7 +284,7 @@ def natural_gradient_step(
 
     If CG meets non-positive curvature after some progress, the last good iterate is still
     an ascent direction in the Krylov space and is used; if it meets it at once, the step is
-    zero with status ``NON_POSITIVE_CURVATURE``.
+    zero with status ``NEGATIVE_CURVATURE``.
 
     Parameters
     ----------
@@ -236,7 +314,7 @@ def natural_gradient_step(
     >>> res = natural_gradient_step(g, H.dot, delta=0.01)
     >>> exact = np.sqrt(2 * 0.01 / (g @ np.linalg.solve(H, g))) * np.linalg.solve(H, g)
     >>> res.status.name, np.allclose(res.step, exact)
-    ('OK', True)
+    ('BOUNDARY', True)
     """
     g = v.float_vector("g", g)
     delta = v.positive("delta", delta)
@@ -245,11 +323,27 @@ def natural_gradient_step(
     v.function("hvp", hvp)
     n = g.shape[0]
 
-    sol = cg(hvp, g, x0=x0, rtol=cg_rtol, maxiter=cg_iters, damping=damping)
+    sol = _solve(
+        hvp, g, x0=x0, rtol=cg_rtol, atol=0.0, maxiter=cg_iters, M=None, damping=damping,
+        callback=None, spectrum=False, names=_NATURAL_NAMES,
+    )
     d = sol.x
-    if sol.status is CGStatus.NON_FINITE:
+    if sol.status is Status.OUT_OF_RANGE:
+        scaled = ScaledStep(
+            step=np.zeros_like(d),
+            beta=0.0,
+            expected_improvement=0.0,
+            curvature=float("nan"),
+            predicted_constraint=0.0,
+            status=Status.OUT_OF_RANGE,
+            success=False,
+            message=render(
+                Status.OUT_OF_RANGE, "the CG direction overflows; the step is zero"
+            ),
+        )
+    elif sol.status is Status.NON_FINITE:
         scaled = scale_step(g, d, np.full_like(d, np.nan), delta)
-    elif sol.status is CGStatus.NEGATIVE_CURVATURE and not np.any(d):
+    elif sol.status is Status.NEGATIVE_CURVATURE and not np.any(d):
         # Non-positive curvature on the very first direction (g itself): no usable step.
         curv = float(sol.curvature or 0.0)
         scaled = ScaledStep(
@@ -258,8 +352,12 @@ def natural_gradient_step(
             expected_improvement=0.0,
             curvature=curv,
             predicted_constraint=0.0,
-            status=StepStatus.NON_POSITIVE_CURVATURE,
-            message=_MESSAGES[StepStatus.NON_POSITIVE_CURVATURE].format(curv=curv, gd=0.0),
+            status=Status.NEGATIVE_CURVATURE,
+            success=False,
+            message=render(
+                Status.NEGATIVE_CURVATURE,
+                _WHAT_HAPPENED[Status.NEGATIVE_CURVATURE].format(curv=curv, gd=0.0),
+            ),
         )
     else:
         Hd = v.matvec_output("hvp", hvp(d), n, d.dtype)
@@ -273,6 +371,7 @@ def natural_gradient_step(
         expected_improvement=scaled.expected_improvement,
         curvature=scaled.curvature,
         status=scaled.status,
+        success=scaled.success,
         message=f"{scaled.message}; CG: {sol.message}",
         cg=sol,
     )

@@ -1,4 +1,7 @@
-"""Numba ``njit(cache=True)`` kernels for the distributions a policy outputs.
+"""Numba ``njit(cache=True)`` kernels: every compiled kernel of the core lives in this package.
+
+:mod:`.categorical` and :mod:`.diag_gaussian` hold the distribution kernels exported here;
+:mod:`.linalg` holds the fused vector updates of the CG loop (private to :func:`trustregion.cg`).
 
 These are the raw kernels: no validation, no dtype conversion, one compiled
 specialization per argument type (cached on disk, so a second process loads rather
@@ -6,8 +9,7 @@ than compiles). Use them from your own ``numba.njit`` code or in hot loops where
 inputs are known to be valid; everywhere else use :mod:`trustregion.distributions`,
 which checks shapes, dtypes and finiteness and then calls exactly one of these.
 
-Each kernel file documents its input contract (:mod:`.categorical`,
-:mod:`.diag_gaussian`).
+Each kernel file documents its input contract.
 """
 
 from trustregion.kernels.categorical import (

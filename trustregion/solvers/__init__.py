@@ -6,16 +6,14 @@
 - :func:`cpo_step`: the closed-form step of Constrained Policy Optimization.
 """
 
-from trustregion.solvers.ascent import AscentResult, AscentStatus, divergence_ascent
-from trustregion.solvers.cpo import CPOStatus, CPOStepResult, cpo_step
-from trustregion.solvers.minimize import MinimizeStatus, minimize
+from trustregion.solvers.ascent import AscentResult, divergence_ascent
+from trustregion.solvers.cpo import CPOStepResult, cpo_step
+from trustregion.solvers.minimize import SCIPY_STATUS_CODES, minimize
 
 __all__ = [
+    "SCIPY_STATUS_CODES",
     "AscentResult",
-    "AscentStatus",
-    "CPOStatus",
     "CPOStepResult",
-    "MinimizeStatus",
     "cpo_step",
     "divergence_ascent",
     "minimize",

@@ -45,46 +45,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
 from trustregion.core import _validation as v
 from trustregion.core.line_search import backtracking_line_search
-from trustregion.core.step import StepStatus, natural_gradient_step
-from trustregion.solvers.minimize import _optimize_result, _scalar, _wrap_callback
+from trustregion.core.status import Status, render
+from trustregion.core.step import natural_gradient_step
+from trustregion.solvers._common import optimize_result, scalar_output, wrap_callback
 
-
-class AscentStatus(IntEnum):
-    """Why :func:`divergence_ascent` stopped."""
-
-    CONVERGED = 0
-    """``||grad f|| <= gtol``."""
-    MAX_ITER = 1
-    """``maxiter`` iterations were made."""
-    LINE_SEARCH_FAILED = 2
-    """``max_failed_searches`` consecutive line searches accepted no step."""
-    STEP_FAILED = 3
-    """No natural step: the metric is not positive definite along the CG direction (or
-    the direction is not an ascent direction)."""
-    NON_FINITE = 4
-    """``fun``, ``grad`` or ``metric_product`` returned NaN or inf."""
-    CALLBACK_STOP = 5
-    """``callback`` raised ``StopIteration``."""
-
-
-_MESSAGES = {
-    AscentStatus.CONVERGED: "converged: |grad| = {gnorm:.3e} <= gtol = {gtol:.3e}",
-    AscentStatus.MAX_ITER: "iteration limit {nit} reached with |grad| = {gnorm:.3e}",
-    AscentStatus.LINE_SEARCH_FAILED: (
-        "{nf} consecutive line searches accepted no step (last: {ls}); |grad| = {gnorm:.3e}. "
-        "At a maximizer within rounding, loosen gtol; otherwise check that grad is the "
-        "gradient of fun and metric_product the Hessian of the divergence"
+# What divergence_ascent measured, per status; render() appends the remedy.
+_WHAT_HAPPENED = {
+    Status.CONVERGED: "converged: |grad| = {gnorm:.3e} <= gtol = {gtol:.3e}",
+    Status.MAX_ITER: "iteration limit {nit} reached with |grad| = {gnorm:.3e}",
+    Status.LINE_SEARCH_FAILED: (
+        "{nf} consecutive line searches accepted no step (last: {ls}); |grad| = {gnorm:.3e}; "
+        "at a maximizer within rounding, loosen gtol"
     ),
-    AscentStatus.STEP_FAILED: "no natural step at iteration {nit}: {step}",
-    AscentStatus.NON_FINITE: "{what} returned a non-finite value; the last good point is returned",
-    AscentStatus.CALLBACK_STOP: "`callback` raised `StopIteration`",
+    Status.STEP_FAILED: "no natural step at iteration {nit}: {step}",
+    Status.NON_FINITE: "{what} returned a non-finite value; the last good point is returned",
+    Status.CALLBACK_STOP: "`callback` raised `StopIteration`",
 }
 
 
@@ -108,7 +89,9 @@ class AscentResult:
         Calls to ``fun``, ``grad``, ``divergence`` and ``metric_product``.
     n_failed_searches : int
         Line searches that accepted nothing, over the run.
-    status : AscentStatus
+    status : Status
+        ``CONVERGED``, ``MAX_ITER``, ``LINE_SEARCH_FAILED``, ``STEP_FAILED``, ``NON_FINITE``
+        or ``CALLBACK_STOP``.
     success : bool
         True exactly when ``status`` is ``CONVERGED``.
     message : str
@@ -124,7 +107,7 @@ class AscentResult:
     ndev: int
     nmp: int
     n_failed_searches: int
-    status: AscentStatus
+    status: Status
     success: bool
     message: str
 
@@ -232,12 +215,12 @@ def divergence_ascent(
         ("metric_product", metric_product),
     ):
         v.function(name, function)
-    notify = _wrap_callback(callback)
+    notify = wrap_callback(callback)
     counts = {"nfev": 0, "ngev": 0, "ndev": 0, "nmp": 0}
 
     def value(x: np.ndarray) -> float:
         counts["nfev"] += 1
-        return _scalar("fun", fun(x.copy()))
+        return scalar_output("fun", fun(x.copy()))
 
     def gradient(x: np.ndarray) -> np.ndarray:
         counts["ngev"] += 1
@@ -253,7 +236,7 @@ def divergence_ascent(
         raise ValueError(f"fun(x0) must be finite, got {f}")
     g = v.float_vector("grad(x0)", gradient(x))  # raises if not finite
 
-    status = AscentStatus.MAX_ITER
+    status = Status.MAX_ITER
     detail: dict[str, Any] = {}
     n_failed_total = 0
     start = 1.0  # fraction of the boundary step the next search starts at
@@ -262,10 +245,10 @@ def divergence_ascent(
     while True:
         g_norm = float(np.linalg.norm(g))
         if g_norm <= gtol:
-            status = AscentStatus.CONVERGED
+            status = Status.CONVERGED
             break
         if nit >= maxiter:
-            status = AscentStatus.MAX_ITER
+            status = Status.MAX_ITER
             break
         nit += 1
         x_ref = x.copy()
@@ -280,16 +263,16 @@ def divergence_ascent(
         def evaluate(x_trial: np.ndarray, x_ref: np.ndarray = x_ref) -> tuple[float, float]:
             objective = value(x_trial)
             counts["ndev"] += 1
-            return objective, _scalar("divergence", divergence(x_ref.copy(), x_trial.copy()))
+            return objective, scalar_output("divergence", divergence(x_ref.copy(), x_trial.copy()))
 
         step = natural_gradient_step(
             g, metric, delta, cg_iters=cg_iters, damping=damping, cg_rtol=cg_rtol
         )
-        if step.status is StepStatus.NON_FINITE:
-            status, detail["what"] = AscentStatus.NON_FINITE, "metric_product"
+        if step.status is Status.NON_FINITE:
+            status, detail["what"] = Status.NON_FINITE, "metric_product"
             break
-        if step.status is not StepStatus.OK:
-            status, detail["step"] = AscentStatus.STEP_FAILED, step.message
+        if not step.success:
+            status, detail["step"] = Status.STEP_FAILED, step.message
             break
         if warm_start and curvature > 0.0:
             # Every boundary step has the same metric length, s^T F s = 2 delta, so if f
@@ -317,7 +300,7 @@ def divergence_ascent(
             if failures >= max_failed_searches:
                 break
         if not search.accepted:
-            status = AscentStatus.LINE_SEARCH_FAILED
+            status = Status.LINE_SEARCH_FAILED
             detail.update(nf=failures, ls=search.message)
             break
         accepted_fraction = start * search.step_fraction
@@ -330,21 +313,23 @@ def divergence_ascent(
         start = 1.0
         g_new = gradient(search.x)
         if not np.all(np.isfinite(g_new)):
-            status, detail["what"] = AscentStatus.NON_FINITE, "grad (at an accepted point)"
+            status, detail["what"] = Status.NON_FINITE, "grad (at an accepted point)"
             break
         x, f, g = search.x, search.objective, g_new
         if notify is not None:
-            info = _optimize_result(
+            info = optimize_result(
                 x=x, fun=f, divergence=search.constraint, step_fraction=accepted_fraction
             )
             try:
                 notify(info)
             except StopIteration:
-                status = AscentStatus.CALLBACK_STOP
+                status = Status.CALLBACK_STOP
                 break
 
     g_norm = float(np.linalg.norm(g))
-    message = _MESSAGES[status].format(gnorm=g_norm, gtol=gtol, nit=nit, **detail)
+    message = render(
+        status, _WHAT_HAPPENED[status].format(gnorm=g_norm, gtol=gtol, nit=nit, **detail)
+    )
     return AscentResult(
         x=x,
         fun=f,
@@ -353,7 +338,7 @@ def divergence_ascent(
         nit=nit,
         n_failed_searches=n_failed_total,
         status=status,
-        success=status is AscentStatus.CONVERGED,
+        success=status is Status.CONVERGED,
         message=message,
         **counts,
     )

@@ -54,50 +54,32 @@ every case against ``scipy.optimize.minimize(method="SLSQP")``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
 
 from trustregion.core import _validation as v
-from trustregion.core.cg import CGResult, CGStatus, cg
+from trustregion.core.cg import CGResult, _solve
+from trustregion.core.status import Status, render
 
-
-class CPOStatus(IntEnum):
-    """Which case :func:`cpo_step` solved, or why it produced no step."""
-
-    INACTIVE = 0
-    """The linear constraint is inactive at the solution: the TRPO step."""
-    ACTIVE = 1
-    """Both constraints are active: the step lies on the constraint's hyperplane and on the
-    trust-region boundary."""
-    RECOVERY = 2
-    """Infeasible: no point of the trust region satisfies the linear constraint; the step
-    decreases the constraint as much as the trust region allows."""
-    INFEASIBLE_NO_DIRECTION = 3
-    """``c > 0`` and ``b = 0``: nothing can reduce the constraint; the step is zero."""
-    NON_POSITIVE_CURVATURE = 4
-    """CG met ``d^T H d <= 0`` at once (``H`` is not positive definite); the step is zero."""
-    NON_FINITE = 5
-    """``hvp`` returned NaN or inf; the step is zero."""
-
-
-_MESSAGES = {
-    CPOStatus.INACTIVE: "linear constraint inactive: the TRPO step",
-    CPOStatus.ACTIVE: "both constraints active (nu = {nu:.3e}, lambda = {lam:.3e})",
-    CPOStatus.RECOVERY: (
+# What cpo_step found, per status; render() appends the remedy.
+_WHAT_HAPPENED = {
+    Status.INACTIVE: "linear constraint inactive: the TRPO step",
+    Status.ACTIVE: "both constraints active (nu = {nu:.3e}, lambda = {lam:.3e})",
+    Status.RECOVERY: (
         "infeasible: c = {c:.3e} > sqrt(2 delta s) = {reach:.3e}; recovery step along -H^-1 b"
     ),
-    CPOStatus.INFEASIBLE_NO_DIRECTION: (
+    Status.INFEASIBLE_NO_DIRECTION: (
         "infeasible (c = {c:.3e} > 0) and b = 0: no step can reduce the constraint"
     ),
-    CPOStatus.NON_POSITIVE_CURVATURE: (
-        "H is not positive definite along {which} (CG: {cg}); add damping"
-    ),
-    CPOStatus.NON_FINITE: "hvp returned a non-finite value while solving for {which}",
+    Status.NEGATIVE_CURVATURE: "H is not positive definite along {which} (CG: {cg})",
+    Status.NON_FINITE: "hvp returned a non-finite value while solving for {which}",
 }
+# The three cases of the CPO step are answers; the others produce no step.
+_SUCCESS = frozenset({Status.INACTIVE, Status.ACTIVE, Status.RECOVERY})
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,14 +89,18 @@ class CPOStepResult:
     Attributes
     ----------
     step : ndarray
-        The step :math:`x` (zeros for ``INFEASIBLE_NO_DIRECTION``, ``NON_POSITIVE_CURVATURE``
+        The step :math:`x` (zeros for ``INFEASIBLE_NO_DIRECTION``, ``NEGATIVE_CURVATURE``
         and ``NON_FINITE``).
     lam : float
         :math:`\\lambda`, the trust-region multiplier (0 for recovery and failures).
     nu : float
         :math:`\\nu`, the linear-constraint multiplier (for recovery: the step length
         :math:`\\sqrt{2\\delta/s}` along :math:`-w`, as the reference implementation).
-    status : CPOStatus
+    status : Status
+        The case solved, ``INACTIVE``, ``ACTIVE`` or ``RECOVERY``; or why there is no step:
+        ``INFEASIBLE_NO_DIRECTION``, ``NEGATIVE_CURVATURE``, ``NON_FINITE``.
+    success : bool
+        True for the three cases ``INACTIVE``, ``ACTIVE`` and ``RECOVERY``.
     expected_improvement : float
         :math:`g^T x`, the linear model's improvement.
     predicted_constraint : float
@@ -132,7 +118,8 @@ class CPOStepResult:
     step: np.ndarray
     lam: float
     nu: float
-    status: CPOStatus
+    status: Status
+    success: bool
     expected_improvement: float
     predicted_constraint: float
     predicted_divergence: float
@@ -276,12 +263,20 @@ def cpo_step(
     dtype = np.result_type(g, b)
     g, b = g.astype(dtype, copy=False), b.astype(dtype, copy=False)
     n = g.shape[0]
+    settings = dict(cg_iters=cg_iters, damping=damping, cg_rtol=cg_rtol)
+    scaled = _rescaled(g, b, c, hvp, delta, settings)
+    if scaled is not None:
+        return scaled
 
-    def product(u: np.ndarray) -> np.ndarray:
-        return v.matvec_output("hvp", hvp(u), n, dtype)
+    def cg(rhs: np.ndarray, name: str) -> CGResult:
+        names = dict(_CG_NAMES, b=name)
+        return _solve(
+            hvp, rhs, x0=None, rtol=cg_rtol, atol=0.0, maxiter=cg_iters, M=None,
+            damping=damping, callback=None, spectrum=False, names=names,
+        )
 
     def result(
-        status: CPOStatus,
+        status: Status,
         x: np.ndarray,
         *,
         lam: float = 0.0,
@@ -298,6 +293,7 @@ def cpo_step(
             lam=lam,
             nu=nu,
             status=status,
+            success=status in _SUCCESS,
             expected_improvement=float(g @ x),
             predicted_constraint=float(b @ x) + c,
             predicted_divergence=divergence,
@@ -306,11 +302,13 @@ def cpo_step(
             s=s,
             cg_g=cg_g,
             cg_b=cg_b,
-            message=_MESSAGES[status].format(lam=lam, nu=nu, c=c, **(fmt or {})),
+            message=render(
+                status, _WHAT_HAPPENED[status].format(lam=lam, nu=nu, c=c, **(fmt or {}))
+            ),
         )
 
     zero = np.zeros(n, dtype=dtype)
-    cg_g = cg(product, g, rtol=cg_rtol, maxiter=cg_iters, damping=damping)
+    cg_g = cg(g, "g")
     failure = _cg_failure(cg_g, "g")
     if failure is not None:
         return result(failure[0], zero, fmt=failure[1])
@@ -319,18 +317,18 @@ def cpo_step(
 
     def trpo_step(cg_b: CGResult | None, r: float, s: float) -> CPOStepResult:
         if q == 0.0:  # g = 0: nothing to gain, and the current point is feasible
-            return result(CPOStatus.INACTIVE, zero, cg_b=cg_b, r=r, s=s)
+            return result(Status.INACTIVE, zero, cg_b=cg_b, r=r, s=s)
         lam = float(np.sqrt(q / (2.0 * delta)))
         return result(
-            CPOStatus.INACTIVE, v_g / lam, lam=lam, divergence=delta, q=q, r=r, s=s, cg_b=cg_b
+            Status.INACTIVE, v_g / lam, lam=lam, divergence=delta, q=q, r=r, s=s, cg_b=cg_b
         )
 
     if not np.any(b):
         if c <= 0.0:
             return trpo_step(None, 0.0, 0.0)
-        return result(CPOStatus.INFEASIBLE_NO_DIRECTION, zero, q=q)
+        return result(Status.INFEASIBLE_NO_DIRECTION, zero, q=q)
 
-    cg_b = cg(product, b, rtol=cg_rtol, maxiter=cg_iters, damping=damping)
+    cg_b = cg(b, "b")
     failure = _cg_failure(cg_b, "b")
     if failure is not None:
         return result(failure[0], zero, q=q, cg_b=cg_b, fmt=failure[1])
@@ -339,7 +337,7 @@ def cpo_step(
     s = float(b @ w)
     if not s > 0.0:
         return result(
-            CPOStatus.NON_POSITIVE_CURVATURE,
+            Status.NEGATIVE_CURVATURE,
             zero,
             q=q,
             r=r,
@@ -352,7 +350,7 @@ def cpo_step(
     if c > 0.0 and B <= 0.0:
         nu = float(np.sqrt(2.0 * delta / s))
         return result(
-            CPOStatus.RECOVERY,
+            Status.RECOVERY,
             -nu * w,
             nu=nu,
             divergence=delta,
@@ -371,7 +369,7 @@ def cpo_step(
             return trpo_step(cg_b, r, s)
         x = v_g / lam
         return result(
-            CPOStatus.INACTIVE,
+            Status.INACTIVE,
             x,
             lam=lam,
             divergence=0.5 * q / lam**2,
@@ -389,14 +387,93 @@ def cpo_step(
         x = u / lam - (c / s) * w
     divergence = 0.5 * ((A / lam**2 if A > 0.0 else 0.0) + c * c / s)
     return result(
-        CPOStatus.ACTIVE, x, lam=lam, nu=nu, divergence=divergence, q=q, r=r, s=s, cg_b=cg_b
+        Status.ACTIVE, x, lam=lam, nu=nu, divergence=divergence, q=q, r=r, s=s, cg_b=cg_b
     )
 
 
-def _cg_failure(sol: CGResult, which: str) -> tuple[CPOStatus, dict[str, Any]] | None:
+_CG_NAMES = {
+    "A": "hvp", "b": "g", "x0": "x0", "rtol": "cg_rtol", "atol": "cg_rtol",
+    "maxiter": "cg_iters", "M": "M", "damping": "damping",
+}
+# Gradients whose largest entry lies outside [2^-100, 2^100] are rescaled (see _rescaled).
+_WINDOW_EXP = 100
+
+
+def _exponent(u: np.ndarray) -> int:
+    """Binary exponent of ``max |u|`` (0 for a zero vector)."""
+    m = float(np.max(np.abs(u)))
+    return math.frexp(m)[1] if m > 0.0 else 0
+
+
+def _ldexp(x: float, e: int) -> float:
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _rescaled(
+    g: np.ndarray,
+    b: np.ndarray,
+    c: float,
+    hvp: Callable[[np.ndarray], Any],
+    delta: float,
+    settings: dict[str, Any],
+) -> CPOStepResult | None:
+    """The step of a badly scaled problem from its rescaled copy, or None if none is needed.
+
+    The step is invariant under ``g -> c_g g`` and ``(b, c) -> c_b (b, c)`` (c_g, c_b > 0),
+    so ``g`` and ``b`` are brought near unit scale by powers of two (exact) and the
+    multipliers and CG scalars converted back: ``lambda = lambda' / c_g``,
+    ``nu = nu' c_b / c_g``, ``q = q' / c_g^2``, ``r = r' / (c_g c_b)``, ``s = s' / c_b^2``.
+    Without it, ``g`` near 1e200 overflowed ``g^T H^-1 g`` and gave a zero "inactive" step.
+    """
+    e_g, e_b = _exponent(g), _exponent(b)
+    if abs(e_g) <= _WINDOW_EXP and abs(e_b) <= _WINDOW_EXP:
+        return None
+    dtype = g.dtype
+    limit = 1000 if dtype == np.float64 else 120
+    e_g, e_b = max(-limit, min(limit, e_g)), max(-limit, min(limit, e_b))
+    g_n = g * dtype.type(math.ldexp(1.0, -e_g))
+    b_n = b * dtype.type(math.ldexp(1.0, -e_b))
+    c_n = _ldexp(c, -e_b)
+    inner = cpo_step(g_n, b_n, c_n, hvp, delta, **settings)
+    lam = _ldexp(inner.lam, e_g)
+    nu = inner.nu if inner.status is Status.RECOVERY else _ldexp(inner.nu, e_g - e_b)
+    s = _ldexp(inner.s, 2 * e_b)
+    x = inner.step
+    message = inner.message
+    if inner.status in (Status.ACTIVE, Status.RECOVERY, Status.INFEASIBLE_NO_DIRECTION):
+        reach = math.sqrt(2.0 * delta) * math.sqrt(s) if s > 0 else 0.0
+        message = render(
+            inner.status,
+            _WHAT_HAPPENED[inner.status].format(lam=lam, nu=nu, c=c, reach=reach),
+        )
+    with np.errstate(over="ignore", under="ignore"):
+        expected = float(g @ x)
+        predicted = float(b @ x) + c
+    return CPOStepResult(
+        step=x,
+        lam=lam,
+        nu=nu,
+        status=inner.status,
+        success=inner.success,
+        expected_improvement=expected,
+        predicted_constraint=predicted,
+        predicted_divergence=inner.predicted_divergence,
+        q=_ldexp(inner.q, 2 * e_g),
+        r=_ldexp(inner.r, e_g + e_b),
+        s=s,
+        cg_g=inner.cg_g,
+        cg_b=inner.cg_b,
+        message=message,
+    )
+
+
+def _cg_failure(sol: CGResult, which: str) -> tuple[Status, dict[str, Any]] | None:
     """A status when CG produced no usable solution (as natural_gradient_step decides)."""
-    if sol.status is CGStatus.NON_FINITE:
-        return CPOStatus.NON_FINITE, {"which": f"H^-1 {which}"}
-    if sol.status is CGStatus.NEGATIVE_CURVATURE and not np.any(sol.x):
-        return CPOStatus.NON_POSITIVE_CURVATURE, {"which": which, "cg": sol.message}
+    if sol.status is Status.NON_FINITE:
+        return Status.NON_FINITE, {"which": f"H^-1 {which}"}
+    if sol.status is Status.NEGATIVE_CURVATURE and not np.any(sol.x):
+        return Status.NEGATIVE_CURVATURE, {"which": which, "cg": sol.message}
     return None

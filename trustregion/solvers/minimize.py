@@ -25,10 +25,12 @@ What differs from scipy's ``trust-ncg``, by design:
 - the inner CG has an iteration cap (``cg_maxiter``, ``10 n`` by default, as
   ``scipy.sparse.linalg.cg``: floating-point CG on an ill-conditioned Hessian needs more
   than ``n`` iterations, and a tighter cap costs outer iterations);
-- a non-finite ``fun``, ``jac`` or ``hessp`` value ends the run with status ``NON_FINITE`` and
+- a non-finite ``fun``, ``jac`` or ``hessp`` value ends the run with ``reason`` ``NON_FINITE``
+  (status 4) and
   the last good point (scipy's loop turns a NaN into ``rho = nan``, rejects the step without
   shrinking the radius and repeats it until ``maxiter``);
-- a step too small to change ``x`` in floating point ends the run (``STEP_TOO_SMALL``); scipy
+- a step too small to change ``x`` in floating point ends the run (``reason``
+  ``STEP_TOO_SMALL``, status 5); scipy
   goes on shrinking the radius until its predicted reduction, computed as the difference of
   two nearly equal model values, rounds to zero (status 2);
 - a preconditioner may be given (option ``preconditioner``), which measures the trust region
@@ -37,10 +39,8 @@ What differs from scipy's ``trust-ncg``, by design:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,61 +49,46 @@ if TYPE_CHECKING:
     from scipy.optimize import OptimizeResult
 
 from trustregion.core import _validation as v
-from trustregion.core.steihaug import SteihaugResult, SteihaugStatus, steihaug_cg
+from trustregion.core.status import Status, render
+from trustregion.core.steihaug import SteihaugResult, steihaug_cg
+from trustregion.solvers._common import optimize_result, scalar_output, wrap_callback
 
-
-def _optimize_result(**fields: Any) -> OptimizeResult:
-    """A ``scipy.optimize.OptimizeResult``; scipy.optimize is imported on first use because it
-    costs ~0.25 s at import time, which users of the rest of the package should not pay."""
-    from scipy.optimize import OptimizeResult
-
-    return OptimizeResult(**fields)
-
-
-class MinimizeStatus(IntEnum):
-    """``OptimizeResult.status`` of :func:`minimize`.
-
-    Codes 0, 1, 2 and 99 mean what they mean in scipy. Code 3 (scipy: a linear-algebra
-    error in the dense subproblem solvers) cannot occur in a matrix-free method and is not
-    used.
-    """
-
-    SUCCESS = 0
-    """``||jac|| < gtol``."""
-    MAX_ITER = 1
-    """``maxiter`` iterations were made."""
-    NO_PREDICTED_DECREASE = 2
-    """The subproblem step predicts no decrease of the model (``m(0) - m(p) <= 0``)."""
-    NON_FINITE = 4
-    """``fun``, ``jac``, ``hessp``/``hess`` or the preconditioner returned NaN or inf."""
-    STEP_TOO_SMALL = 5
-    """The step no longer changes ``x`` in floating point (``x + p == x``)."""
-    INDEFINITE_PRECONDITIONER = 6
-    """The preconditioner is not positive definite (``r^T M r <= 0``)."""
-    CALLBACK_STOP = 99
-    """``callback`` raised ``StopIteration``."""
-
-
-_MESSAGES = {
-    # The first three are scipy's strings, verbatim, so code matching on them keeps working.
-    MinimizeStatus.SUCCESS: "Optimization terminated successfully.",
-    MinimizeStatus.MAX_ITER: "Maximum number of iterations has been exceeded.",
-    MinimizeStatus.NO_PREDICTED_DECREASE: (
-        "A bad approximation caused failure to predict improvement."
-    ),
-    MinimizeStatus.NON_FINITE: (
-        "{what} returned a non-finite value; the last point with finite values is returned."
-    ),
-    MinimizeStatus.STEP_TOO_SMALL: (
-        "The trust region shrank until the step no longer changes x, with |jac| = {gnorm:.3g} "
-        ">= gtol = {gtol:.3g}: jac may be inconsistent with fun, or gtol too tight for the "
-        "precision of fun."
-    ),
-    MinimizeStatus.INDEFINITE_PRECONDITIONER: (
-        "The preconditioner is not positive definite (r^T M r <= 0)."
-    ),
-    MinimizeStatus.CALLBACK_STOP: "`callback` raised `StopIteration`.",
+# ``OptimizeResult.status`` keeps scipy's integer codes where scipy has the outcome (0, 1, 2
+# and 99 mean what they mean in scipy; its 3, a linear-algebra error of the dense subproblem
+# solvers, cannot occur matrix-free); the others continue its numbering. The shared
+# :class:`~trustregion.Status` is in ``OptimizeResult.reason``.
+SCIPY_STATUS_CODES: dict[Status, int] = {
+    Status.CONVERGED: 0,
+    Status.MAX_ITER: 1,
+    Status.NO_PREDICTED_DECREASE: 2,
+    Status.NON_FINITE: 4,
+    Status.STEP_TOO_SMALL: 5,
+    Status.INDEFINITE_PRECONDITIONER: 6,
+    Status.CALLBACK_STOP: 99,
 }
+
+# scipy's strings, verbatim, so code matching on them keeps working.
+_SCIPY_MESSAGES = {
+    Status.CONVERGED: "Optimization terminated successfully.",
+    Status.MAX_ITER: "Maximum number of iterations has been exceeded.",
+    Status.NO_PREDICTED_DECREASE: "A bad approximation caused failure to predict improvement.",
+}
+_WHAT_HAPPENED = {
+    Status.NON_FINITE: "{what} returned a non-finite value; the last finite point is returned",
+    Status.STEP_TOO_SMALL: (
+        "the trust region shrank until the step no longer changes x, with |jac| = {gnorm:.3g} "
+        ">= gtol = {gtol:.3g}"
+    ),
+    Status.INDEFINITE_PRECONDITIONER: "the preconditioner is not positive definite (r^T M r <= 0)",
+    Status.CALLBACK_STOP: "`callback` raised `StopIteration`",
+}
+
+
+def _message(status: Status, **detail: Any) -> str:
+    if status in _SCIPY_MESSAGES:
+        return _SCIPY_MESSAGES[status]
+    return render(status, _WHAT_HAPPENED[status].format(**detail))
+
 
 _SCIPY_OPTIONS = (
     "initial_trust_radius",
@@ -227,7 +212,7 @@ class _Objective:
                 ) from None
             self.njev += 1
             self._pending_grad = (x.copy(), np.asarray(grad))
-        return _scalar("fun", out)
+        return scalar_output("fun", out)
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
         """``jac(x)`` as a float64 vector; a wrong shape raises."""
@@ -295,37 +280,12 @@ class _Objective:
         return self.n_hess_eval if self.hess is not None else self.nhvp
 
 
-def _scalar(name: str, value: Any) -> float:
-    arr = np.asarray(value)
-    if arr.size != 1:
-        raise ValueError(f"{name} must return a scalar, got an array of shape {arr.shape}")
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must return a real number, got {value!r}")
-    return float(arr.reshape(()))
-
-
 def _preconditioner_at(preconditioner: Any, x: np.ndarray, args: tuple[Any, ...]) -> Any:
     """The preconditioner as an operator at ``x`` (a callable is ``(x, v, *args) -> M v``)."""
     if preconditioner is None or not callable(preconditioner) or hasattr(preconditioner, "shape"):
         return preconditioner
     x_fixed = x.copy()
     return lambda r: preconditioner(x_fixed.copy(), r, *args)
-
-
-def _wrap_callback(
-    callback: Callable[..., Any] | None,
-) -> Callable[[OptimizeResult], Any] | None:
-    """scipy's convention: ``callback(intermediate_result=res)`` or ``callback(xk)``."""
-    if callback is None:
-        return None
-    v.function("callback", callback)
-    try:
-        params = set(inspect.signature(callback).parameters)
-    except (TypeError, ValueError):  # builtins without a signature
-        params = set()
-    if params == {"intermediate_result"}:
-        return lambda res: callback(intermediate_result=res)
-    return lambda res: callback(np.copy(res.x))
 
 
 def minimize(
@@ -394,7 +354,8 @@ def minimize(
     scipy.optimize.OptimizeResult
         ``x``, ``fun``, ``jac``, ``nit``, ``nfev``, ``njev``, ``nhev`` (``hessp`` calls, or
         ``hess`` evaluations when ``hess`` is given, as scipy counts), ``status``
-        (:class:`MinimizeStatus`), ``success``, ``message``; also ``nhvp``, the number of
+        (scipy's integer code, see ``SCIPY_STATUS_CODES``), ``reason`` (the shared
+        :class:`~trustregion.Status`), ``success``, ``message``; also ``nhvp``, the number of
         Hessian-vector products in either case, ``hess`` at ``x`` when ``hess`` is given,
         and ``allvecs`` with ``return_all``. ``x``, ``fun`` and ``jac`` are never NaN.
 
@@ -431,7 +392,7 @@ def minimize(
     args = tuple(args) if isinstance(args, tuple | list) else (args,)
     opts = TrustNCGOptions.from_dict(options, tol)
     objective = _Objective(fun, jac, hess, hessp, args, n)
-    notify = _wrap_callback(callback)
+    notify = wrap_callback(callback)
 
     f = objective.value(x)
     if not np.isfinite(f):
@@ -464,30 +425,30 @@ def _trust_region_loop(
     maxiter = 200 * x.shape[0] if opts.maxiter is None else opts.maxiter
     radius = float(opts.initial_trust_radius)
     allvecs = [x.copy()] if opts.return_all else None
-    status = MinimizeStatus.SUCCESS
+    status = Status.CONVERGED
     detail: dict[str, Any] = {}
     k = 0
     g_norm = float(np.linalg.norm(g))
     while g_norm >= opts.gtol:
         sub = solve_subproblem(x, g, radius)
-        if sub.status is SteihaugStatus.NON_FINITE:
-            status = MinimizeStatus.NON_FINITE
+        if sub.status is Status.NON_FINITE:
+            status = Status.NON_FINITE
             detail["what"] = "hessp/hess or the preconditioner"
             break
-        if sub.status is SteihaugStatus.INDEFINITE_PRECONDITIONER:
-            status = MinimizeStatus.INDEFINITE_PRECONDITIONER
+        if sub.status is Status.INDEFINITE_PRECONDITIONER:
+            status = Status.INDEFINITE_PRECONDITIONER
             break
         predicted = sub.predicted_reduction
         if not predicted > 0.0:
-            status = MinimizeStatus.NO_PREDICTED_DECREASE
+            status = Status.NO_PREDICTED_DECREASE
             break
         x_trial = x + sub.p
         if np.array_equal(x_trial, x):
-            status = MinimizeStatus.STEP_TOO_SMALL
+            status = Status.STEP_TOO_SMALL
             break
         f_trial = objective.value(x_trial)
         if not np.isfinite(f_trial):
-            status = MinimizeStatus.NON_FINITE
+            status = Status.NON_FINITE
             detail["what"] = f"fun (at a trial point, value {f_trial})"
             break
         rho = (f - f_trial) / predicted
@@ -498,7 +459,7 @@ def _trust_region_loop(
         if rho > opts.eta:
             g_trial = objective.gradient(x_trial)
             if not np.all(np.isfinite(g_trial)):
-                status = MinimizeStatus.NON_FINITE
+                status = Status.NON_FINITE
                 detail["what"] = "jac (at an accepted point)"
                 break
             x, f, g = x_trial, f_trial, g_trial
@@ -508,21 +469,22 @@ def _trust_region_loop(
         k += 1
         if notify is not None:
             try:
-                notify(_optimize_result(x=x, fun=f))
+                notify(optimize_result(x=x, fun=f))
             except StopIteration:
-                status = MinimizeStatus.CALLBACK_STOP
+                status = Status.CALLBACK_STOP
                 break
         if g_norm < opts.gtol:
             break
         if k >= maxiter:
-            status = MinimizeStatus.MAX_ITER
+            status = Status.MAX_ITER
             break
 
-    message = _MESSAGES[status].format(gtol=opts.gtol, gnorm=g_norm, **detail)
-    result = _optimize_result(
+    message = _message(status, gtol=opts.gtol, gnorm=g_norm, **detail)
+    result = optimize_result(
         x=x,
-        success=status is MinimizeStatus.SUCCESS,
-        status=status,
+        success=status is Status.CONVERGED,
+        status=SCIPY_STATUS_CODES[status],
+        reason=status,
         message=message,
         fun=f,
         jac=g,

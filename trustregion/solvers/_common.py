@@ -1,0 +1,47 @@
+"""Helpers shared by the solvers: scipy's result object, scalar outputs, callbacks."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trustregion.core import _validation as v
+
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
+
+
+def optimize_result(**fields: Any) -> OptimizeResult:
+    """A ``scipy.optimize.OptimizeResult``; scipy.optimize is imported on first use because it
+    costs ~0.25 s at import time, which users of the rest of the package should not pay."""
+    from scipy.optimize import OptimizeResult
+
+    return OptimizeResult(**fields)
+
+
+def scalar_output(name: str, value: Any) -> float:
+    arr = np.asarray(value)
+    if arr.size != 1:
+        raise ValueError(f"{name} must return a scalar, got an array of shape {arr.shape}")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must return a real number, got {value!r}")
+    return float(arr.reshape(()))
+
+
+def wrap_callback(
+    callback: Callable[..., Any] | None,
+) -> Callable[[OptimizeResult], Any] | None:
+    """scipy's convention: ``callback(intermediate_result=res)`` or ``callback(xk)``."""
+    if callback is None:
+        return None
+    v.function("callback", callback)
+    try:
+        params = set(inspect.signature(callback).parameters)
+    except (TypeError, ValueError):  # builtins without a signature
+        params = set()
+    if params == {"intermediate_result"}:
+        return lambda res: callback(intermediate_result=res)
+    return lambda res: callback(np.copy(res.x))
