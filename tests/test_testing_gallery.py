@@ -7,7 +7,7 @@ ignores its preconditioner is invisible when every eigenvalue is equal. Every ch
 pass on every case of a correct implementation (no false alarm) and fail on every
 observable case of a broken one.
 
-Example counts: ``TR_GALLERY_EXAMPLES`` per entry (default 20, derandomized under CI).
+Example counts: ``TR_GALLERY_EXAMPLES`` per entry (default 12, derandomized under CI).
 ``TR_GALLERY_REPORT=path.json`` writes the table of entry -> examples, caught, unobservable
 (run it without xdist). benchmarks/bench_testing.py times the checks on these entries.
 """
@@ -592,7 +592,7 @@ GALLERY = [
 ]
 
 
-EXAMPLES = int(os.environ.get("TR_GALLERY_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("TR_GALLERY_EXAMPLES", "12"))
 TABLE: dict[str, dict[str, Any]] = {}
 
 

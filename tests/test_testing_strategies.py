@@ -15,7 +15,7 @@ from trustregion import testing as tt
 SIZES = st.integers(1, 8)
 DTYPES = st.sampled_from([np.float32, np.float64])
 # the oracles are exact by construction: a few dozen cases per property keep the suite fast
-FEW = settings(max_examples=30)
+FEW = settings(max_examples=20)
 
 
 def assert_eigenpairs(case, rtol):

@@ -295,7 +295,9 @@ def check_steihaug_contract(
     return report
 
 
-def check_line_search_contract(search: Callable[..., Any], problem: Any) -> CheckReport:
+def check_line_search_contract(
+    search: Callable[..., Any], problem: Any, *, constraint_rtol: float = 64 * fd.eps(np.float64)
+) -> CheckReport:
     r"""Check a backtracking line search's contract on a problem.
 
     ``problem`` has ``evaluate`` (``x -> (objective, constraint)``, objective maximized),
@@ -308,9 +310,11 @@ def check_line_search_contract(search: Callable[..., Any], problem: Any) -> Chec
 
     1. at most :math:`K + 1` trials (evaluations away from ``x0``), the :math:`k`-th at
        :math:`x_0 + \rho^k s`;
-    2. an accepted ``x`` is the last trial, finite, feasible (:math:`c \le c_{\max}`) and
-       improving (:math:`f > f_0`); every earlier trial was not (non-finite trials count
-       as not acceptable);
+    2. an accepted ``x`` is the last trial, finite, feasible (:math:`c \le c_{\max}(1 +
+       \mathrm{constraint\_rtol})`: a search may forgive the rounding of a quadratic form,
+       as the core's does up to 32 eps) and improving (:math:`f > f_0`); every earlier
+       trial was not acceptable even strictly (:math:`c \le c_{\max}`; non-finite trials
+       count as not acceptable);
     3. a rejection returns ``x0`` after all :math:`K + 1` trials, none acceptable;
     4. with ``first_acceptable`` known, the accepted trial is that one.
 
@@ -353,8 +357,8 @@ def check_line_search_contract(search: Callable[..., Any], problem: Any) -> Chec
         "the contract",
     )
 
-    def acceptable(f: float, c: float) -> bool:
-        return math.isfinite(f) and math.isfinite(c) and c <= cmax and f > f0
+    def acceptable(f: float, c: float, slack: float = 0.0) -> bool:
+        return math.isfinite(f) and math.isfinite(c) and c <= cmax * (1 + slack) and f > f0
 
     e = fd.eps(x0.dtype)
     for k, (xk, f, c) in enumerate(trials):
@@ -378,12 +382,12 @@ def check_line_search_contract(search: Callable[..., Any], problem: Any) -> Chec
         xk, f, c = trials[-1]
         if not np.array_equal(x, xk):
             report.fail("the accepted x is not the last trial evaluated")
-        if not acceptable(f, c):
+        if not acceptable(f, c, constraint_rtol):
             why = (
                 "is not finite"
                 if not (math.isfinite(f) and math.isfinite(c))
-                else f"violates the constraint ({c:.6g} > {cmax:.6g})"
-                if c > cmax
+                else f"violates the constraint ({c:.6g} > {cmax:.6g} (1 + {constraint_rtol:.1e}))"
+                if c > cmax * (1 + constraint_rtol)
                 else f"does not improve ({f:.6g} <= f0 = {f0:.6g})"
             )
             report.fail(f"the accepted trial {len(trials) - 1} {why}")
