@@ -23,25 +23,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from trustregion.testing._cases import (
-    DistributionPair,
-    GaussianCase,
-    LinearOperatorCase,
-    LineSearchProblem,
-    LogitsCase,
-    SimplexCase,
-    SymmetricMatrixCase,
-    TrustRegionProblem,
-)
-from trustregion.testing._contracts import (
-    check_cg_contract,
-    check_line_search_contract,
-    check_steihaug_contract,
-)
-from trustregion.testing._derivatives import check_fvp, check_grad, check_hvp, check_jvp_vjp
-from trustregion.testing._operators import check_kl, check_symmetric_operator
-from trustregion.testing._report import CheckReport, Comparison, assert_close
-
 STRATEGIES = (
     "categorical_kl_reference",
     "categorical_pairs",
@@ -83,6 +64,32 @@ __all__ = [
     *STRATEGIES,
 ]
 
+# Everything loads on first use: the pytest plugin (trustregion.testing.pytest_plugin) is
+# imported by every pytest run in an environment with this package, and must stay cheap.
+_MODULES = {
+    **dict.fromkeys(
+        (
+            "DistributionPair",
+            "GaussianCase",
+            "LineSearchProblem",
+            "LinearOperatorCase",
+            "LogitsCase",
+            "SimplexCase",
+            "SymmetricMatrixCase",
+            "TrustRegionProblem",
+        ),
+        "_cases",
+    ),
+    **dict.fromkeys(
+        ("check_cg_contract", "check_line_search_contract", "check_steihaug_contract"),
+        "_contracts",
+    ),
+    **dict.fromkeys(("check_fvp", "check_grad", "check_hvp", "check_jvp_vjp"), "_derivatives"),
+    **dict.fromkeys(("check_kl", "check_symmetric_operator"), "_operators"),
+    **dict.fromkeys(("CheckReport", "Comparison", "assert_close"), "_report"),
+    **dict.fromkeys(STRATEGIES, "_strategies"),
+}
+
 MISSING_HYPOTHESIS = (
     "trustregion.testing.{name} is a hypothesis strategy and needs the optional dependency "
     "hypothesis, which is not installed: pip install 'trustregion-toolkit[testing]' "
@@ -91,18 +98,19 @@ MISSING_HYPOTHESIS = (
 
 
 def __getattr__(name: str) -> Any:
-    # strategies load on first use, so the checks (and the pytest plugin) import without hypothesis
-    if name in STRATEGIES:
-        try:
-            module = importlib.import_module("trustregion.testing._strategies")
-        except ModuleNotFoundError as error:
-            if error.name != "hypothesis" and not (error.name or "").startswith("hypothesis."):
-                raise
-            raise ImportError(MISSING_HYPOTHESIS.format(name=name)) from error
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'trustregion.testing' has no attribute {name!r}")
+    module_name = _MODULES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'trustregion.testing' has no attribute {name!r}")
+    try:
+        module = importlib.import_module(f"trustregion.testing.{module_name}")
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if missing != "hypothesis" and not missing.startswith("hypothesis."):
+            raise
+        raise ImportError(MISSING_HYPOTHESIS.format(name=name)) from error
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
