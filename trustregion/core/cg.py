@@ -82,7 +82,9 @@ class CGSpectrum:
     condition : float or None
         ``eig_max / eig_min``, a lower bound on the condition number (inf if ``eig_min <= 0``).
     ritz_values : ndarray
-        Every eigenvalue of :math:`T_k`, ascending (empty without any iteration); computed on
+        Every eigenvalue of :math:`T_k`, ascending (empty without any iteration), where
+        iterations whose residual reached the rounding floor are left out (their coefficients
+        describe rounding noise, not the operator); computed on
         first access (implicit QL, O(k^2)).
     """
 
@@ -154,11 +156,14 @@ class CGResult:
     lanczos_alphas: Sequence[float] = field(default=(), repr=False)
     lanczos_rhos: Sequence[float] = field(default=(), repr=False)
     lanczos_scale: float = field(default=1.0, repr=False)
+    lanczos_eps: float = field(default=float(np.finfo(np.float64).eps), repr=False)
 
     @cached_property
     def spectrum(self) -> CGSpectrum:
         """Ritz values and spectral estimates (see :class:`CGSpectrum`)."""
-        return _spectrum(self.lanczos_alphas, self.lanczos_rhos, self.lanczos_scale)
+        return _spectrum(
+            self.lanczos_alphas, self.lanczos_rhos, self.lanczos_scale, self.lanczos_eps
+        )
 
     @property
     def ritz_values(self) -> np.ndarray:
@@ -210,10 +215,24 @@ def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]
     return diag, off
 
 
-def _spectrum(alphas: Sequence[float], rhos: Sequence[float], scale: float) -> CGSpectrum:
+# Iterations whose residual has fallen to this fraction of the first (in the M-norm, squared,
+# in units of the dtype's eps squared) are at the rounding floor: their coefficients describe
+# rounding noise, not the operator, and put Ritz values outside its spectrum. Cut there.
+_ROUNDING_FLOOR = 64.0**2
+
+
+def _spectrum(
+    alphas: Sequence[float], rhos: Sequence[float], scale: float, eps: float
+) -> CGSpectrum:
     k = len(alphas)
-    alpha = np.array(alphas, dtype=np.float64)
     rho = np.array(rhos[:k], dtype=np.float64)
+    if k:
+        floor = _ROUNDING_FLOOR * eps * eps * rho[0]
+        noise = np.flatnonzero(rho <= floor)
+        if noise.size:
+            k = max(int(noise[0]), 1)
+            rho = rho[:k]
+    alpha = np.array(alphas[:k], dtype=np.float64)
     if k == 0:
         lo = hi = condition = None
     else:
@@ -542,6 +561,7 @@ def _solve(
             lanczos_alphas=alphas,
             lanczos_rhos=rho_list,
             lanczos_scale=c_A * c_M,
+            lanczos_eps=eps,
             **extra,
         )
         if spectrum:
