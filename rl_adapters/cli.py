@@ -3,6 +3,7 @@
 ::
 
     trpo train ENV_ID [--timesteps N] [--seed S] [--n-envs K] [--out DIR] [key=value ...]
+               [--ray [--address ADDR] [--workers K]]
     trpo eval RUN_DIR [--episodes N] [--seed S] [--stochastic]
     trpo plot RUN_DIR [RUN_DIR ...] [--out FILE]
 
@@ -56,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--n-envs", type=int, default=None, help="parallel environments")
     train.add_argument("--out", default=None, help="run directory (default runs/ENV-sSEED)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--ray", action="store_true",
+                       help="run the environments on Ray workers (vector_env=ray, docs/ray.md)")
+    train.add_argument("--address", default=None,
+                       help="with --ray: the Ray cluster to join (HOST:PORT, auto); "
+                            "default: start a local Ray")
+    train.add_argument("--workers", type=int, default=None,
+                       help="with --ray: rollout workers (n_workers)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     ev = sub.add_parser("eval", help="evaluate a trained run")
     ev.add_argument("run_dir")
@@ -108,6 +116,21 @@ def _check_env(env_id: str) -> None:
     env.close()
 
 
+def _ray_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--ray``, ``--address``, ``--workers`` as config overrides (the latter two need --ray)."""
+    if not args.ray:
+        for flag, value in (("--address", args.address), ("--workers", args.workers)):
+            if value is not None:
+                raise CLIError(f"{flag} needs --ray")
+        return {}
+    out: dict[str, Any] = {"vector_env": "ray"}
+    if args.address is not None:
+        out["ray_address"] = args.address
+    if args.workers is not None:
+        out["n_workers"] = args.workers
+    return out
+
+
 def _train(args: argparse.Namespace) -> int:
     from rl_adapters.config import TRPOConfig, parse_overrides
 
@@ -119,6 +142,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides = parse_overrides(args.overrides)
         if args.n_envs is not None:
             overrides["n_envs"] = args.n_envs
+        overrides.update(_ray_overrides(args))
         config = TRPOConfig.for_env(args.env_id, **overrides)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
@@ -129,7 +153,10 @@ def _train(args: argparse.Namespace) -> int:
 
     from rl_adapters.agent import TRPO
 
-    agent = TRPO(args.env_id, seed=args.seed, config=config)
+    try:
+        agent = TRPO(args.env_id, seed=args.seed, config=config)
+    except (ConnectionError, ImportError) as exc:  # --ray: no cluster there, or no Ray
+        raise CLIError(str(exc)) from None
     try:
         agent.learn(args.timesteps, progress_bar=not args.no_progress)
     except KeyboardInterrupt:

@@ -29,7 +29,7 @@ NOT_IN_STATE = {
         # ["snapshots"]), so a checkpoint loads under any grouping.
         "groups", "slices", "n_envs",
         "policy", "obs_rms", "reward_scaler",  # the agent's, saved by the agent
-        "clip_obs",  # configuration
+        "clip_obs", "obs_norm_update",  # configuration
     },
     "EnvGroup": {
         "venv", "n_envs",  # env handles (rebuilt on load); their snapshots are state
