@@ -33,6 +33,7 @@ Ray is imported here only, and only when one of these is used.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 from typing import Any
@@ -137,7 +138,7 @@ def env_slices(n_envs: int, n_workers: int) -> list[slice]:
     [slice(0, 3, None), slice(3, 5, None)]
     """
     bounds = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(n_envs), n_workers)])
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
 # ------------------------------------------------------------------- the worker

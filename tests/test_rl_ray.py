@@ -74,13 +74,13 @@ def reference():
 def test_training_is_bitwise_the_same_for_any_worker_count(local_ray, reference):
     # Pendulum-v1: Gaussian actions, and a truncation per env (final observations).
     assert any(m["n_episodes"] != "0.0" for m in reference["metrics"])
-    for k in (1, 2, 4):
+    for k in (1, 3, 4):  # 4 envs as 4, 2 + 1 + 1, 1 + 1 + 1 + 1
         _assert_identical(_run("Pendulum-v1", vector_env="ray", n_workers=k), reference)
 
 
 def test_discrete_actions_are_bitwise_the_same_on_ray(local_ray):
-    # CartPole-v1: categorical actions and terminations; 3 workers for 4 envs (2 + 1 + 1).
-    _assert_identical(_run("CartPole-v1", vector_env="ray", n_workers=3),
+    # CartPole-v1: categorical actions and terminations.
+    _assert_identical(_run("CartPole-v1", vector_env="ray", n_workers=2),
                       _run("CartPole-v1", vector_env="sync"))
 
 
@@ -133,8 +133,8 @@ def test_sharded_fisher_product_equals_the_single_process_product(local_ray):
     rng = np.random.default_rng(0)
     policy = make_policy(spaces.Box(-1, 1, (5,)), spaces.Box(-1, 1, (3,)), hidden=(16, 16))
     theta = policy.init_params(rng) + 0.1 * rng.standard_normal(policy.n_params)
-    obs = rng.standard_normal((301, 5))  # shards of 101, 100, 100 rows
-    shards = FisherShards(policy, 3)
+    obs = rng.standard_normal((301, 5))  # shards of 151 and 150 rows
+    shards = FisherShards(policy, 2)
     try:
         for dtype, tol in (("float64", 1e-12), ("float32", 1e-5)):
             sharded = shards.operator(theta, obs, np.dtype(dtype))
@@ -153,8 +153,8 @@ def test_sharded_fisher_products_give_the_same_update_to_rounding(local_ray):
     one = _run("Pendulum-v1", updates=1, fvp_dtype="float64")["theta"] - start
     two = _run("Pendulum-v1", updates=1, fvp_dtype="float64", fvp_workers=2)["theta"] - start
     # 15 CG iterations on a Fisher of condition ~1e5 amplify the products' rounding.
-    assert np.linalg.norm(two - one) <= 1e-3 * np.linalg.norm(one)
-    print(np.linalg.norm(two - one) / np.linalg.norm(one))
+    # (measured: 2e-5 relative to the step).
+    assert np.linalg.norm(two - one) <= 1e-4 * np.linalg.norm(one)
 
 
 def test_an_unreachable_cluster_fails_in_one_line():
