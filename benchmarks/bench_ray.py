@@ -195,10 +195,9 @@ def costs(args: argparse.Namespace) -> dict[str, Any]:
     for a in actors:
         ray.kill(a)
     from gymnasium import spaces
+    from threadpoolctl import threadpool_limits
 
     from rl_adapters.policies import make_policy
-
-    from threadpoolctl import threadpool_limits
 
     # One BLAS thread, as TRPO.learn runs (blas_threads=1) and as Ray's workers run.
     limit = threadpool_limits(limits=1, user_api="blas")

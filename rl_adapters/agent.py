@@ -148,6 +148,7 @@ class TRPO:
         elif overrides:
             config = config.replace(**overrides)
         self.seed = int(seed)
+        config.check_scale_out()
         if config.vector_env == "ray":
             # The environments live on Ray workers (rl_adapters.ray_workers, docs/ray.md).
             from rl_adapters.ray_workers import env_spaces
@@ -363,7 +364,7 @@ class TRPO:
         if self._fisher_shards is None:
             from rl_adapters.ray_workers import FisherShards
 
-            self._fisher_shards = FisherShards(self.policy, cfg.fvp_workers, cfg.ray_address)
+            self._fisher_shards = FisherShards(self.policy, cfg.fvp_workers)
         return self._fisher_shards.operator(theta, obs, np.dtype(cfg.fvp_dtype))
 
     # ---------------------------------------------------------------- acting

@@ -124,8 +124,6 @@ def _ray_overrides(args: argparse.Namespace) -> dict[str, Any]:
                 raise CLIError(f"{flag} needs --ray")
         return {}
     out: dict[str, Any] = {"vector_env": "ray"}
-    if args.address is not None:
-        out["ray_address"] = args.address
     if args.workers is not None:
         out["n_workers"] = args.workers
     return out
@@ -153,10 +151,14 @@ def _train(args: argparse.Namespace) -> int:
 
     from rl_adapters.agent import TRPO
 
-    try:
-        agent = TRPO(args.env_id, seed=args.seed, config=config)
-    except (ConnectionError, ImportError) as exc:  # --ray: no cluster there, or no Ray
-        raise CLIError(str(exc)) from None
+    if args.ray:
+        try:
+            from rl_adapters.ray_workers import connect
+
+            connect(args.address or "")  # the cluster is a deployment detail, not config
+        except (ConnectionError, ImportError, ValueError) as exc:  # no cluster there, no Ray
+            raise CLIError(str(exc)) from None
+    agent = TRPO(args.env_id, seed=args.seed, config=config)
     try:
         agent.learn(args.timesteps, progress_bar=not args.no_progress)
     except KeyboardInterrupt:

@@ -182,17 +182,25 @@ class TRPOConfig:
                         "contiguous slice of the n_envs environments", interval=_POSITIVE_INT)
     fvp_workers: int = _f(1, "Ray actors sharing the Fisher-vector products (1: in this "
                           "process)", interval=_POSITIVE_INT)
-    ray_address: str = _f("", "Ray cluster to join ('': start a local Ray, 'auto', "
-                          "'HOST:PORT' or 'ray://HOST:PORT')")
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = _check_field(f, _field_types()[f.name], getattr(self, f.name))
             object.__setattr__(self, f.name, value)
-        self._check_scale_out()
 
-    def _check_scale_out(self) -> None:
-        """The settings of the Ray scale-out that depend on each other (docs/ray.md)."""
+    def check_scale_out(self) -> None:
+        """Check the scale-out settings that depend on each other (docs/ray.md).
+
+        Every field is checked on its own when a config is built; the agent calls this
+        before it builds its environments.
+
+        Examples
+        --------
+        >>> TRPOConfig(n_workers=2).check_scale_out()
+        Traceback (most recent call last):
+        ...
+        ValueError: config n_workers=2: more than one worker needs vector_env='ray', got 'sync'
+        """
         if self.vector_env == "ray" and self.obs_norm_update != "per_rollout":
             raise ValueError(
                 f"config obs_norm_update={self.obs_norm_update!r}: vector_env='ray' needs "

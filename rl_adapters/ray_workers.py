@@ -84,7 +84,7 @@ def connect(address: str = "") -> None:
     if address and address != "auto" and "://" not in address:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"ray_address={address!r}: expected HOST:PORT, 'auto' or "
+            raise ValueError(f"address {address!r}: expected HOST:PORT, 'auto' or "
                              "ray://HOST:PORT")
         try:
             # Ray retries an unreachable address for a minute; a plain TCP probe says it at once.
@@ -212,7 +212,7 @@ class RayCollector(Collector):
     def __init__(self, env: Any, config, seed: int, policy, obs_rms, reward_scaler) -> None:
         super().__init__([], policy, obs_rms, reward_scaler, config.clip_obs, "per_rollout")
         self._rayref = _ray()
-        connect(config.ray_address)
+        connect()  # a local Ray, unless the caller joined a cluster (connect(address))
         self.env = env
         self.seed = int(seed)
         self.n_envs = int(config.n_envs)
@@ -369,9 +369,9 @@ class FisherShards:
     the shard the learner still holds, and the product asked again.
     """
 
-    def __init__(self, policy, n_shards: int, address: str = "") -> None:
+    def __init__(self, policy, n_shards: int) -> None:
         self._rayref = _ray()
-        connect(address)
+        connect()
         self.policy = policy
         self._actor_class = self._rayref.remote(FisherShard)
         self._actors = [self._actor_class.remote(policy) for _ in range(n_shards)]

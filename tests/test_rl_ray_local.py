@@ -84,15 +84,15 @@ def test_each_row_acts_the_same_in_any_batch(policy_env):
     agent.close()
 
 
-def test_config_checks_the_scale_out_settings():
+def test_the_agent_checks_the_scale_out_settings_before_building_anything():
     assert TRPOConfig.for_env("CartPole-v1", vector_env="ray").obs_norm_update == "per_rollout"
     assert TRPOConfig.for_env("CartPole-v1").obs_norm_update == "per_step"
     with pytest.raises(ValueError, match="obs_norm_update='per_step': vector_env='ray' needs"):
-        TRPOConfig.for_env("CartPole-v1", vector_env="ray", obs_norm_update="per_step")
+        TRPO("CartPole-v1", vector_env="ray", obs_norm_update="per_step")
     with pytest.raises(ValueError, match="n_workers=2: more than one worker needs"):
-        TRPOConfig(n_workers=2)
+        TRPO("CartPole-v1", n_workers=2)
     with pytest.raises(ValueError, match="n_workers=3: at most n_envs=2"):
-        TRPOConfig(vector_env="ray", obs_norm_update="per_rollout", n_workers=3)
+        TRPO("CartPole-v1", vector_env="ray", n_envs=2, n_workers=3)
     with pytest.raises(ValueError, match="obs_norm_update='sometimes'"):
         TRPOConfig(obs_norm_update="sometimes")
 
