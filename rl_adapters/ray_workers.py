@@ -34,6 +34,7 @@ Ray is imported here only, and only when one of these is used.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import socket
 from typing import Any
@@ -104,6 +105,19 @@ def connect(address: str = "") -> None:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConnectionError(f"cannot join the Ray cluster at {address or 'local'}: "
                               f"{first}") from None
+
+
+def _actor_class(cls, n_actors: int):
+    """``cls`` as a Ray actor class: one CPU each, spread over the nodes.
+
+    Less than a CPU each when fewer CPUs are free than actors are asked for (a laptop):
+    an actor waiting for a CPU that never frees would hang the learner.
+    """
+    ray = _ray()
+    cpus = max(0.0, float(ray.available_resources().get("CPU", 0.0)))
+    # Ray counts resources in units of 1e-4: round down, so that n_actors shares fit.
+    share = min(1.0, math.floor(cpus / n_actors * 1e4) / 1e4)
+    return ray.remote(cls).options(num_cpus=share, scheduling_strategy="SPREAD")
 
 
 def _env_factory(env: Any):
@@ -219,7 +233,7 @@ class RayCollector(Collector):
         self._slices = env_slices(self.n_envs, config.n_workers)
         self.ep_return = np.zeros(self.n_envs)
         self.ep_length = np.zeros(self.n_envs, dtype=np.int64)
-        self._actor_class = self._rayref.remote(RolloutWorker)
+        self._actor_class = _actor_class(RolloutWorker, len(self._slices))
         self._actors = [self._new_actor(k) for k in range(len(self._slices))]
         # Each worker's (group state, raw observations) at the start of the next call.
         self._states: list[tuple[dict[str, Any], NDArray] | None] = [None] * len(self._actors)
@@ -373,7 +387,7 @@ class FisherShards:
         self._rayref = _ray()
         connect()
         self.policy = policy
-        self._actor_class = self._rayref.remote(FisherShard)
+        self._actor_class = _actor_class(FisherShard, n_shards)
         self._actors = [self._actor_class.remote(policy) for _ in range(n_shards)]
         self._prepared: list[tuple] = []
         self.n_restarts = 0
