@@ -117,7 +117,10 @@ def _check_env(env_id: str) -> None:
 
 
 def _ray_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """``--ray``, ``--address``, ``--workers`` as config overrides (the latter two need --ray)."""
+    """``--ray`` and ``--workers`` as config overrides (``--address`` is not config).
+
+    ``--address`` and ``--workers`` need ``--ray``.
+    """
     if not args.ray:
         for flag, value in (("--address", args.address), ("--workers", args.workers)):
             if value is not None:
@@ -142,6 +145,7 @@ def _train(args: argparse.Namespace) -> int:
             overrides["n_envs"] = args.n_envs
         overrides.update(_ray_overrides(args))
         config = TRPOConfig.for_env(args.env_id, **overrides)
+        config.check_scale_out()
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     _check_env(args.env_id)

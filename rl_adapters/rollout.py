@@ -313,11 +313,12 @@ class EnvGroup:
 
     What the collector uses is this small protocol: ``n_envs``, :meth:`reset`,
     :meth:`draw_noise` (once per rollout), :meth:`send`/:meth:`receive` (once per step),
-    :meth:`state_dict`/:meth:`load_state_dict`, :meth:`close`; a proxy to a group on a
-    remote worker can implement the same.  The exchange is per step because the learner
-    acts for the whole batch with observation statistics updated at every step from all
-    environments (``normalize_obs``); a group that ran a whole rollout on its own would
-    need the policy and frozen statistics on the worker, which changes that update.
+    :meth:`state_dict`/:meth:`load_state_dict`, :meth:`close`.  The exchange is per step
+    because the learner acts for the whole batch with observation statistics updated at
+    every step from all environments (``normalize_obs``).  With
+    ``obs_norm_update="per_rollout"`` the statistics are frozen for the rollout, so a group
+    can run a whole rollout on its own (:func:`collect_segment`): that is what a Ray
+    worker does (:mod:`rl_adapters.ray_workers`).
     """
 
     def __init__(self, venv: gym.vector.VectorEnv, rngs: list[np.random.Generator]) -> None:
