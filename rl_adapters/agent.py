@@ -58,11 +58,21 @@ class PolicyStepMetrics:
     step_fraction: float = 0.0
     """Fraction of the full step taken."""
     step_status: str = ""
-    """Name of the natural-gradient step's status (``OK`` when a step was produced)."""
+    """Name of the natural-gradient step's status (``BOUNDARY`` when a step was produced)."""
     cg_iters: float = 0.0
     """CG iterations for ``(F + lambda I) d = g``."""
     cg_residual: float = 0.0
     """CG's final residual norm."""
+    fisher_eig_max: float = float("nan")
+    """Largest Ritz value of the damped Fisher ``F + lambda I`` from CG's coefficients (no
+    extra product): a lower bound on its largest eigenvalue."""
+    fisher_eig_min: float = float("nan")
+    """Smallest Ritz value: an upper bound on the smallest eigenvalue. Close to ``cg_damping``
+    means the damping dominates the small directions (too large a damping, or a rank-deficient
+    Fisher); far above it means the damping does little."""
+    fisher_condition: float = float("nan")
+    """``fisher_eig_max / fisher_eig_min``, a lower bound on the condition number the CG solve
+    faced: large values explain slow CG (raise ``cg_damping`` or ``cg_iters``)."""
     entropy: float = 0.0
     """Mean policy entropy on the batch, before the step."""
 
@@ -108,6 +118,8 @@ METRIC_KEYS = tuple(
     for name in ([g.name for g in fields(PolicyStepMetrics)] if f.name == "policy_step"
                  else [f.name])
 )
+#: The columns that hold text (a status name) rather than a number.
+TEXT_METRIC_KEYS = frozenset(f.name for f in fields(PolicyStepMetrics) if f.type in (str, "str"))
 
 
 class TRPO:
@@ -327,6 +339,9 @@ class TRPO:
             cg_iters=float(nat.cg.nit),
             cg_residual=float(nat.cg.residual_norm),
             step_status=nat.status.name,
+            fisher_eig_max=_or_nan(nat.spectrum.eig_max),
+            fisher_eig_min=_or_nan(nat.spectrum.eig_min),
+            fisher_condition=_or_nan(nat.spectrum.condition),
             entropy=entropy_old,
         )
         if not nat.success:
@@ -335,7 +350,7 @@ class TRPO:
         if cfg.line_search:
             ls = backtracking_line_search(
                 surrogate_and_kl, theta_old, nat.step,
-                expected_improvement=max(nat.expected_improvement, 0.0),
+                expected_improvement=nat.expected_improvement,
                 max_constraint=cfg.max_kl, shrink=cfg.ls_shrink,
                 max_backtracks=cfg.ls_max_backtracks, accept_ratio=cfg.ls_accept_ratio,
                 constraint_slack=cfg.ls_kl_slack, f0=f0,
@@ -544,6 +559,10 @@ def _metric_rows(columns: dict[str, Any]) -> list[dict[str, Any]]:
     lists = {key: np.atleast_1d(col).tolist() for key, col in columns.items()}
     n_rows = len(next(iter(lists.values()))) if lists else 0
     return [{key: col[i] for key, col in lists.items()} for i in range(n_rows)]
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _mean(values) -> float:

@@ -47,16 +47,14 @@ matrix per environment, drawn from that environment's own ``numpy.random.Generat
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping, Sequence
 
-import numba
 import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
 
-from rl_adapters._fast import mlp_forward_rows
+from rl_adapters._kernels import mlp_forward_rows, sde_act_rows
 from rl_adapters.mlp import MLP
 from rl_adapters.policies import Policy
 from trustregion import distributions as dist
@@ -240,7 +238,7 @@ class StateDependentGaussianPolicy(Policy):
         if n <= 8 and net.n_layers > 1:
             env_actions = np.empty((n, self.act_dim))
             logp = np.empty(n)
-            _sde_act_rows(np.ascontiguousarray(obs, dtype=np.float64), theta,
+            sde_act_rows(np.ascontiguousarray(obs, dtype=np.float64), theta,
                           self._hidden_sizes, net.activation == "relu", net.n_params,
                           self.full_std, self.use_expln, self.epsilon,
                           np.ascontiguousarray(matrices, dtype=np.float64),
@@ -339,56 +337,6 @@ def _log_prob(mean: NDArray, var: NDArray, actions: NDArray) -> NDArray:
     z2 = np.square(actions - mean)
     z2 /= var
     return -0.5 * (z2.sum(axis=1) + np.log(var).sum(axis=1)) - mean.shape[1] * _HALF_LOG_2PI
-
-
-@numba.njit(cache=True)
-def _sde_act_rows(obs, theta, hidden_sizes, relu, n_net, full_std, use_expln, epsilon,
-                  matrices, low, high, clip_actions, actions_out, env_actions_out, logp_out):
-    """:meth:`StateDependentGaussianPolicy.act_with_matrices` for a few rows, fused.
-
-    ``a = mu + M^T phi`` with ``mu = phi W + b`` (the output layer at the end of the
-    network's parameters, ``log_std`` right after them) and
-    ``log N(a) = -sum_j [(M^T phi)_j^2 / v_j + log v_j] / 2 - D/2 log 2 pi``.
-    """
-    pre = mlp_forward_rows(obs, theta, hidden_sizes, relu)
-    n, h = pre.shape
-    d = matrices.shape[2]
-    w0 = n_net - h * d - d
-    b0 = n_net - d
-    n_cols = d if full_std else 1
-    sq_std = np.empty((h, n_cols))
-    for i in range(h):
-        for c in range(n_cols):
-            ls = theta[n_net + i * n_cols + c]
-            if use_expln and ls > 0.0:
-                s = math.log1p(ls + epsilon) + 1.0
-            else:
-                s = math.exp(ls)
-            sq_std[i, c] = s * s
-    phi = np.empty(h)
-    half_log_2pi = 0.5 * math.log(2.0 * math.pi)
-    for r in range(n):
-        for i in range(h):
-            x = pre[r, i]
-            phi[i] = (x if x > 0.0 else 0.0) if relu else math.tanh(x)
-        total = 0.0
-        for j in range(d):
-            mean = theta[b0 + j]
-            var = epsilon
-            noise = 0.0
-            c = j if full_std else 0
-            for i in range(h):
-                p = phi[i]
-                mean += p * theta[w0 + i * d + j]
-                var += p * p * sq_std[i, c]
-                noise += p * matrices[r, i, j]
-            a = mean + noise
-            actions_out[r, j] = a
-            if clip_actions:
-                a = min(max(a, low[j]), high[j])
-            env_actions_out[r, j] = a
-            total += noise * noise / var + math.log(var)
-        logp_out[r] = -0.5 * total - d * half_log_2pi
 
 
 class StateDependentNoise:

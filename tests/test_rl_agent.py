@@ -235,7 +235,7 @@ def test_kl_slack_lets_the_line_search_accept_a_larger_kl(monkeypatch):
 
 
 def test_metrics_rows_follow_the_dataclass_and_name_the_step_status(monkeypatch, tmp_path):
-    from rl_adapters.cli import _metrics_csv, _read_metrics
+    from rl_adapters.cli import _metric_row, _metrics_csv, _read_metrics
 
     seen = []
     real = agent_module.natural_gradient_step
@@ -260,7 +260,29 @@ def test_metrics_rows_follow_the_dataclass_and_name_the_step_status(monkeypatch,
     assert failed["step_accepted"] == failed["kl"] == failed["backtracks"] == 0.0
     np.testing.assert_array_equal(agent.theta, before)
     # The CSV keeps the name as text and the numbers as numbers.
-    (tmp_path / "metrics.csv").write_text(_metrics_csv(agent.metrics))
+    (tmp_path / "metrics.csv").write_text(_metrics_csv([_metric_row(m) for m in agent.metrics]))
     rows = _read_metrics(str(tmp_path))
     assert [r["step_status"] for r in rows] == [ok["step_status"], failed["step_status"]]
     assert rows[1]["kl"] == 0.0 and rows[0]["timesteps"] == ok["timesteps"]
+
+
+def test_fisher_ritz_values_in_the_metrics_lie_inside_the_damped_fisher_spectrum(monkeypatch):
+    """The logged Ritz values come from CG's coefficients: they must bracket nothing outside
+    the true spectrum of F + lambda I (checked against a dense Fisher built column by column)."""
+    captured = {}
+    real = agent_module.natural_gradient_step
+
+    def spy(g, hvp, delta, **kw):
+        captured.update(hvp=hvp, damping=kw["damping"], n=g.shape[0])
+        return real(g, hvp, delta, **kw)
+
+    monkeypatch.setattr(agent_module, "natural_gradient_step", spy)
+    agent = TRPO("CartPole-v1", seed=0, policy_hidden=(4,), fvp_dtype="float64", **SMALL)
+    row = agent.train_one_update()
+    n, hvp, damping = captured["n"], captured["hvp"], captured["damping"]
+    dense = np.column_stack([hvp(e) for e in np.eye(n)]) + damping * np.eye(n)
+    eig = np.linalg.eigvalsh(0.5 * (dense + dense.T))
+    tol = 1e-8 * eig[-1]
+    assert eig[0] - tol <= row["fisher_eig_min"] <= row["fisher_eig_max"] <= eig[-1] + tol
+    assert row["fisher_eig_min"] >= damping - tol
+    assert row["fisher_condition"] == pytest.approx(row["fisher_eig_max"] / row["fisher_eig_min"])
