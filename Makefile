@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[rl,test,dev]"
+	$(PY) -m pip install --quiet -e ".[rl,test,dev,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

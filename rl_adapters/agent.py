@@ -185,14 +185,23 @@ class TRPO:
         elif overrides:
             config = config.replace(**overrides)
         self.seed = int(seed)
-        groups = make_env_groups(env, config.n_envs, config.vector_env, self.seed)
-        n_envs = sum(g.n_envs for g in groups)
-        if n_envs != config.n_envs:
-            # Ready-made vector envs decide the number of environments.
-            config = config.replace(n_envs=n_envs)
+        config.check_scale_out()
+        if config.vector_env == "ray":
+            # The environments live on Ray workers (rl_adapters.ray_workers, docs/ray.md).
+            from rl_adapters.ray_workers import env_spaces
+
+            groups = []
+            obs_space, act_space = env_spaces(env)
+        else:
+            groups = make_env_groups(env, config.n_envs, config.vector_env, self.seed)
+            n_envs = sum(g.n_envs for g in groups)
+            if n_envs != config.n_envs:
+                # Ready-made vector envs decide the number of environments.
+                config = config.replace(n_envs=n_envs)
+            obs_space = groups[0].venv.single_observation_space
+            act_space = groups[0].venv.single_action_space
         self.config = config
-        obs_space = groups[0].venv.single_observation_space
-        act_space = groups[0].venv.single_action_space
+        n_envs = config.n_envs
         self.policy: Policy = make_policy(
             obs_space, act_space, hidden=config.policy_hidden, activation=config.activation,
             log_std_init=config.log_std_init,
@@ -210,8 +219,15 @@ class TRPO:
             RewardScaler(n_envs, config.gamma, config.clip_reward)
             if config.normalize_reward else None
         )
-        self.collector = Collector(groups, self.policy, self.obs_rms, self.reward_scaler,
-                                   config.clip_obs)
+        if config.vector_env == "ray":
+            from rl_adapters.ray_workers import RayCollector
+
+            self.collector: Collector = RayCollector(env, config, self.seed, self.policy,
+                                                     self.obs_rms, self.reward_scaler)
+        else:
+            self.collector = Collector(groups, self.policy, self.obs_rms, self.reward_scaler,
+                                       config.clip_obs, config.obs_norm_update)
+        self._fisher_shards: Any = None  # rl_adapters.ray_workers.FisherShards, on first use
         self.collector.reset()
         self.num_timesteps = 0
         self.n_updates = 0
@@ -323,10 +339,13 @@ class TRPO:
         # The surrogate gradient at theta_old: mean(A grad log pi) (+ entropy bonus).
         g = policy.surrogate_gradient(theta_old, cache, out_old, actions, adv, cfg.entropy_coef)
         # Fisher-vector products reuse the forward pass (or one on a subsample).
+        fisher: Callable[[NDArray], NDArray]
         if cfg.fvp_subsample < 1.0:
             k = max(1, round(cfg.fvp_subsample * obs.shape[0]))
             idx = np.sort(self.rng.choice(obs.shape[0], size=k, replace=False))
-            fisher = policy.fisher_operator(theta_old, obs[idx], dtype=np.dtype(cfg.fvp_dtype))
+            fisher = self._fisher(theta_old, obs[idx])
+        elif cfg.fvp_workers > 1:
+            fisher = self._fisher(theta_old, obs)
         else:
             fisher = FisherOperator(policy, theta_old, cache, out_old, np.dtype(cfg.fvp_dtype))
         nat = natural_gradient_step(g, fisher, cfg.max_kl, cg_iters=cfg.cg_iters,
@@ -380,6 +399,17 @@ class TRPO:
             info.kl, info.surrogate_improvement = kl, objective - f0
             info.step_accepted = info.step_fraction = 1.0
         return info
+
+    def _fisher(self, theta: NDArray, obs: NDArray) -> Callable[[NDArray], NDArray]:
+        """The Fisher-vector product on ``obs``: here, or summed over ``fvp_workers`` shards."""
+        cfg = self.config
+        if cfg.fvp_workers == 1:
+            return self.policy.fisher_operator(theta, obs, dtype=np.dtype(cfg.fvp_dtype))
+        if self._fisher_shards is None:
+            from rl_adapters.ray_workers import FisherShards
+
+            self._fisher_shards = FisherShards(self.policy, cfg.fvp_workers)
+        return self._fisher_shards.operator(theta, obs, np.dtype(cfg.fvp_dtype))
 
     # ---------------------------------------------------------------- acting
     def normalize_obs(self, obs: NDArray) -> NDArray:
@@ -625,6 +655,8 @@ class TRPO:
 
     def close(self) -> None:
         self.collector.close()
+        if self._fisher_shards is not None:
+            self._fisher_shards.close()
 
 
 

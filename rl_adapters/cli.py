@@ -4,7 +4,9 @@
 
     trpo train ENV_ID [--timesteps N] [--seed S] [--n-envs K] [--out DIR]
                       [--save-every N] [--overwrite] [--no-progress] [key=value ...]
+                      [--ray [--address ADDR] [--workers K]]
     trpo train --resume RUN_DIR [--timesteps N] [--save-every N] [--no-progress]
+                      [--address ADDR]
     trpo eval RUN_DIR [--episodes N] [--seed S] [--stochastic]
     trpo plot RUN_DIR [RUN_DIR ...] [--out FILE]
 
@@ -106,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", default=None,
                        help="continue the run in RUN_DIR from its checkpoint and configuration")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--ray", action="store_true",
+                       help="run the environments on Ray workers (vector_env=ray, docs/ray.md)")
+    train.add_argument("--address", default=None,
+                       help="with --ray (or --resume of a Ray run): the Ray cluster to join "
+                            "(HOST:PORT, auto); default: start a local Ray")
+    train.add_argument("--workers", type=int, default=None,
+                       help="with --ray: rollout workers (n_workers)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     ev = sub.add_parser("eval", help="evaluate a trained run")
     ev.add_argument("run_dir")
@@ -455,6 +464,32 @@ def _check_env(env_id: str) -> None:
     env.close()
 
 
+def _ray_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--ray`` and ``--workers`` as config overrides (``--address`` is not config).
+
+    ``--address`` and ``--workers`` need ``--ray``.
+    """
+    if not args.ray:
+        for flag, value in (("--address", args.address), ("--workers", args.workers)):
+            if value is not None:
+                raise CLIError(f"{flag} needs --ray")
+        return {}
+    out: dict[str, Any] = {"vector_env": "ray"}
+    if args.workers is not None:
+        out["n_workers"] = args.workers
+    return out
+
+
+def _join_ray(address: str | None) -> None:
+    """Join the Ray cluster at ``address`` (None: a local Ray), or fail in one line."""
+    try:
+        from rl_adapters.ray_workers import connect
+
+        connect(address or "")  # the cluster is a deployment detail, not configuration
+    except (ConnectionError, ImportError, ValueError) as exc:  # no cluster there, no Ray
+        raise CLIError(str(exc)) from None
+
+
 def _train(args: argparse.Namespace) -> int:
     if args.timesteps is not None and args.timesteps < 1:
         raise CLIError(f"--timesteps must be >= 1, got {args.timesteps}")
@@ -475,13 +510,17 @@ def _train(args: argparse.Namespace) -> int:
         overrides = parse_overrides(args.overrides)
         if args.n_envs is not None:
             overrides["n_envs"] = args.n_envs
+        overrides.update(_ray_overrides(args))
         config = TRPOConfig.for_env(args.env_id, **overrides)
+        config.check_scale_out()
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     _check_env(args.env_id)
     out = args.out or os.path.join("runs", f"{args.env_id}-s{seed}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise CLIError(f"--out {out!r} exists and is not a directory")
+    if args.ray:
+        _join_ray(args.address)
     agent = _make_agent(args.env_id, seed, config)
     try:
         _make_run_dir(out)
@@ -520,6 +559,8 @@ def _resume(args: argparse.Namespace) -> int:
     conflicts = [flag for flag, given in (("--out", args.out is not None),
                                           ("--overwrite", args.overwrite),
                                           ("--n-envs", args.n_envs is not None),
+                                          ("--ray", args.ray),
+                                          ("--workers", args.workers is not None),
                                           ("key=value overrides", bool(args.overrides)))
                  if given]
     if conflicts:
@@ -532,6 +573,8 @@ def _resume(args: argparse.Namespace) -> int:
         raise CLIError(f"--resume {run_dir!r} has no model.npz "
                        "(is it a `trpo train` run directory?)")
     _check_writable(run_dir, "--resume")
+    if args.address is not None:
+        _join_ray(args.address)  # a Ray run resumes on this cluster (else a local Ray)
     with _locked(run_dir):
         _clean_temp_files(run_dir)
         agent = _load_agent(model)

@@ -123,8 +123,9 @@ class TRPOConfig:
     n_envs: int = _f(2, "number of parallel environments", interval=_POSITIVE_INT)
     n_steps: int = _f(512, "environment steps per env per update (batch = n_envs * n_steps)",
                       interval=_POSITIVE_INT)
-    vector_env: str = _f("sync", "vector env: 'sync' (lean), 'gym_sync' or 'async' (processes)",
-                         choices=("sync", "gym_sync", "async"))
+    vector_env: str = _f("sync", "vector env: 'sync' (lean), 'gym_sync', 'async' (processes) "
+                         "or 'ray' (n_workers Ray actors, see docs/ray.md)",
+                         choices=("sync", "gym_sync", "async", "ray"))
     gamma: float = _f(0.99, "discount factor", interval=_UNIT)
     gae_lambda: float = _f(0.98, "GAE lambda (bias-variance trade-off of advantages)",
                            interval=_UNIT)
@@ -173,11 +174,43 @@ class TRPOConfig:
                             interval=_POSITIVE)
     blas_threads: int = _f(1, "BLAS threads while training (1 is fastest for these small "
                            "matmuls)", interval=_POSITIVE_INT)
+    obs_norm_update: str = _f("per_step", "observation statistics: updated at every step "
+                              "('per_step') or frozen for a rollout and updated from the "
+                              "gathered batch ('per_rollout'; required by vector_env='ray')",
+                              choices=("per_step", "per_rollout"))
+    n_workers: int = _f(1, "Ray rollout workers (vector_env='ray'), each running a "
+                        "contiguous slice of the n_envs environments", interval=_POSITIVE_INT)
+    fvp_workers: int = _f(1, "Ray actors sharing the Fisher-vector products (1: in this "
+                          "process)", interval=_POSITIVE_INT)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = _check_field(f, _field_types()[f.name], getattr(self, f.name))
             object.__setattr__(self, f.name, value)
+
+    def check_scale_out(self) -> None:
+        """Check the scale-out settings that depend on each other (docs/ray.md).
+
+        Every field is checked on its own when a config is built; the agent calls this
+        before it builds its environments.
+
+        Examples
+        --------
+        >>> TRPOConfig(n_workers=2).check_scale_out()
+        Traceback (most recent call last):
+        ...
+        ValueError: config n_workers=2: more than one worker needs vector_env='ray', got 'sync'
+        """
+        if self.vector_env == "ray" and self.obs_norm_update != "per_rollout":
+            raise ValueError(
+                f"config obs_norm_update={self.obs_norm_update!r}: vector_env='ray' needs "
+                "'per_rollout' (workers act with statistics frozen for the rollout)")
+        if self.n_workers > 1 and self.vector_env != "ray":
+            raise ValueError(f"config n_workers={self.n_workers}: more than one worker needs "
+                             f"vector_env='ray', got {self.vector_env!r}")
+        if self.n_workers > self.n_envs:
+            raise ValueError(f"config n_workers={self.n_workers}: at most n_envs="
+                             f"{self.n_envs} workers (each runs one or more environments)")
 
     # ---------------------------------------------------------------- helpers
     @classmethod
@@ -191,6 +224,9 @@ class TRPOConfig:
                 values.update(tweaks)
         values["family"] = family
         values.update(overrides)
+        if values.get("vector_env") == "ray" and "obs_norm_update" not in overrides:
+            # Ray workers act with frozen statistics: that is the only mode they support.
+            values["obs_norm_update"] = "per_rollout"
         return cls(**values)
 
     def replace(self, **changes: Any) -> TRPOConfig:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from rl_adapters._kernels import gae_advantages, rms_normalize_into, rms_update
+from rl_adapters._kernels import gae_advantages, rms_normalize, rms_normalize_into, rms_update
 from rl_adapters.env_checks import (
     CheckedEnv,
     check_batch,
@@ -52,8 +53,9 @@ from rl_adapters.validation import (
     nested,
 )
 
-__all__ = ["Collector", "EnvGroup", "LeanSyncVectorEnv", "RolloutBatch", "SnapshotWrapper",
-           "compute_gae", "make_env_groups", "make_vector_env"]
+__all__ = ["Collector", "EnvGroup", "FrozenObsNorm", "LeanSyncVectorEnv", "RolloutBatch",
+           "Segment", "SnapshotWrapper", "act_rowwise", "collect_segment", "compute_gae",
+           "make_env_groups", "make_vector_env"]
 
 
 def compute_gae(rewards: NDArray, values: NDArray, next_values: NDArray,
@@ -346,11 +348,12 @@ class EnvGroup:
 
     What the collector uses is this small protocol: ``n_envs``, :meth:`reset`,
     :meth:`draw_noise` (once per rollout), :meth:`send`/:meth:`receive` (once per step),
-    :meth:`state_dict`/:meth:`load_state_dict`, :meth:`close`; a proxy to a group on a
-    remote worker can implement the same.  The exchange is per step because the learner
-    acts for the whole batch with observation statistics updated at every step from all
-    environments (``normalize_obs``); a group that ran a whole rollout on its own would
-    need the policy and frozen statistics on the worker, which changes that update.
+    :meth:`state_dict`/:meth:`load_state_dict`, :meth:`close`.  The exchange is per step
+    because the learner acts for the whole batch with observation statistics updated at
+    every step from all environments (``normalize_obs``).  With
+    ``obs_norm_update="per_rollout"`` the statistics are frozen for the rollout, so a group
+    can run a whole rollout on its own (:func:`collect_segment`): that is what a Ray
+    worker does (:mod:`rl_adapters.ray_workers`).
     """
 
     def __init__(self, venv: gym.vector.VectorEnv, rngs: list[np.random.Generator]) -> None:
@@ -420,7 +423,11 @@ class Collector:
     """
 
     def __init__(self, groups: list[EnvGroup], policy, obs_rms, reward_scaler,
-                 clip_obs: float) -> None:
+                 clip_obs: float, obs_norm_update: str = "per_step") -> None:
+        if obs_norm_update not in ("per_step", "per_rollout"):
+            raise ValueError(f"obs_norm_update={obs_norm_update!r}: expected 'per_step' or "
+                             "'per_rollout'")
+        self.obs_norm_update = obs_norm_update
         self.groups = list(groups)
         self.policy = policy
         self.obs_rms = obs_rms  # RunningMeanStd or None
@@ -609,6 +616,8 @@ class Collector:
 
     def _collect(self, theta: NDArray, n_steps: int) -> RolloutBatch:
         assert self.raw_obs is not None, "call reset() first"
+        if self.obs_norm_update == "per_rollout":
+            return self._collect_per_rollout(theta, n_steps)
         E = self.n_envs
         obs_dim = self.raw_obs.shape[1]
         policy = self.policy
@@ -710,6 +719,232 @@ class Collector:
             raise EnvOutputError(problem, env=self._env_name(e), field=f"final {field}",
                                  at=f"rollout step {t}, env index {e}")
         return row[0]
+
+    # ------------------------------------------------------ per_rollout collection
+    def frozen_norm(self) -> FrozenObsNorm | None:
+        """A copy of the observation statistics, frozen for one rollout (None: off)."""
+        if self.obs_rms is None:
+            return None
+        rms = self.obs_rms
+        return FrozenObsNorm(rms.mean.copy(), rms.var.copy(), float(rms.epsilon),
+                             float(self.clip_obs))
+
+    def _collect_per_rollout(self, theta: NDArray, n_steps: int) -> RolloutBatch:
+        groups = self.groups
+        noise = (groups[0].draw_noise(self.policy, n_steps) if len(groups) == 1 else
+                 np.concatenate([g.draw_noise(self.policy, n_steps) for g in groups], axis=1))
+        frozen = self.frozen_norm()
+        assert self.raw_obs is not None
+        segment = collect_segment(self._step, noise, self.policy, theta, frozen,
+                                  self.raw_obs, n_steps, env_name=self._env_name(0))
+        return self.finish_rollout(segment, frozen)
+
+    def finish_rollout(self, segment: Segment, frozen: FrozenObsNorm | None) -> RolloutBatch:
+        """The learner's half of a ``per_rollout`` collection, on the gathered batch.
+
+        ``segment`` holds every environment's raw transitions in env order, whoever stepped
+        them.  Here, in env order and step by step as :meth:`collect` does per step: the
+        episode bookkeeping and the reward scaling (per-env running returns, one shared
+        scale), then the observations normalized with the ``frozen`` statistics the policy
+        acted with, and last the statistics updated with all the rollout's observations.
+        Nothing depends on how the environments were grouped.
+        """
+        T, E, obs_dim = segment.obs.shape
+        scaler = self.reward_scaler
+        ep_return, ep_length = self.ep_return, self.ep_length
+        rewards = np.empty((T, E))
+        ep_returns: list[float] = []
+        ep_lengths: list[int] = []
+        for t in range(T):
+            reward = segment.rewards[t]
+            done = segment.terminated[t] | segment.truncated[t]
+            ep_return += reward
+            ep_length += 1
+            rewards[t] = reward if scaler is None else scaler(reward, done)
+            for e in np.flatnonzero(done):
+                ep_returns.append(float(ep_return[e]))
+                ep_lengths.append(int(ep_length[e]))
+                ep_return[e] = 0.0
+                ep_length[e] = 0
+        obs = segment.obs if frozen is None else frozen.normalize(segment.obs)
+        final_obs = np.zeros_like(segment.final_obs)
+        trunc = segment.truncated & ~segment.terminated
+        if trunc.any():
+            final_obs[trunc] = (segment.final_obs[trunc] if frozen is None
+                                else frozen.normalize(segment.final_obs[trunc]))
+        last_obs = segment.last_obs if frozen is None else frozen.normalize(segment.last_obs)
+        if self.obs_rms is not None:
+            self.obs_rms.update(segment.obs.reshape(T * E, obs_dim))
+        self.raw_obs = np.array(segment.last_obs, dtype=np.float64)
+        return RolloutBatch(obs, segment.actions, segment.log_probs, rewards,
+                            segment.terminated, segment.truncated, final_obs,
+                            np.array(last_obs), ep_returns, ep_lengths, segment.env_time,
+                            segment.policy_time)
+
+
+# ------------------------------------------------- rollouts with frozen statistics
+@dataclass(frozen=True)
+class FrozenObsNorm:
+    """Observation statistics frozen for one rollout: ``clip((x - mean) / sqrt(var + eps))``.
+
+    Workers and the learner normalize with the same elementwise kernel, so an observation
+    normalizes to the same bits wherever it is normalized.
+    """
+
+    mean: NDArray
+    var: NDArray
+    epsilon: float
+    clip: float
+
+    def normalize(self, x: NDArray) -> NDArray:
+        flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, self.mean.shape[0])
+        return rms_normalize(flat, self.mean, self.var, self.epsilon, self.clip).reshape(
+            np.shape(x))
+
+
+@dataclass
+class Segment:
+    """Raw transitions of ``E`` environments over ``T`` steps (time-major), for one rollout.
+
+    What a group of environments (in this process or on a Ray worker) hands back to the
+    learner: the raw observations the policy acted on, the actions and their
+    log-probabilities, the raw rewards and the episode ends; ``final_obs[t, e]`` is the
+    raw last observation of an episode truncated at ``t`` (zeros elsewhere); ``last_obs``
+    the observations the rollout stops at.
+    """
+
+    obs: NDArray  # (T, E, obs_dim), raw
+    actions: NDArray  # (T, E, act_dim)
+    log_probs: NDArray  # (T, E)
+    rewards: NDArray  # (T, E), raw
+    terminated: NDArray  # (T, E) bool
+    truncated: NDArray  # (T, E) bool
+    final_obs: NDArray  # (T, E, obs_dim), raw, where truncated and not terminated
+    last_obs: NDArray  # (E, obs_dim), raw
+    env_time: float
+    policy_time: float
+
+    @staticmethod
+    def concatenate(segments: list[Segment]) -> Segment:
+        """The segments of consecutive environment slices as one, in env order."""
+        if len(segments) == 1:
+            return segments[0]
+
+        def cat(name: str, axis: int = 1) -> NDArray:
+            return np.concatenate([getattr(s, name) for s in segments], axis=axis)
+
+        return Segment(cat("obs"), cat("actions"), cat("log_probs"), cat("rewards"),
+                       cat("terminated"), cat("truncated"), cat("final_obs"),
+                       cat("last_obs", axis=0), max(s.env_time for s in segments),
+                       max(s.policy_time for s in segments))
+
+
+#: Rows per call of the policy's fused per-step kernels (``Policy.outputs`` and
+#: ``DiagGaussianPolicy.act_from_noise`` take them for up to 8 rows).  They compute each
+#: row on its own, in a fixed order; BLAS over a larger batch need not give a row the
+#: same bits as over a smaller one.
+ROWWISE_CHUNK = 8
+
+
+def act_rowwise(policy, theta: NDArray, obs: NDArray, noise: NDArray,
+                actions_out: NDArray) -> tuple[NDArray, NDArray]:
+    """``policy.act_from_noise`` in chunks of at most :data:`ROWWISE_CHUNK` rows.
+
+    Each row's action and log-probability are then the same bits whatever the batch it
+    comes in: the property that makes a rollout independent of how the environments are
+    split between workers.
+    """
+    n = obs.shape[0]
+    if n <= ROWWISE_CHUNK:
+        return policy.act_from_noise(theta, obs, noise, actions_out)
+    env_parts, logp_parts = [], []
+    for a in range(0, n, ROWWISE_CHUNK):
+        b = min(a + ROWWISE_CHUNK, n)
+        env_actions, logp = policy.act_from_noise(theta, obs[a:b], noise[a:b],
+                                                  actions_out[a:b])
+        env_parts.append(env_actions)
+        logp_parts.append(logp)
+    return np.concatenate(env_parts), np.concatenate(logp_parts)
+
+
+_ENV_INDEX = re.compile(r"env index (\d+)")
+
+
+def _raise_env_output(found: tuple[str, str, int], env_name: str, at: str,
+                      first_env: int) -> None:
+    field, problem, index = found
+    where = at + (f", env index {first_env + index}" if index >= 0 else "")
+    raise EnvOutputError(problem, env=env_name, field=field, at=where)
+
+
+def collect_segment(step, noise: NDArray, policy, theta: NDArray,
+                    frozen: FrozenObsNorm | None, raw_obs: NDArray, n_steps: int, *,
+                    env_name: str = "", first_env: int = 0) -> Segment:
+    """``n_steps`` steps with the policy at ``theta`` and the ``frozen`` statistics.
+
+    Every step's batch is checked before the policy acts on it: an unusable output raises
+    :class:`~rl_adapters.validation.EnvOutputError` naming ``env_name``, the rollout step and
+    the environment's index in the whole batch (``first_env`` + its index in this slice).
+
+    ``step(env_actions)`` steps the environments and returns ``(obs, rewards, terminated,
+    truncated, final_obs)`` (``final_obs`` an object array, or None when no episode
+    ended); ``noise`` is the rollout's sampling noise, ``(n_steps, E, ...)``, drawn from
+    the environments' own streams.  The policy acts row by row (:func:`act_rowwise`), so
+    a slice of the environments gives the same rows as the whole batch.
+    """
+    raw = np.array(raw_obs, dtype=np.float64)
+    E, obs_dim = raw.shape
+    act_dim = getattr(policy, "act_dim", None) or len(policy.nvec)
+    act_dtype = np.float64 if hasattr(policy, "act_dim") else np.int64
+    obs_buf = np.empty((n_steps, E, obs_dim))
+    act_buf = np.empty((n_steps, E, act_dim), dtype=act_dtype)
+    logp_buf = np.empty((n_steps, E))
+    rew_buf = np.empty((n_steps, E))
+    term_buf = np.zeros((n_steps, E), dtype=bool)
+    trunc_buf = np.zeros((n_steps, E), dtype=bool)
+    final_buf = np.zeros((n_steps, E, obs_dim))
+    env_time = policy_time = 0.0
+    clock = time.perf_counter
+    for t in range(n_steps):
+        t0 = clock()
+        obs_buf[t] = raw
+        obs = raw if frozen is None else frozen.normalize(raw)
+        env_actions, logp_buf[t] = act_rowwise(policy, theta, obs, noise[t], act_buf[t])
+        t1 = clock()
+        try:
+            next_raw, reward, terminated, truncated, final_obs = step(env_actions)
+        except EnvOutputError as err:
+            rest = "" if err.at in ("", "step") else ", " + _ENV_INDEX.sub(
+                lambda m: f"env index {first_env + int(m.group(1))}", err.at)
+            raise err.located(f"rollout step {t}{rest}") from None
+        t2 = clock()
+        env_time += t2 - t1
+        try:
+            next_raw = np.ascontiguousarray(next_raw, dtype=np.float64)
+            reward = np.asarray(reward, dtype=np.float64)
+        except (TypeError, ValueError):
+            next_raw, reward = np.full((0, obs_dim), np.nan), np.full(E, np.nan)
+        found = check_batch(next_raw, reward, terminated, truncated, E, obs_dim)
+        if found is not None:
+            _raise_env_output(found, env_name, f"rollout step {t}", first_env)
+        rew_buf[t] = reward
+        term_buf[t] = terminated
+        trunc_buf[t] = truncated
+        for e in np.flatnonzero(trunc_buf[t] & ~term_buf[t]):
+            try:
+                row = np.array(final_obs[e], dtype=np.float64).reshape(1, -1)
+            except (ValueError, TypeError):
+                row = np.full((1, 0), np.nan)
+            found = check_batch(row, None, None, None, 1, obs_dim)
+            if found is not None:
+                field, problem, _ = found
+                _raise_env_output((f"final {field}", problem, e), env_name,
+                                  f"rollout step {t}", first_env)
+            final_buf[t, e] = row[0]
+        raw = np.array(next_raw, dtype=np.float64)
+        policy_time += clock() - t2 + (t1 - t0)
+    return Segment(obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf, final_buf,
+                   raw, env_time, policy_time)
 
 
 #: Vector envs whose ``step`` returns (n_envs, ...) observations, (n_envs,) rewards and bool

@@ -188,6 +188,8 @@ def real_scalar(state: Mapping[str, Any], key: str, *, low: float | None = None,
                 high: float | None = None) -> float:
     """``state[key]`` as a float: a finite real number in ``[low, high]``."""
     value = state[key]
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "fiu":
+        value = value[()]  # a 0-d array, as np.asarray or np.copy of a scalar gives
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer
                                                            | np.floating):
         raise StateError(key, f"expected a number, got {_kind(value)}")

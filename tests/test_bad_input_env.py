@@ -155,12 +155,15 @@ def _agent(fault, *, by_id=True, n_envs=1, fault_step=3, fault_instance=0, episo
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("norm_update", ["per_step", "per_rollout"])
 @pytest.mark.parametrize("by_id", [True, False], ids=["id", "instance"])
 @pytest.mark.parametrize("fault", sorted(_STEP_FAULTS))
-def test_a_bad_step_output_names_env_step_and_field_and_changes_nothing(fault, by_id):
+def test_a_bad_step_output_names_env_step_and_field_and_changes_nothing(fault, by_id,
+                                                                        norm_update):
+    """Both collection modes (the per_rollout one is what Ray workers run) check every step."""
     episode = 3 if fault == "nan_final_obs" else 1000
     agent = _agent(fault, by_id=by_id, fault_step=11, episode=episode,
-                   normalize_obs=True, normalize_reward=True)
+                   normalize_obs=True, normalize_reward=True, obs_norm_update=norm_update)
     agent.learn(8)  # the first update is clean; the fault is at the env's 11th step
     before = _snapshot(agent)
     with pytest.raises(EnvOutputError) as info:

@@ -23,13 +23,13 @@ SMALL = {"n_steps": 32, "n_envs": 2, "value_epochs": 1, "value_batch_size": 32,
 #: why: rebuilt from the saved configuration or environment, shared with (and saved by)
 #: the owner, or caches derived from saved fields.
 NOT_IN_STATE = {
-    "TRPO": set(),
+    "TRPO": {"fisher_shards"},  # Ray actors for fvp_workers > 1, rebuilt on first use
     "Collector": {
         # Per-env state of the groups is saved by global env index (state["rngs"],
         # ["snapshots"]), so a checkpoint loads under any grouping.
         "groups", "slices", "n_envs",
         "policy", "obs_rms", "reward_scaler",  # the agent's, saved by the agent
-        "clip_obs",  # configuration
+        "clip_obs", "obs_norm_update",  # configuration
     },
     "EnvGroup": {
         "venv", "n_envs",  # env handles (rebuilt on load); their snapshots are state

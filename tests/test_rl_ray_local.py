@@ -1,0 +1,106 @@
+"""The ``per_rollout`` observation statistics and the scale-out settings, without Ray.
+
+With ``obs_norm_update="per_rollout"`` the policy acts with statistics frozen for the
+rollout and the learner updates them from the gathered batch: what Ray workers do, and what
+the local vector envs do too, so that a run does not depend on how its environments are
+grouped (tests/test_rl_ray.py checks the Ray side).
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rl_adapters import TRPO
+from rl_adapters.config import TRPOConfig
+from rl_adapters.normalization import RunningMeanStd
+from rl_adapters.rollout import act_rowwise, make_vector_env
+
+SETTINGS = {"n_envs": 4, "n_steps": 64, "normalize_obs": True, "normalize_reward": True,
+            "obs_norm_update": "per_rollout", "value_optimizer": "adam", "value_epochs": 2,
+            "value_batch_size": 64}
+
+
+def _trained(env, **overrides):
+    agent = TRPO(env, seed=3, **{**SETTINGS, **overrides})
+    try:
+        agent.learn(3 * agent.config.batch_size)
+        return agent.theta.tobytes(), agent.obs_rms.mean.tobytes(), agent.value.theta.tobytes()
+    finally:
+        agent.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_per_rollout_training_does_not_depend_on_the_grouping(env_id):
+    reference = _trained(env_id)
+    assert _trained(env_id, vector_env="async") == reference
+    groups = [make_vector_env(env_id, 1, "sync"), make_vector_env(env_id, 3, "async")]
+    assert _trained(groups) == reference
+
+
+def test_per_rollout_acts_with_frozen_statistics_then_updates_them():
+    agent = TRPO("Pendulum-v1", seed=1, **SETTINGS)
+    collector = agent.collector
+    segments = []
+    finish = collector.finish_rollout
+    collector.finish_rollout = lambda seg, frozen: segments.append(seg) or finish(seg, frozen)
+    try:
+        agent.learn(agent.config.batch_size)  # statistics now hold the first rollout
+        before = RunningMeanStd((3,))
+        before.load_state_dict({k: np.copy(v) for k, v in agent.obs_rms.state_dict().items()})
+        batch = collector.collect(agent.theta, 16)
+        raw = segments[-1].obs
+        # The policy saw every observation normalized with the statistics of before the
+        # rollout ...
+        np.testing.assert_array_equal(batch.obs, before.normalize(raw, agent.config.clip_obs))
+        # ... and the statistics took in exactly the rollout's observations afterwards.
+        before.update(raw.reshape(-1, 3))
+        np.testing.assert_array_equal(agent.obs_rms.mean, before.mean)
+        np.testing.assert_array_equal(agent.obs_rms.var, before.var)
+    finally:
+        agent.close()
+
+
+@pytest.mark.parametrize("policy_env", ["Pendulum-v1", "CartPole-v1"])
+def test_each_row_acts_the_same_in_any_batch(policy_env):
+    # What makes a worker's slice give the rows of the whole batch: row-wise forward passes.
+    agent = TRPO(policy_env, seed=0, n_envs=2)
+    policy, rng = agent.policy, np.random.default_rng(1)
+    theta = agent.theta + 0.3 * rng.standard_normal(agent.theta.shape)
+    obs = rng.standard_normal((21, agent.policy.net.sizes_array[0]))
+    noise = policy.draw_noise(rng, (21,))
+    shape = (21, getattr(policy, "act_dim", 1))
+    dtype = np.float64 if hasattr(policy, "act_dim") else np.int64
+    whole_actions = np.empty(shape, dtype)
+    whole = act_rowwise(policy, theta, obs, noise, whole_actions)
+    for a, b in ((0, 1), (3, 5), (5, 17), (17, 21)):
+        part_actions = np.empty((b - a, shape[1]), dtype)
+        env_actions, logp = act_rowwise(policy, theta, obs[a:b], noise[a:b], part_actions)
+        assert env_actions.tobytes() == whole[0][a:b].tobytes()
+        assert logp.tobytes() == whole[1][a:b].tobytes()
+        assert part_actions.tobytes() == whole_actions[a:b].tobytes()
+    agent.close()
+
+
+def test_the_agent_checks_the_scale_out_settings_before_building_anything():
+    assert TRPOConfig.for_env("CartPole-v1", vector_env="ray").obs_norm_update == "per_rollout"
+    assert TRPOConfig.for_env("CartPole-v1").obs_norm_update == "per_step"
+    with pytest.raises(ValueError, match="obs_norm_update='per_step': vector_env='ray' needs"):
+        TRPO("CartPole-v1", vector_env="ray", obs_norm_update="per_step")
+    with pytest.raises(ValueError, match="n_workers=2: more than one worker needs"):
+        TRPO("CartPole-v1", n_workers=2)
+    with pytest.raises(ValueError, match="n_workers=3: at most n_envs=2"):
+        TRPO("CartPole-v1", vector_env="ray", n_envs=2, n_workers=3)
+    with pytest.raises(ValueError, match="obs_norm_update='sometimes'"):
+        TRPOConfig(obs_norm_update="sometimes")
+
+
+def test_ray_is_imported_only_when_asked_for():
+    code = ("import sys; from rl_adapters import TRPO; "
+            "a = TRPO('CartPole-v1', seed=0, n_steps=8, obs_norm_update='per_rollout'); "
+            "a.learn(16); a.close(); print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=300)
+    assert out.stdout.strip() == "False"
