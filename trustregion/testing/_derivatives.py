@@ -190,6 +190,42 @@ def _vector_quotient(
     return quotient
 
 
+def _check_against_central_differences(
+    report: CheckReport,
+    quotient: Callable[[float], tuple[np.ndarray, float]],
+    product: np.ndarray,
+    h0: float,
+    h_min: float,
+    acc: Callable[[float], float],
+    note: str,
+    e: float,
+    label: str,
+    symbol: str,
+) -> Any:
+    """Compare an array-valued ``product`` with the Richardson extrapolant of ``quotient``.
+
+    The tolerance is the estimate's own plus ``ULPS`` eps of ``|product|`` (named
+    ``symbol`` in the message); returns the estimate for callers that reuse it.
+    """
+    est = fd.richardson(
+        quotient,
+        h0,
+        order=2,
+        rounding=lambda h, s: acc(s) / h,
+        accuracy_note=note,
+        reference=fd.magnitude(product),
+        min_h=h_min,
+    )
+    own = fd.ULPS * e * fd.magnitude(product)
+    report.compare(
+        label,
+        fd.magnitude(product - est.value),
+        est.tolerance + own,
+        est.describe() + f" + {fd.ULPS} eps {symbol} = {own:.1e}",
+    )
+    return est
+
+
 def check_jvp_vjp(
     f: Callable[[np.ndarray], Any],
     jvp: Callable[[np.ndarray, np.ndarray], Any],
@@ -258,21 +294,17 @@ def check_jvp_vjp(
             inner_product_rtol(n + m, dtype)[0] * scale,
             inner_product_rtol(n + m, dtype)[1] + " x (|c||Jt| + |J^T c||t|)",
         )
-        est = fd.richardson(
+        est = _check_against_central_differences(
+            report,
             _vector_quotient(report, "f", f_c, x, t, y.shape),
+            jt,
             h0,
-            order=2,
-            rounding=lambda h, s: acc(s) / h,
-            accuracy_note=note,
-            reference=fd.magnitude(jt),
-            min_h=h_min,
-        )
-        own = fd.ULPS * e * fd.magnitude(jt)
-        report.compare(
+            h_min,
+            acc,
+            note,
+            e,
             f"jvp(x, t) against central differences of f along {_where(i, seed)}",
-            fd.magnitude(jt - est.value),
-            est.tolerance + own,
-            est.describe() + f" + {fd.ULPS} eps |Jt| = {own:.1e}",
+            "|Jt|",
         )
         projected = float(c.ravel() @ np.ravel(est.value))
         own = fd.ULPS * e * fd.magnitude(jtc) * fd.magnitude(t)
@@ -369,21 +401,17 @@ def check_hvp(
         source + " x (|Hu|/2 + 2|Hv| + |H(u/2 - 2v)|)",
     )
     for i, (v, hv) in enumerate(zip(directions, products, strict=True)):
-        est = fd.richardson(
+        _check_against_central_differences(
+            report,
             _vector_quotient(report, "grad", grad_c, x, v, x.shape),
+            hv,
             h0,
-            order=2,
-            rounding=lambda h, s: acc(s) / h,
-            accuracy_note=note,
-            reference=fd.magnitude(hv),
-            min_h=h_min,
-        )
-        own = fd.ULPS * e * fd.magnitude(hv)
-        report.compare(
+            h_min,
+            acc,
+            note,
+            e,
             f"hvp(x, v) against central differences of grad along {_where(i, seed)}",
-            fd.magnitude(hv - est.value),
-            est.tolerance + own,
-            est.describe() + f" + {fd.ULPS} eps |Hv| = {own:.1e}",
+            "|Hv|",
         )
     return report.count(grad_c, hvp_c)
 
@@ -591,22 +619,18 @@ def check_fvp(
                 )
                 return (plus - minus) / (2 * h), max(fd.magnitude(plus), fd.magnitude(minus))
 
-            est = fd.richardson(
+            _check_against_central_differences(
+                report,
                 gradient_quotient,
+                fv,
                 fd.step(theta, 1 / 3),
-                order=2,
-                rounding=lambda h, s: acc(s) / h,
-                accuracy_note=note.replace("kl ", "kl_grad ", 1),
-                reference=fd.magnitude(fv),
-                min_h=h_min,
-            )
-            own = fd.ULPS * e * fd.magnitude(fv)
-            report.compare(
+                h_min,
+                acc,
+                note.replace("kl ", "kl_grad ", 1),
+                e,
                 "fvp(theta, v) against central differences of kl_grad(theta, .) along "
                 + _where(i, seed),
-                fd.magnitude(fv - est.value),
-                est.tolerance + own,
-                est.describe() + f" + {fd.ULPS} eps |Fv| = {own:.1e}",
+                "|Fv|",
             )
         report.count(kl_grad_c)
     else:
