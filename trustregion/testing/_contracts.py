@@ -53,6 +53,20 @@ class _Operator(LinearOperator):
         return self._matvec(v)
 
 
+def _vector_and_matrix(
+    vector_name: str, vector: Any, matrix_name: str, matrix: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """The contract's vector, and its dense ``(n, n)`` oracle matrix in float64."""
+    vector = vector_argument(vector_name, vector)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    n = vector.size
+    if matrix.shape != (n, n):
+        raise ValueError(
+            f"{matrix_name} must have shape ({n}, {n}) like {vector_name}, got {matrix.shape}"
+        )
+    return vector, matrix
+
+
 def check_cg_contract(
     solve: Callable[..., Any],
     A: Any,
@@ -94,12 +108,9 @@ def check_cg_contract(
     CheckReport
     """
     report = CheckReport("check_cg_contract")
-    b = vector_argument("b", b)
+    b, A = _vector_and_matrix("b", b, "A", A)
     dtype = b.dtype
-    A = np.asarray(A, dtype=np.float64)
     n = b.size
-    if A.shape != (n, n):
-        raise ValueError(f"A must have shape ({n}, {n}) like b, got {A.shape}")
     e = fd.eps(dtype)
     b64 = b.astype(np.float64)
     norm_b = float(np.linalg.norm(b64))
@@ -219,12 +230,9 @@ def check_steihaug_contract(
     CheckReport
     """
     report = CheckReport("check_steihaug_contract")
-    g = vector_argument("g", g)
+    g, H = _vector_and_matrix("g", g, "H", H)
     dtype = g.dtype
-    H = np.asarray(H, dtype=np.float64)
     n = g.size
-    if H.shape != (n, n):
-        raise ValueError(f"H must have shape ({n}, {n}) like g, got {H.shape}")
     radius = float(radius)
     if not (radius > 0 and math.isfinite(radius)):
         raise ValueError(f"radius must be finite and > 0, got {radius!r}")
