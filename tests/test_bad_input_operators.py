@@ -129,6 +129,17 @@ real_dtypes = st.sampled_from([np.float32, np.float64])
 complex_dtypes = st.sampled_from([np.complex64, np.complex128])
 
 
+def _solver_call(solver, op, g):
+    """A call of ``solver`` with the operator ``op``, and the name its messages give ``op``."""
+    calls = {
+        "cg": (lambda: tr.cg(op, g), "A"),
+        "steihaug": (lambda: tr.steihaug_cg(op, g, 1.0), "hessp"),
+        "natural": (lambda: tr.natural_gradient_step(g, op, 0.01), "hvp"),
+        "cpo": (lambda: tr.cpo_step(g, g[::-1].copy(), -1.0, op, 0.01), "hvp"),
+    }
+    return calls[solver]
+
+
 @settings(max_examples=40, deadline=None)
 @given(problem=st.sampled_from([np.float32, np.float64]), out=complex_dtypes,
        solver=st.sampled_from(["cg", "steihaug", "natural", "cpo"]))
@@ -138,13 +149,7 @@ def test_any_complex_output_dtype_is_rejected(problem, out, solver):
     def op(v):
         return (H @ v).astype(out)
 
-    calls = {
-        "cg": (lambda: tr.cg(op, g), "A"),
-        "steihaug": (lambda: tr.steihaug_cg(op, g, 1.0), "hessp"),
-        "natural": (lambda: tr.natural_gradient_step(g, op, 0.01), "hvp"),
-        "cpo": (lambda: tr.cpo_step(g, g[::-1].copy(), -1.0, op, 0.01), "hvp"),
-    }
-    call, name = calls[solver]
+    call, name = _solver_call(solver, op, g)
     with pytest.raises(TypeError, match=f"^{name} returned complex values"):
         call()
 
@@ -177,12 +182,6 @@ def test_wrong_output_shape_names_the_operator(shape, solver):
     def op(v):
         return np.ones(shape)
 
-    calls = {
-        "cg": (lambda: tr.cg(op, G), "A"),
-        "steihaug": (lambda: tr.steihaug_cg(op, G, 1.0), "hessp"),
-        "natural": (lambda: tr.natural_gradient_step(G, op, 0.01), "hvp"),
-        "cpo": (lambda: tr.cpo_step(G, G[::-1].copy(), -1.0, op, 0.01), "hvp"),
-    }
-    call, name = calls[solver]
+    call, name = _solver_call(solver, op, G)
     with pytest.raises(ValueError, match=f"^{name} returned shape"):
         call()
