@@ -442,40 +442,18 @@ def categorical_sample(logits: Any, rng: np.random.Generator, *, validate: bool 
 # -------------------------------------------------------------- diagonal Gaussian
 
 
-def _checked_gaussian(
-    args: dict[str, Any],
-    matrices: tuple[str, ...],
-    log_stds: tuple[str, ...],
-    finite: tuple[str, ...],
-    log_std_tangents: tuple[str, ...] = (),
-) -> tuple[np.ndarray, ...]:
-    """``args`` (name -> value, in the signature's order) checked and cast to one dtype.
-
-    ``matrices[0]`` must be ``(N, D)`` and the other ``matrices`` its shape; ``log_stds``
-    are checked for shape and range, ``log_std_tangents`` for shape only, ``finite`` for
-    finite values. Returns the arrays in ``args``' order.
-    """
-    arrays = {name: _float_array(name, value) for name, value in args.items()}
-    ref = matrices[0]
-    _matrix(ref, arrays[ref], "(N, D)")
-    for name in matrices[1:]:
-        _same_shape(name, arrays[name], ref, arrays[ref])
-    n, d = arrays[ref].shape
-    for name in log_stds:
-        _check_log_std(name, arrays[name], n, d)
-    for name in log_std_tangents:
-        _check_log_std_shape(name, arrays[name], n, d)
-    for name in finite:
-        _check_finite(name, arrays[name])
-    return _common_dtype(*arrays.values())
-
-
 def _gaussian_args(
     mean: Any, log_std: Any, x: Any, x_name: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return _checked_gaussian(  # type: ignore[return-value]
-        {"mean": mean, "log_std": log_std, x_name: x}, ("mean", x_name), ("log_std",),
-        ("mean", x_name))
+    mean = _float_array("mean", mean)
+    log_std = _float_array("log_std", log_std)
+    x = _float_array(x_name, x)
+    _matrix("mean", mean, "(N, D)")
+    _same_shape(x_name, x, "mean", mean)
+    _check_log_std("log_std", log_std, *mean.shape)
+    _check_finite("mean", mean)
+    _check_finite(x_name, x)
+    return _common_dtype(mean, log_std, x)  # type: ignore[return-value]
 
 
 def diag_gaussian_log_prob(mean: Any, log_std: Any, x: Any, *, validate: bool = True) -> FloatArray:
@@ -603,9 +581,17 @@ def diag_gaussian_kl(
     array([0.5])
     """
     if validate:
-        mean_p, log_std_p, mean_q, log_std_q = _checked_gaussian(
-            {"mean_p": mean_p, "log_std_p": log_std_p, "mean_q": mean_q, "log_std_q": log_std_q},
-            ("mean_p", "mean_q"), ("log_std_p", "log_std_q"), ("mean_p", "mean_q"))
+        mean_p = _float_array("mean_p", mean_p)
+        log_std_p = _float_array("log_std_p", log_std_p)
+        mean_q = _float_array("mean_q", mean_q)
+        log_std_q = _float_array("log_std_q", log_std_q)
+        _matrix("mean_p", mean_p, "(N, D)")
+        _same_shape("mean_q", mean_q, "mean_p", mean_p)
+        _check_log_std("log_std_p", log_std_p, *mean_p.shape)
+        _check_log_std("log_std_q", log_std_q, *mean_p.shape)
+        _check_finite("mean_p", mean_p)
+        _check_finite("mean_q", mean_q)
+        mean_p, log_std_p, mean_q, log_std_q = _common_dtype(mean_p, log_std_p, mean_q, log_std_q)
     else:
         _unchecked_gaussian_shapes(
             {"mean_p": mean_p, "mean_q": mean_q},
@@ -654,11 +640,18 @@ def diag_gaussian_fisher_product(
     (array([[1., 1.]]), array([ 2., -2.]))
     """
     if validate:
+        mean = _float_array("mean", mean)
+        log_std = _float_array("log_std", log_std)
+        v_mean = _float_array("v_mean", v_mean)
+        v_log_std = _float_array("v_log_std", v_log_std)
+        _matrix("mean", mean, "(N, D)")
+        _same_shape("v_mean", v_mean, "mean", mean)
+        _check_log_std("log_std", log_std, *mean.shape)
+        _check_log_std_shape("v_log_std", v_log_std, *mean.shape)
         # mean's values are never read (the Fisher does not depend on them): not checked
-        mean, log_std, v_mean, v_log_std = _checked_gaussian(
-            {"mean": mean, "log_std": log_std, "v_mean": v_mean, "v_log_std": v_log_std},
-            ("mean", "v_mean"), ("log_std",), ("v_mean", "v_log_std"),
-            log_std_tangents=("v_log_std",))
+        _check_finite("v_mean", v_mean)
+        _check_finite("v_log_std", v_log_std)
+        mean, log_std, v_mean, v_log_std = _common_dtype(mean, log_std, v_mean, v_log_std)
     else:
         _unchecked_gaussian_shapes(
             {"mean": mean, "v_mean": v_mean}, {"log_std": log_std, "v_log_std": v_log_std},
@@ -695,8 +688,12 @@ def diag_gaussian_sample(
     ((4, 2), True)
     """
     if validate:
-        mean, log_std = _checked_gaussian(
-            {"mean": mean, "log_std": log_std}, ("mean",), ("log_std",), ("mean",))
+        mean = _float_array("mean", mean)
+        log_std = _float_array("log_std", log_std)
+        _matrix("mean", mean, "(N, D)")
+        _check_log_std("log_std", log_std, *mean.shape)
+        _check_finite("mean", mean)
+        mean, log_std = _common_dtype(mean, log_std)
         rng = _generator(rng)
     else:
         _unchecked_gaussian_shapes({"mean": mean}, {"log_std": log_std}, "mean")
