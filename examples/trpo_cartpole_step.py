@@ -103,8 +103,9 @@ def main() -> None:
         theta_before, theta = theta, ls.x  # ls.x is theta itself if no trial was accepted
 
         # Value fit: regress the critic on the lambda-returns.
-        critic.fit(obs, returns, rng, lr=cfg.value_lr, epochs=cfg.value_epochs,
-                   batch_size=cfg.value_batch_size)
+        critic.fit(obs, returns, rng, optimizer=cfg.value_optimizer, lr=cfg.value_lr,
+                   epochs=cfg.value_epochs, batch_size=cfg.value_batch_size,
+                   lbfgs_iters=cfg.value_lbfgs_iters, l2=cfg.value_l2)
 
         mean_return = np.mean(batch.episode_returns) if batch.episode_returns else np.nan
         print(f"{update:7d}  {mean_return:6.1f}  {nat.cg.nit:6d}  "
