@@ -70,7 +70,7 @@ def _params():
         yield pytest.param(name, id=name, marks=[pytest.mark.slow] if slow else [])
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", list(_params()))
 def test_example_runs_in_short_mode(name: str, tmp_path: Path) -> None:
     figure, check, _ = EXPECTED[name]
     env = {**os.environ, "TR_EXAMPLES_SHORT": "1", "MPLBACKEND": "Agg"}
