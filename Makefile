@@ -23,10 +23,6 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-$(DOCS_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e ".[rl,test,dev,docs]"
-	touch $(DOCS_STAMP)
-
 demo: $(STAMP)
 	$(VENV)/bin/trpo train CartPole-v1 --timesteps 100000 --seed 0 --out runs/quickstart
 	$(VENV)/bin/trpo eval runs/quickstart
@@ -37,6 +33,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -n 2
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[rl,test,dev,docs]"
+	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
