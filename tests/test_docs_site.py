@@ -43,12 +43,11 @@ REFERENCE_PAGES = {
     "trustregion.md": ["trustregion/__init__.py"],
     "distributions.md": ["trustregion/distributions.py"],
     "kernels.md": ["trustregion/kernels/__init__.py"],
-    "rl_adapters.md": [
-        "rl_adapters/__init__.py", "rl_adapters/agent.py", "rl_adapters/config.py",
-        "rl_adapters/checkpoint.py", "rl_adapters/policies.py", "rl_adapters/rollout.py",
-        "rl_adapters/value.py", "rl_adapters/mlp.py", "rl_adapters/normalization.py",
-        "rl_adapters/cli.py",
-    ],
+    # every public module of rl_adapters: a new module's names need their entries too
+    "rl_adapters.md": sorted(
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "rl_adapters").glob("*.py")
+        if p.name == "__init__.py" or not p.name.startswith("_")
+    ),
 }
 # Names in __all__ that are not API entries of their own.
 NOT_DOCUMENTED = {"__version__", "distributions"}
