@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# --overwrite: every `make demo` retrains runs/quickstart from scratch (same seed, same run)
+# instead of refusing because the previous demo's run is there.
 demo: $(STAMP)
-	$(VENV)/bin/trpo train CartPole-v1 --timesteps 100000 --seed 0 --out runs/quickstart
+	$(VENV)/bin/trpo train CartPole-v1 --timesteps 100000 --seed 0 --out runs/quickstart --overwrite
 	$(VENV)/bin/trpo eval runs/quickstart
 
 lint: $(STAMP)

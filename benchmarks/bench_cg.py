@@ -1,10 +1,11 @@
 """trustregion.cg against scipy.sparse.linalg.cg, same matvec, same process.
 
-For each n and matvec kind (dense matrix, diagonal), both solvers run exactly
-``--iters`` iterations (rtol=0 so neither stops early). The time of the matvec
-alone (``--iters`` calls) is measured too, so the per-iteration *overhead* of
-each solver (everything but the matvec) can be compared: that is what a CG
-implementation controls.
+For each n, matvec kind (dense matrix, diagonal) and dtype (float64, and complex128 on a
+Hermitian matrix), both solvers run exactly ``--iters`` iterations (rtol=0 so neither stops
+early). The time of the matvec alone (``--iters`` calls) is measured too, so the
+per-iteration *overhead* of each solver (everything but the matvec) can be compared: that is
+what a CG implementation controls. ``tr.cg(..., spectrum=True)`` (Ritz values computed at
+once) is timed in the same interleaved rounds, as the cost of the spectrum when on.
 
 Run:  .venv/bin/python benchmarks/bench_cg.py [--repeats 300] [--json out.json]
 """
@@ -47,24 +48,32 @@ def call_repeatedly(matvec: Callable[[np.ndarray], np.ndarray], b: np.ndarray, k
         matvec(b)
 
 
-def make_matvec(kind: str, n: int, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+def make_matvec(
+    kind: str, n: int, rng: np.random.Generator, dtype: type
+) -> Callable[[np.ndarray], np.ndarray]:
+    complex_ = np.dtype(dtype).kind == "c"
     if kind == "dense":
         Q = rng.standard_normal((n, n)) / np.sqrt(n)
-        A = Q @ Q.T + np.eye(n)
+        if complex_:
+            Q = Q + 1j * rng.standard_normal((n, n)) / np.sqrt(n)
+        A = Q @ Q.conj().T + np.eye(n)
         return A.dot
-    diag = rng.uniform(1.0, 100.0, n)
+    diag = rng.uniform(1.0, 100.0, n)  # real: a Hermitian diagonal
     return lambda v: diag * v
 
 
-def measure_case(kind: str, n: int, iters: int, repeats: int) -> dict:
+def measure_case(kind: str, n: int, iters: int, repeats: int, dtype: type) -> dict:
     rng = np.random.default_rng(0)
-    matvec = make_matvec(kind, n, rng)
+    matvec = make_matvec(kind, n, rng, dtype)
     b = rng.standard_normal(n)
-    op = sla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
-    t_matvec, t_ours, t_scipy = interleaved_medians(
+    if np.dtype(dtype).kind == "c":
+        b = b + 1j * rng.standard_normal(n)
+    op = sla.LinearOperator((n, n), matvec=matvec, dtype=dtype)
+    t_matvec, t_ours, t_spectrum, t_scipy = interleaved_medians(
         [
             lambda: call_repeatedly(matvec, b, iters),
             lambda: tr.cg(matvec, b, rtol=0.0, maxiter=iters),
+            lambda: tr.cg(matvec, b, rtol=0.0, maxiter=iters, spectrum=True),
             lambda: sla.cg(op, b, rtol=0.0, maxiter=iters),
         ],
         repeats,
@@ -75,25 +84,30 @@ def measure_case(kind: str, n: int, iters: int, repeats: int) -> dict:
     over_scipy = (t_scipy - t_matvec) / iters
     return dict(
         kind=kind,
+        dtype=np.dtype(dtype).name,
         n=n,
         iters=iters,
         ours_us=t_ours * 1e6,
+        ours_spectrum_us=t_spectrum * 1e6,
         scipy_us=t_scipy * 1e6,
         matvec_us=t_matvec * 1e6,
         speedup=t_scipy / t_ours,
         overhead_ours_us_per_iter=over_ours * 1e6,
         overhead_scipy_us_per_iter=over_scipy * 1e6,
         overhead_ratio=over_ours / over_scipy,
+        spectrum_extra=t_spectrum / t_ours - 1.0,
     )
 
 
-def run(sizes: list[int], iters: int, repeats: int) -> list[dict]:
+def run(sizes: list[int], iters: int, repeats: int, dtypes: list[str]) -> list[dict]:
     rows = []
-    for kind in ("diagonal", "dense"):
-        for n in sizes:
-            if kind == "dense" and n > 2000:
-                continue  # a 10000^2 dense matvec is all BLAS: nothing left to compare
-            rows.append(measure_case(kind, n, iters, max(20, repeats // (1 + n // 1000))))
+    for dtype in dtypes:
+        for kind in ("diagonal", "dense"):
+            for n in sizes:
+                if kind == "dense" and n > 2000:
+                    continue  # a 10000^2 dense matvec is all BLAS: nothing left to compare
+                reps = max(20, repeats // (1 + n // 1000))
+                rows.append(measure_case(kind, n, iters, reps, np.dtype(dtype).type))
     return rows
 
 
@@ -102,19 +116,22 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 1000, 10000])
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--dtypes", nargs="+", default=["float64", "complex128"])
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
-    rows = run(args.sizes, args.iters, args.repeats)
+    rows = run(args.sizes, args.iters, args.repeats, args.dtypes)
     print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
           f"numpy {np.__version__}, scipy {scipy.__version__}")
-    header = (f"{'matvec':>8} {'n':>6} {'ours us':>9} {'scipy us':>9} {'matvec us':>9} "
-              f"{'speedup':>8} {'ovh ours/it':>11} {'ovh scipy/it':>12} {'ovh ratio':>9}")
+    header = (f"{'dtype':>10} {'matvec':>8} {'n':>6} {'ours us':>9} {'scipy us':>9} "
+              f"{'matvec us':>9} {'speedup':>8} {'ovh ours/it':>11} {'ovh scipy/it':>12} "
+              f"{'ovh ratio':>9} {'spectrum':>9}")
     print(header)
     for r in rows:
-        print(f"{r['kind']:>8} {r['n']:>6} {r['ours_us']:>9.1f} {r['scipy_us']:>9.1f} "
-              f"{r['matvec_us']:>9.1f} {r['speedup']:>7.2f}x "
+        print(f"{r['dtype']:>10} {r['kind']:>8} {r['n']:>6} {r['ours_us']:>9.1f} "
+              f"{r['scipy_us']:>9.1f} {r['matvec_us']:>9.1f} {r['speedup']:>7.2f}x "
               f"{r['overhead_ours_us_per_iter']:>10.2f} "
-              f"{r['overhead_scipy_us_per_iter']:>12.2f} {r['overhead_ratio']:>9.2f}")
+              f"{r['overhead_scipy_us_per_iter']:>12.2f} {r['overhead_ratio']:>9.2f} "
+              f"{100 * r['spectrum_extra']:>+8.1f}%")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

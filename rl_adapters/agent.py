@@ -19,29 +19,107 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
+from rl_adapters.checkpoint import read_state, write_state
 from rl_adapters.config import TRPOConfig
 from rl_adapters.normalization import RewardScaler, RunningMeanStd
 from rl_adapters.policies import FisherOperator, Policy, make_policy
-from rl_adapters.rollout import Collector, advantages_and_returns, make_vector_env
+from rl_adapters.rollout import Collector, advantages_and_returns, make_env_groups
+from rl_adapters.seeding import (
+    generator_state_dict,
+    load_generator_state_dict,
+    predict_generator,
+)
 from rl_adapters.value import ValueFunction
 from trustregion import backtracking_line_search, natural_gradient_step
 
 __all__ = ["TRPO"]
 
-#: Columns of the per-update metrics (the CSV written by ``trpo train``).
-METRIC_KEYS = (
-    "update", "timesteps", "ep_return_mean", "ep_return_recent", "ep_len_mean", "n_episodes",
-    "kl", "surrogate_improvement", "expected_improvement", "backtracks", "step_accepted",
-    "step_fraction", "step_status", "cg_iters", "cg_residual", "entropy",
-    "explained_variance", "value_loss", "steps_per_sec", "env_time", "policy_time",
-    "update_time", "wall_time",
+@dataclass
+class PolicyStepMetrics:
+    """What one policy step (steps 3-5) reports; the defaults are those of a step not taken."""
+
+    kl: float = 0.0
+    """Mean KL(old || new) of the accepted parameters (0 if none was accepted)."""
+    surrogate_improvement: float = 0.0
+    """Surrogate (plus entropy bonus) at the new parameters minus at the old ones."""
+    expected_improvement: float = 0.0
+    """``g^T s``, the improvement the linearized surrogate predicts for the full step."""
+    backtracks: float = 0.0
+    """Line-search backtracks."""
+    step_accepted: float = 0.0
+    """1 if the parameters changed, else 0."""
+    step_fraction: float = 0.0
+    """Fraction of the full step taken."""
+    step_status: str = ""
+    """Name of the natural-gradient step's status (``BOUNDARY`` when a step was produced)."""
+    cg_iters: float = 0.0
+    """CG iterations for ``(F + lambda I) d = g``."""
+    cg_residual: float = 0.0
+    """CG's final residual norm."""
+    fisher_eig_max: float = float("nan")
+    """Largest Ritz value of the damped Fisher ``F + lambda I`` from CG's coefficients (no
+    extra product): a lower bound on its largest eigenvalue."""
+    fisher_eig_min: float = float("nan")
+    """Smallest Ritz value: an upper bound on the smallest eigenvalue. Close to ``cg_damping``
+    means the damping dominates the small directions (too large a damping, or a rank-deficient
+    Fisher); far above it means the damping does little."""
+    fisher_condition: float = float("nan")
+    """``fisher_eig_max / fisher_eig_min``, a lower bound on the condition number the CG solve
+    faced: large values explain slow CG (raise ``cg_damping`` or ``cg_iters``)."""
+    entropy: float = 0.0
+    """Mean policy entropy on the batch, before the step."""
+
+
+@dataclass
+class UpdateMetrics:
+    """One row of the per-update metrics (the CSV of ``trpo train``): see :data:`METRIC_KEYS`."""
+
+    update: float
+    timesteps: float
+    ep_return_mean: float
+    """Mean return of the last 100 finished training episodes."""
+    ep_return_recent: float
+    """Mean return of the episodes that finished in this update's rollout."""
+    ep_len_mean: float
+    n_episodes: float
+    policy_step: PolicyStepMetrics
+    explained_variance: float
+    value_loss: float
+    """Critic's mean squared error before its fit."""
+    steps_per_sec: float
+    env_time: float
+    policy_time: float
+    update_time: float
+    wall_time: float
+
+    def as_dict(self) -> dict[str, float | str]:
+        """Flat ``{metric: value}`` in :data:`METRIC_KEYS` order."""
+        out: dict[str, float | str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, PolicyStepMetrics):
+                out.update(vars(value))
+            else:
+                out[f.name] = value
+        return out
+
+
+#: Columns of the per-update metrics (the CSV written by ``trpo train``), from the fields of
+#: :class:`UpdateMetrics` with :class:`PolicyStepMetrics` in place of ``policy_step``.
+METRIC_KEYS = tuple(
+    name for f in fields(UpdateMetrics)
+    for name in ([g.name for g in fields(PolicyStepMetrics)] if f.name == "policy_step"
+                 else [f.name])
 )
+#: The columns that hold text (a status name) rather than a number.
+TEXT_METRIC_KEYS = frozenset(f.name for f in fields(PolicyStepMetrics) if f.type in (str, "str"))
 
 
 class TRPO:
@@ -49,13 +127,16 @@ class TRPO:
 
     Parameters
     ----------
-    env : str or gymnasium.Env or gymnasium.vector.VectorEnv
+    env : str or gymnasium.Env or gymnasium.vector.VectorEnv or list of VectorEnv
         A registered environment id (recommended: the agent builds ``n_envs`` copies and
-        can rebuild them on load), an environment instance (``n_envs`` must be 1) or a
-        vector env in ``SAME_STEP`` autoreset mode.
+        can rebuild them on load), an environment instance (``n_envs`` must be 1), a
+        vector env in ``SAME_STEP`` autoreset mode, or a list of such vector envs: groups
+        of environments stepped side by side (:class:`~rl_adapters.rollout.EnvGroup`);
+        training is the same however ``n_envs`` environments are grouped.
     seed : int
-        Seeds the agent's generator (initialization, sampling, minibatches) and the
-        environments' first reset.  Same seed, same machine: identical runs.
+        Root of every random stream (:mod:`rl_adapters.seeding`): initialization and
+        minibatches, one stream per environment (its reset seeds and action noise), and
+        stochastic :meth:`predict`.  Same seed, same machine: identical runs.
     config : TRPOConfig, optional
         Full configuration; by default ``TRPOConfig.for_env(env_id)``.
     **overrides
@@ -79,36 +160,40 @@ class TRPO:
         elif overrides:
             config = config.replace(**overrides)
         self.seed = int(seed)
-        self.venv = make_vector_env(env, config.n_envs, config.vector_env)
-        if self.venv.num_envs != config.n_envs:
-            # A ready-made vector env decides the number of environments.
-            config = config.replace(n_envs=self.venv.num_envs)
+        groups = make_env_groups(env, config.n_envs, config.vector_env, self.seed)
+        n_envs = sum(g.n_envs for g in groups)
+        if n_envs != config.n_envs:
+            # Ready-made vector envs decide the number of environments.
+            config = config.replace(n_envs=n_envs)
         self.config = config
-        obs_space = self.venv.single_observation_space
-        act_space = self.venv.single_action_space
+        obs_space = groups[0].venv.single_observation_space
+        act_space = groups[0].venv.single_action_space
         self.policy: Policy = make_policy(
             obs_space, act_space, hidden=config.policy_hidden, activation=config.activation,
             log_std_init=config.log_std_init,
         )
         obs_dim = int(obs_space.shape[0])
+        # Random streams (rl_adapters.seeding): training (this one: initialization, then
+        # Fisher subsamples and critic minibatches), one per environment (in the groups),
+        # predict.
         self.rng = np.random.default_rng(self.seed)
         self.theta: NDArray = self.policy.init_params(self.rng)
         self.value = ValueFunction(obs_dim, config.value_hidden, config.activation)
         self.value.init(self.rng)
         self.obs_rms = RunningMeanStd((obs_dim,)) if config.normalize_obs else None
         self.reward_scaler = (
-            RewardScaler(self.venv.num_envs, config.gamma, config.clip_reward)
+            RewardScaler(n_envs, config.gamma, config.clip_reward)
             if config.normalize_reward else None
         )
-        self.collector = Collector(self.venv, self.policy, self.obs_rms, self.reward_scaler,
+        self.collector = Collector(groups, self.policy, self.obs_rms, self.reward_scaler,
                                    config.clip_obs)
-        self.collector.reset(self.seed)
+        self.collector.reset()
         self.num_timesteps = 0
         self.n_updates = 0
         self.episode_returns: deque[float] = deque(maxlen=100)
         self.episode_lengths: deque[int] = deque(maxlen=100)
-        self.metrics: list[dict[str, float]] = []
-        self._predict_rng = np.random.default_rng(self.seed + 1)
+        self.metrics: list[dict[str, float | str]] = []
+        self._predict_rng = predict_generator(self.seed)
 
     # ----------------------------------------------------------------- training
     def learn(self, total_timesteps: int, *, callback: Callable[..., Any] | None = None,
@@ -144,12 +229,12 @@ class TRPO:
                 bar.close()
         return self
 
-    def train_one_update(self) -> dict[str, float]:
+    def train_one_update(self) -> dict[str, float | str]:
         """Collect one batch and make one TRPO update; return its metrics."""
         cfg = self.config
         t_start = time.perf_counter()
         # 1. Collect.
-        batch = self.collector.collect(self.theta, cfg.n_steps, self.rng)
+        batch = self.collector.collect(self.theta, cfg.n_steps)
         t_collect = time.perf_counter()
         self.episode_returns.extend(batch.episode_returns)
         self.episode_lengths.extend(batch.episode_lengths)
@@ -180,26 +265,26 @@ class TRPO:
         var_ret = float(np.var(returns))
         explained = (float("nan") if var_ret == 0
                      else 1.0 - float(np.var(returns - values)) / var_ret)
-        metrics = {
-            "update": float(self.n_updates),
-            "timesteps": float(self.num_timesteps),
-            "ep_return_mean": _mean(self.episode_returns),
-            "ep_return_recent": _mean(batch.episode_returns),
-            "ep_len_mean": _mean(self.episode_lengths),
-            "n_episodes": float(len(batch.episode_returns)),
-            **step_info,
-            "explained_variance": explained,
-            "value_loss": value_loss,
-            "steps_per_sec": n / (t_end - t_start),
-            "env_time": batch.env_time,
-            "policy_time": batch.policy_time,
-            "update_time": t_end - t_collect,
-            "wall_time": t_end - t_start,
-        }
+        metrics = UpdateMetrics(
+            update=float(self.n_updates),
+            timesteps=float(self.num_timesteps),
+            ep_return_mean=_mean(self.episode_returns),
+            ep_return_recent=_mean(batch.episode_returns),
+            ep_len_mean=_mean(self.episode_lengths),
+            n_episodes=float(len(batch.episode_returns)),
+            policy_step=step_info,
+            explained_variance=explained,
+            value_loss=value_loss,
+            steps_per_sec=n / (t_end - t_start),
+            env_time=batch.env_time,
+            policy_time=batch.policy_time,
+            update_time=t_end - t_collect,
+            wall_time=t_end - t_start,
+        ).as_dict()
         self.metrics.append(metrics)
         return metrics
 
-    def _policy_step(self, obs: NDArray, actions: NDArray, adv: NDArray) -> dict[str, float]:
+    def _policy_step(self, obs: NDArray, actions: NDArray, adv: NDArray) -> PolicyStepMetrics:
         cfg = self.config
         policy = self.policy
         theta_old = self.theta
@@ -230,41 +315,41 @@ class TRPO:
             kl = float(np.mean(policy.kl(theta_old, out_old, theta, out)))
             return objective, kl
 
-        info = {
-            "expected_improvement": nat.expected_improvement,
-            "cg_iters": float(nat.cg.nit),
-            "cg_residual": float(nat.cg.residual_norm),
-            "step_status": float(nat.status),
-            "entropy": entropy_old,
-        }
+        info = PolicyStepMetrics(
+            expected_improvement=nat.expected_improvement,
+            cg_iters=float(nat.cg.nit),
+            cg_residual=float(nat.cg.residual_norm),
+            step_status=nat.status.name,
+            fisher_eig_max=_or_nan(nat.spectrum.eig_max),
+            fisher_eig_min=_or_nan(nat.spectrum.eig_min),
+            fisher_condition=_or_nan(nat.spectrum.condition),
+            entropy=entropy_old,
+        )
         if not nat.success:
             # No usable direction: keep the parameters (reported in the metrics).
-            info.update(kl=0.0, surrogate_improvement=0.0, backtracks=0.0, step_accepted=0.0,
-                        step_fraction=0.0)
             return info
         if cfg.line_search:
             ls = backtracking_line_search(
                 surrogate_and_kl, theta_old, nat.step,
-                expected_improvement=max(nat.expected_improvement, 0.0),
+                expected_improvement=nat.expected_improvement,
                 max_constraint=cfg.max_kl, shrink=cfg.ls_shrink,
                 max_backtracks=cfg.ls_max_backtracks, accept_ratio=cfg.ls_accept_ratio,
                 constraint_slack=cfg.ls_kl_slack, f0=f0,
             )
             # ls.x is theta_old itself when every trial was rejected.
             self.theta = ls.x
-            info.update(
-                kl=float(ls.constraint) if ls.accepted else 0.0,
-                surrogate_improvement=float(ls.objective - f0) if ls.accepted else 0.0,
-                backtracks=float(ls.n_backtracks), step_accepted=float(ls.accepted),
-                step_fraction=float(ls.step_fraction),
-            )
+            info.kl = float(ls.constraint) if ls.accepted else 0.0
+            info.surrogate_improvement = float(ls.objective - f0) if ls.accepted else 0.0
+            info.backtracks = float(ls.n_backtracks)
+            info.step_accepted = float(ls.accepted)
+            info.step_fraction = float(ls.step_fraction)
         else:
             # Natural policy gradient: take the scaled step without a line search.
             new_theta = theta_old + nat.step
             objective, kl = surrogate_and_kl(new_theta)
             self.theta = new_theta
-            info.update(kl=kl, surrogate_improvement=objective - f0, backtracks=0.0,
-                        step_accepted=1.0, step_fraction=1.0)
+            info.kl, info.surrogate_improvement = kl, objective - f0
+            info.step_accepted = info.step_fraction = 1.0
         return info
 
     # ---------------------------------------------------------------- acting
@@ -315,21 +400,96 @@ class TRPO:
         return float(np.mean(returns)), float(np.std(returns))
 
     # ------------------------------------------------------------ persistence
-    def save(self, path: str) -> None:
-        """Write the whole training state to one ``.npz`` file, atomically."""
-        from rl_adapters.checkpoint import save_agent
+    def state_dict(self) -> dict[str, Any]:
+        """The whole training state as a nested dict of arrays, scalars and strings.
 
-        save_agent(self, path)
+        Each component contributes its own ``state_dict()``: ``policy`` (the network and
+        action space layout; the parameters are ``theta``), ``value`` (critic and its Adam
+        state), ``obs_rms`` and ``reward_scaler`` (when enabled), ``collector`` (current
+        observations, episode accumulators, environment snapshots), ``rng`` and
+        ``predict_rng`` (generator states).  ``config`` is the configuration's JSON.  The
+        arrays are the live ones: copy them to keep a snapshot.
+        """
+        state: dict[str, Any] = {
+            "config": self.config.to_json(),
+            "env_id": self.env_id or "",
+            "seed": self.seed,
+            "theta": self.theta,
+            "policy": self.policy.state_dict(),
+            "value": self.value.state_dict(),
+            "rng": generator_state_dict(self.rng),
+            "predict_rng": generator_state_dict(self._predict_rng),
+            "num_timesteps": self.num_timesteps,
+            "n_updates": self.n_updates,
+            "episode_returns": np.asarray(self.episode_returns, dtype=np.float64),
+            "episode_lengths": np.asarray(self.episode_lengths, dtype=np.int64),
+            "metrics": _metric_columns(self.metrics),
+            "collector": self.collector.state_dict(),
+        }
+        if self.obs_rms is not None:
+            state["obs_rms"] = self.obs_rms.state_dict()
+        if self.reward_scaler is not None:
+            state["reward_scaler"] = self.reward_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into this agent (built with the same config and env)."""
+        if state["config"] != self.config.to_json():
+            raise ValueError("state: saved with a different configuration; build the agent "
+                             "with TRPOConfig.from_json(state['config']) or use TRPO.load")
+        for name in ("obs_rms", "reward_scaler"):
+            if (getattr(self, name) is None) != (name not in state):
+                raise ValueError(f"state: {name} present in only one of state and agent")
+        self.policy.load_state_dict(state["policy"])
+        theta = np.array(state["theta"], dtype=np.float64)
+        if theta.shape != (self.policy.n_params,):
+            raise ValueError(f"state: theta of shape {theta.shape}, the policy has "
+                             f"{self.policy.n_params} parameters")
+        self.theta = theta
+        self.env_id = self.env_id or (str(state["env_id"]) or None)
+        self.seed = int(state["seed"])
+        self.value.load_state_dict(state["value"])
+        load_generator_state_dict(self.rng, state["rng"])
+        load_generator_state_dict(self._predict_rng, state["predict_rng"])
+        self.num_timesteps = int(state["num_timesteps"])
+        self.n_updates = int(state["n_updates"])
+        self.episode_returns.clear()
+        self.episode_returns.extend(np.atleast_1d(state["episode_returns"]).tolist())
+        self.episode_lengths.clear()
+        self.episode_lengths.extend(int(x) for x in np.atleast_1d(state["episode_lengths"]))
+        self.metrics = _metric_rows(state.get("metrics", {}))
+        if self.obs_rms is not None:
+            self.obs_rms.load_state_dict(state["obs_rms"])
+        if self.reward_scaler is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+        # The saved episodes continue if every environment has a snapshot; otherwise new
+        # ones start from the environments' restored streams.
+        self.collector.load_state_dict(state["collector"])
+
+    def save(self, path: str) -> None:
+        """Write the whole training state (:meth:`state_dict`) to one ``.npz`` file, atomically."""
+        write_state(path, self.state_dict())
 
     @classmethod
     def load(cls, path: str, env: Any = None) -> TRPO:
-        """Restore an agent saved with :meth:`save`; training continues the same run."""
-        from rl_adapters.checkpoint import load_agent
+        """Restore an agent saved with :meth:`save`; training continues the same run.
 
-        return load_agent(path, env)
+        ``env`` defaults to the saved environment id (required if the agent was trained on
+        an environment instance without a registered id).
+        """
+        state = read_state(path)
+        config = TRPOConfig.from_json(state["config"])
+        if env is None:
+            env = str(state["env_id"]) or None
+            if env is None:
+                raise ValueError("env: the checkpoint has no env id; pass the env to load()")
+        agent = cls(env, seed=int(state["seed"]), config=config)
+        agent.load_state_dict(state)
+        return agent
 
     def close(self) -> None:
-        self.venv.close()
+        self.collector.close()
+
 
 
 def _blas_threads(n: int):
@@ -344,8 +504,33 @@ def _blas_threads(n: int):
 def _env_id(env: Any) -> str | None:
     if isinstance(env, str):
         return env
+    if isinstance(env, list | tuple):
+        return _env_id(env[0]) if env else None
     spec = getattr(env, "spec", None)
+    if spec is None and isinstance(env, gym.vector.VectorEnv):
+        # Gymnasium's vector envs have no spec of their own: ask the first sub-env.
+        try:
+            spec = env.get_attr("spec")[0]
+        except Exception:  # a custom vector env without per-env attributes
+            spec = None
     return getattr(spec, "id", None)
+
+
+def _metric_columns(metrics: list[dict[str, Any]]) -> dict[str, NDArray]:
+    """Per-update metric rows -> one array per metric (numbers as float64, names as str)."""
+    if not metrics:
+        return {}
+    return {key: np.asarray([m[key] for m in metrics]) for key in metrics[0]}
+
+
+def _metric_rows(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    lists = {key: np.atleast_1d(col).tolist() for key, col in columns.items()}
+    n_rows = len(next(iter(lists.values()))) if lists else 0
+    return [{key: col[i] for key, col in lists.items()} for i in range(n_rows)]
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _mean(values) -> float:

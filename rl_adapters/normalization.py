@@ -15,10 +15,12 @@ episode ends), the scheme of OpenAI Baselines' ``VecNormalize``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
-from rl_adapters._fast import rms_normalize, rms_update, scale_rewards
+from rl_adapters._kernels import rms_normalize, rms_update, scale_rewards
 
 __all__ = ["RewardScaler", "RunningMeanStd"]
 
@@ -62,17 +64,16 @@ class RunningMeanStd:
         np.clip(y, -clip, clip, out=y)
         return y
 
-    def state(self, prefix: str) -> dict[str, NDArray]:
-        return {
-            f"{prefix}mean": self.mean,
-            f"{prefix}var": self.var,
-            f"{prefix}count": np.asarray(self.count),
-        }
+    def state_dict(self) -> dict[str, Any]:
+        """Moments, pseudo-count and ``epsilon`` (everything :meth:`load_state_dict` needs)."""
+        return {"mean": self.mean, "var": self.var, "count": self.count,
+                "epsilon": self.epsilon}
 
-    def load_state(self, arrays: dict[str, NDArray], prefix: str) -> None:
-        self.mean = np.array(arrays[f"{prefix}mean"], dtype=np.float64)
-        self.var = np.array(arrays[f"{prefix}var"], dtype=np.float64)
-        self.count = float(arrays[f"{prefix}count"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean = np.array(state["mean"], dtype=np.float64)
+        self.var = np.array(state["var"], dtype=np.float64)
+        self.count = float(state["count"])
+        self.epsilon = float(state["epsilon"])
 
 
 class RewardScaler:
@@ -105,11 +106,14 @@ class RewardScaler:
             self.clip, self.epsilon, out)
         return out
 
-    def state(self, prefix: str) -> dict[str, NDArray]:
-        out = self.rms.state(prefix)
-        out[f"{prefix}returns"] = self.returns
-        return out
+    def state_dict(self) -> dict[str, Any]:
+        """Running returns, their moments and the settings (gamma, clip, epsilon)."""
+        return {"rms": self.rms.state_dict(), "returns": self.returns, "gamma": self.gamma,
+                "clip": self.clip, "epsilon": self.epsilon}
 
-    def load_state(self, arrays: dict[str, NDArray], prefix: str) -> None:
-        self.rms.load_state(arrays, prefix)
-        self.returns = np.array(arrays[f"{prefix}returns"], dtype=np.float64)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rms.load_state_dict(state["rms"])
+        self.returns = np.array(state["returns"], dtype=np.float64)
+        self.gamma = float(state["gamma"])
+        self.clip = float(state["clip"])
+        self.epsilon = float(state["epsilon"])

@@ -24,12 +24,13 @@ the single-observation overhead low.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
 
-from rl_adapters._fast import gaussian_act_rows, mlp_forward_rows
+from rl_adapters._kernels import gaussian_act_rows, mlp_forward_rows
 from rl_adapters.mlp import MLP, ForwardCache
 from trustregion import distributions as dist
 from trustregion.kernels.categorical import categorical_sample_inverse_cdf
@@ -117,7 +118,26 @@ class Policy:
     def _fvp(self, theta, cache, outputs, v):  # pragma: no cover
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     # -- shared ------------------------------------------------------------------
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Check that a saved policy description matches this policy.
+
+        A policy holds no mutable state (its parameters ``theta`` belong to the agent): its
+        state dict describes the network and the action space, which is what acting with
+        NumPy alone needs (:class:`rl_adapters.checkpoint.NumpyPolicy`), and what a policy
+        rebuilt from the saved configuration and environment must agree with.
+        """
+        mine = self.state_dict()
+        same = set(state) == set(mine) and all(
+            np.array_equal(np.asarray(state[k]), np.asarray(v)) for k, v in mine.items())
+        if not same:
+            raise ValueError(
+                f"state: the saved policy {_describe(state)} does not fit this environment's "
+                f"policy {_describe(mine)} (a different env or config?)")
+
     def surrogate_gradient(
         self,
         theta: NDArray,
@@ -170,6 +190,12 @@ class CategoricalPolicy(Policy):
 
     def init_params(self, rng: np.random.Generator) -> NDArray:
         return self.net.init(rng, output_gain=0.01)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Network layout and the action components (sizes ``nvec``, offsets ``start``)."""
+        return {"kind": "categorical", "sizes": self.net.sizes_array,
+                "activation": self.net.activation, "nvec": np.asarray(self.nvec, np.int64),
+                "start": self.start, "multi": self.multi}
 
     def _columns(self, actions: NDArray) -> list[NDArray]:
         a = np.asarray(actions, dtype=np.int64)
@@ -281,6 +307,15 @@ class DiagGaussianPolicy(Policy):
         theta[self.net.n_params :] = self.log_std_init
         return theta
 
+    def state_dict(self) -> dict[str, Any]:
+        """Network layout, action dimension and the action bounds (if finite)."""
+        state: dict[str, Any] = {"kind": "gaussian", "sizes": self.net.sizes_array,
+                                 "activation": self.net.activation, "act_dim": self.act_dim,
+                                 "log_std_init": self.log_std_init}
+        if self.low is not None:
+            state.update(low=self.low, high=self.high)
+        return state
+
     def log_std(self, theta: NDArray) -> NDArray:
         return theta[self.net.n_params :]
 
@@ -361,6 +396,10 @@ class DiagGaussianPolicy(Policy):
         # over rows of the KL in log_std, each row contributing the same block.
         out[k:] = fv_log_std
         return out
+
+
+def _describe(state: dict[str, Any]) -> str:
+    return "(" + ", ".join(f"{k}={np.asarray(v).tolist()!r}" for k, v in state.items()) + ")"
 
 
 def make_policy(observation_space, action_space, *, hidden=(64, 64), activation="tanh",

@@ -22,34 +22,20 @@ truncation (a time limit is not a terminal state of the MDP).
 
 from __future__ import annotations
 
-import json
+import itertools
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
-import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from rl_adapters._fast import rms_normalize_into, rms_update
+from rl_adapters._kernels import gae_advantages, rms_normalize_into, rms_update
+from rl_adapters.seeding import env_generators, generator_state_dict, load_generator_state_dict
 
-__all__ = ["LeanSyncVectorEnv", "RolloutBatch", "SnapshotWrapper", "compute_gae",
-           "make_vector_env"]
-
-
-@numba.njit(cache=True)
-def _gae_kernel(rewards, values, next_values, episode_ends, gamma, lam):
-    steps, n_envs = rewards.shape
-    adv = np.empty_like(rewards)
-    for e in range(n_envs):
-        running = 0.0
-        for t in range(steps - 1, -1, -1):
-            if episode_ends[t, e]:
-                running = 0.0
-            delta = rewards[t, e] + gamma * next_values[t, e] - values[t, e]
-            running = delta + gamma * lam * running
-            adv[t, e] = running
-    return adv
+__all__ = ["Collector", "EnvGroup", "LeanSyncVectorEnv", "RolloutBatch", "SnapshotWrapper",
+           "compute_gae", "make_env_groups", "make_vector_env"]
 
 
 def compute_gae(rewards: NDArray, values: NDArray, next_values: NDArray,
@@ -73,7 +59,7 @@ def compute_gae(rewards: NDArray, values: NDArray, next_values: NDArray,
     >>> compute_gae(r, v, np.zeros((2, 1)), np.array([[False], [True]]), 0.5, 1.0)[:, 0]
     array([1.5, 1. ])
     """
-    return _gae_kernel(np.asarray(rewards, dtype=np.float64), np.asarray(values, np.float64),
+    return gae_advantages(np.asarray(rewards, dtype=np.float64), np.asarray(values, np.float64),
                        np.asarray(next_values, np.float64), np.asarray(episode_ends, bool),
                        float(gamma), float(lam))
 
@@ -93,7 +79,7 @@ class SnapshotWrapper(gym.Wrapper):
     @property
     def trpo_snapshot(self) -> dict | None:
         base = self.env.unwrapped
-        snap: dict = {"np_random": json.dumps(base.np_random.bit_generator.state)}
+        snap: dict = {"np_random": generator_state_dict(base.np_random)}
         steps = _time_limit(self.env)
         snap["elapsed_steps"] = -1 if steps is None else int(steps._elapsed_steps or 0)
         if hasattr(base, "model") and hasattr(base, "data") and type(base).__module__.startswith(
@@ -119,7 +105,7 @@ class SnapshotWrapper(gym.Wrapper):
         if snap is None:
             return
         base = self.env.unwrapped
-        base.np_random.bit_generator.state = json.loads(str(snap["np_random"]))
+        load_generator_state_dict(base.np_random, snap["np_random"])
         steps = _time_limit(self.env)
         if steps is not None and int(snap["elapsed_steps"]) >= 0:
             steps._elapsed_steps = int(snap["elapsed_steps"])
@@ -155,7 +141,8 @@ def make_env_fn(env_id: str, **kwargs):
 class LeanSyncVectorEnv(gym.vector.VectorEnv):
     """A sequential vector env in ``SAME_STEP`` autoreset mode, with lean ``infos``.
 
-    Same stepping, seeding (``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``) and
+    Same stepping, seeding (``reset(seed=s)`` seeds sub-env ``i`` with ``s + i``, a list
+    of seeds one each) and
     autoreset semantics as :class:`gymnasium.vector.SyncVectorEnv` with
     ``autoreset_mode=SAME_STEP``, but ``infos`` only carries what TRPO reads at episode
     ends (``final_obs``, ``final_info`` and their ``_``-masks): Gymnasium's per-key
@@ -180,7 +167,10 @@ class LeanSyncVectorEnv(gym.vector.VectorEnv):
         self._obs = np.zeros((self.num_envs, *space.shape), dtype=space.dtype)
 
     def reset(self, *, seed=None, options=None):
-        seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        if seed is None or isinstance(seed, int | np.integer):
+            seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+        else:
+            seeds = list(seed)
         infos: dict = {}
         for i, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
             obs, _ = env.reset(seed=s, options=options)
@@ -256,6 +246,32 @@ def make_vector_env(env, n_envs: int, kind: str = "sync") -> gym.vector.VectorEn
     return LeanSyncVectorEnv(fns)
 
 
+def make_env_groups(env, n_envs: int, kind: str, seed: int) -> list[EnvGroup]:
+    """The collector's environment groups, with the per-env streams of ``seed``.
+
+    ``env`` is an id, an env instance or a vector env (one group, see
+    :func:`make_vector_env`), or a list of ``SAME_STEP`` vector envs: the groups, in env
+    order (``n_envs`` and ``kind`` are then ignored).
+    """
+    if isinstance(env, list | tuple):
+        if not env or not all(isinstance(v, gym.vector.VectorEnv) for v in env):
+            raise ValueError("env: a list must hold one or more vector envs (the groups)")
+        venvs = [make_vector_env(v, v.num_envs, kind) for v in env]
+        first = venvs[0]
+        for v in venvs[1:]:
+            if (v.single_observation_space != first.single_observation_space
+                    or v.single_action_space != first.single_action_space):
+                raise ValueError("env: the vector envs of a list must have the same spaces")
+    else:
+        venvs = [make_vector_env(env, n_envs, kind)]
+    rngs = env_generators(seed, sum(v.num_envs for v in venvs))
+    groups, start = [], 0
+    for v in venvs:
+        groups.append(EnvGroup(v, rngs[start : start + v.num_envs]))
+        start += v.num_envs
+    return groups
+
+
 # ---------------------------------------------------------------- the batch
 @dataclass
 class RolloutBatch:
@@ -280,26 +296,162 @@ class RolloutBatch:
     policy_time: float
 
 
-class Collector:
-    """Steps the vector env with the current policy; owns per-episode bookkeeping."""
+class EnvGroup:
+    """A vector env and the random streams of its environments: the unit of scale-out.
 
-    def __init__(self, venv: gym.vector.VectorEnv, policy, obs_rms, reward_scaler,
-                 clip_obs: float) -> None:
+    The collector splits the ``n_envs`` environments into groups, in env order (one group
+    by default); group ``g`` runs environments ``[start_g, start_g + k_g)`` as one vector
+    env (in this process, in subprocesses, or later on a remote worker) with their own
+    generators (:func:`rl_adapters.seeding.env_generators`).  Each generator gives its
+    environment's reset seeds and the noise of the actions sent to it, so a group's
+    transitions depend on its environments and the actions only, never on the grouping.
+
+    Per step, :meth:`send` passes the group its slice of the actions and :meth:`receive`
+    returns its ``(obs, rewards, terminated, truncated, infos)``: groups with an
+    asynchronous vector env (``step_async``/``step_wait``) step in parallel.
+
+    What the collector uses is this small protocol: ``n_envs``, :meth:`reset`,
+    :meth:`draw_noise` (once per rollout), :meth:`send`/:meth:`receive` (once per step),
+    :meth:`state_dict`/:meth:`load_state_dict`, :meth:`close`; a proxy to a group on a
+    remote worker can implement the same.  The exchange is per step because the learner
+    acts for the whole batch with observation statistics updated at every step from all
+    environments (``normalize_obs``); a group that ran a whole rollout on its own would
+    need the policy and frozen statistics on the worker, which changes that update.
+    """
+
+    def __init__(self, venv: gym.vector.VectorEnv, rngs: list[np.random.Generator]) -> None:
+        if len(rngs) != venv.num_envs:
+            raise ValueError(f"rngs: {len(rngs)} generators for {venv.num_envs} environments")
         self.venv = venv
+        self.rngs = rngs
+        self.n_envs = venv.num_envs
+        self._pending: Any = None  # actions sent to a synchronous vector env
+
+    def reset(self) -> NDArray:
+        """Reset every environment with a seed drawn from its stream; the observations."""
+        seeds = [int(rng.integers(2**32)) for rng in self.rngs]
+        obs, _ = self.venv.reset(seed=seeds)
+        return np.asarray(obs, dtype=np.float64)
+
+    def draw_noise(self, policy, n_steps: int) -> NDArray:
+        """``n_steps`` of sampling noise per environment, ``(n_steps, n_envs, ...)``."""
+        return np.stack([policy.draw_noise(rng, (n_steps,)) for rng in self.rngs], axis=1)
+
+    def send(self, actions: NDArray) -> None:
+        if hasattr(self.venv, "step_async"):
+            self.venv.step_async(actions)
+        else:
+            self._pending = actions
+
+    def receive(self):
+        if self._pending is None:
+            return self.venv.step_wait()
+        actions, self._pending = self._pending, None
+        return self.venv.step(actions)
+
+    def snapshots(self) -> list[dict | None]:
+        """Each environment's :attr:`SnapshotWrapper.trpo_snapshot` (``None``: none)."""
+        try:
+            return list(self.venv.get_attr("trpo_snapshot"))
+        except AttributeError:  # a vector env built without SnapshotWrapper
+            return [None] * self.n_envs
+
+    def state_dict(self) -> dict[str, Any]:
+        """Generator states and environment snapshots, keyed by the env index in the group."""
+        state: dict[str, Any] = {
+            "rngs": {str(j): generator_state_dict(rng) for j, rng in enumerate(self.rngs)}}
+        snaps = {str(j): snap for j, snap in enumerate(self.snapshots()) if snap is not None}
+        if snaps:
+            state["snapshots"] = snaps
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the generators, and the environments if ``state`` has every snapshot."""
+        for j, rng in enumerate(self.rngs):
+            load_generator_state_dict(rng, state["rngs"][str(j)])
+        snaps = state.get("snapshots", {})
+        if len(snaps) == self.n_envs:
+            self.venv.set_attr("trpo_snapshot", [snaps[str(j)] for j in range(self.n_envs)])
+
+    def close(self) -> None:
+        self.venv.close()
+
+
+class Collector:
+    """Steps the environment groups with the current policy; owns per-episode bookkeeping.
+
+    The policy and the normalizers act on the whole batch of ``n_envs`` observations at
+    each step (the observation statistics are updated per step with every environment's
+    observation, in env order); the groups only step environments.
+    """
+
+    def __init__(self, groups: list[EnvGroup], policy, obs_rms, reward_scaler,
+                 clip_obs: float) -> None:
+        self.groups = list(groups)
         self.policy = policy
         self.obs_rms = obs_rms  # RunningMeanStd or None
         self.reward_scaler = reward_scaler  # RewardScaler or None
         self.clip_obs = clip_obs
-        self.n_envs = venv.num_envs
+        self.n_envs = sum(g.n_envs for g in self.groups)
+        # Group g runs the environments _slices[g] (global env indices).
+        starts = np.cumsum([0, *(g.n_envs for g in self.groups)])
+        self._slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(starts)]
         self.raw_obs: NDArray | None = None
         self.ep_return = np.zeros(self.n_envs)
         self.ep_length = np.zeros(self.n_envs, dtype=np.int64)
 
-    def reset(self, seed: int) -> None:
-        obs, _ = self.venv.reset(seed=seed)
-        self.raw_obs = np.asarray(obs, dtype=np.float64)
+    def reset(self) -> None:
+        """Start new episodes everywhere (reset seeds from the environments' streams)."""
+        self.raw_obs = np.concatenate([g.reset() for g in self.groups])
         self.ep_return[:] = 0.0
         self.ep_length[:] = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per-env state by global env index: observations, accumulators, streams, snapshots.
+
+        ``rngs`` and ``snapshots`` map the env index (as a string) to its generator state
+        and :attr:`SnapshotWrapper.trpo_snapshot` (environments without one are left
+        out), so a checkpoint loads under any grouping of the environments.
+        """
+        assert self.raw_obs is not None, "call reset() first"
+        state: dict[str, Any] = {"raw_obs": self.raw_obs, "ep_return": self.ep_return,
+                                 "ep_length": self.ep_length, "rngs": {}, "snapshots": {}}
+        for group, sl in zip(self.groups, self._slices, strict=True):
+            group_state = group.state_dict()
+            for key in ("rngs", "snapshots"):
+                for j, value in group_state.get(key, {}).items():
+                    state[key][str(sl.start + int(j))] = value
+        if not state["snapshots"]:
+            del state["snapshots"]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the streams; continue the saved episodes if every env has a snapshot.
+
+        Otherwise every environment starts a new episode, from a reset seed drawn from its
+        restored stream.
+        """
+        snaps = state.get("snapshots", {})
+        raw_obs = np.asarray(state["raw_obs"], dtype=np.float64)
+        resume = len(snaps) == self.n_envs and raw_obs.shape == np.shape(self.raw_obs)
+        for group, sl in zip(self.groups, self._slices, strict=True):
+            local: dict[str, Any] = {
+                "rngs": {str(j): state["rngs"][str(e)] for j, e in enumerate(range(
+                    sl.start, sl.stop))}}
+            if resume:
+                local["snapshots"] = {str(j): snaps[str(e)]
+                                      for j, e in enumerate(range(sl.start, sl.stop))}
+            group.load_state_dict(local)
+        if resume:
+            self.raw_obs = raw_obs.copy()
+            self.ep_return[:] = state["ep_return"]
+            self.ep_length[:] = state["ep_length"]
+        else:
+            self.reset()
+
+    def close(self) -> None:
+        for group in self.groups:
+            group.close()
 
     def normalize(self, raw: NDArray) -> NDArray:
         """Normalize with the current statistics (the step loop updates them)."""
@@ -307,7 +459,27 @@ class Collector:
             return raw
         return self.obs_rms.normalize(raw, self.clip_obs)
 
-    def collect(self, theta: NDArray, n_steps: int, rng: np.random.Generator) -> RolloutBatch:
+    def _step(self, env_actions: NDArray):
+        """Step every group with its slice of the actions; results in env order."""
+        if len(self.groups) == 1:
+            group = self.groups[0]
+            group.send(env_actions)
+            obs, reward, terminated, truncated, info = group.receive()
+            return obs, reward, terminated, truncated, info.get("final_obs")
+        for group, sl in zip(self.groups, self._slices, strict=True):
+            group.send(env_actions[sl])
+        results = [group.receive() for group in self.groups]
+        final_obs = np.full(self.n_envs, None, dtype=object)
+        for (*_, info), sl in zip(results, self._slices, strict=True):
+            if "final_obs" in info:
+                final_obs[sl] = info["final_obs"]
+        return (np.concatenate([r[0] for r in results]),
+                np.concatenate([np.asarray(r[1], dtype=np.float64) for r in results]),
+                np.concatenate([r[2] for r in results]),
+                np.concatenate([r[3] for r in results]), final_obs)
+
+    def collect(self, theta: NDArray, n_steps: int) -> RolloutBatch:
+        """``n_steps`` steps of every environment with the policy at ``theta``."""
         assert self.raw_obs is not None, "call reset() first"
         E = self.n_envs
         obs_dim = self.raw_obs.shape[1]
@@ -326,11 +498,13 @@ class Collector:
         ep_lengths: list[int] = []
         env_time = 0.0
         policy_time = 0.0
-        step = self.venv.step
+        step = self._step
         clock = time.perf_counter
         raw = self.raw_obs
-        # All the rollout's sampling noise in one draw (one generator call, not n_steps).
-        noise = policy.draw_noise(rng, (n_steps, E))
+        # The rollout's sampling noise, one draw per environment from its own stream.
+        groups = self.groups
+        noise = (groups[0].draw_noise(policy, n_steps) if len(groups) == 1 else
+                 np.concatenate([g.draw_noise(policy, n_steps) for g in groups], axis=1))
         rms = self.obs_rms
         clip_obs = float(self.clip_obs)
         scaler = self.reward_scaler
@@ -345,7 +519,7 @@ class Collector:
                 rms_normalize_into(raw, rms.mean, rms.var, rms.epsilon, clip_obs, obs)
             env_actions, logp_buf[t] = policy.act_from_noise(theta, obs, noise[t], act_buf[t])
             t1 = clock()
-            next_raw, reward, terminated, truncated, info = step(env_actions)
+            next_raw, reward, terminated, truncated, final_obs = step(env_actions)
             t2 = clock()
             env_time += t2 - t1
             reward = np.asarray(reward, dtype=np.float64)
@@ -356,7 +530,6 @@ class Collector:
             term_buf[t] = terminated
             trunc_buf[t] = truncated
             if done.any():
-                final_obs = info["final_obs"]
                 for e in np.flatnonzero(done):
                     ep_returns.append(float(ep_return[e]))
                     ep_lengths.append(int(ep_length[e]))

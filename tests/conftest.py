@@ -1,20 +1,13 @@
 """Shared test configuration.
 
-Hypothesis runs derandomized under CI (``CI=true``) so a red build is reproducible,
-and with its default random exploration on a developer's machine.
+The hypothesis profiles come from the trustregion.testing pytest plugin: derandomized under
+CI (``CI=true``) so a red build is reproducible, random exploration on a developer's machine,
+and ``TR_HYPOTHESIS_PROFILE=trustregion-thorough`` for a long local run.
 """
 
-import os
+from trustregion.testing.pytest_plugin import load_profile
 
-from hypothesis import HealthCheck, settings
+load_profile()
 
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    deadline=None,
-    max_examples=60,
-    suppress_health_check=[HealthCheck.too_slow],
-    print_blob=True,
-)
-settings.register_profile("dev", deadline=None, max_examples=100)
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+# pytester runs the trustregion.testing plugin on small user test files (test_testing_plugin.py)
+pytest_plugins = ["pytester"]

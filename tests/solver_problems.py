@@ -524,6 +524,16 @@ def make_problems() -> list[Problem]:
     return problems
 
 
+def scipy_examples() -> list[Problem]:
+    """scipy's own examples for its trust-region methods: the tutorial's 5-D Rosenbrock start
+    (``x0 = [1.3, 0.7, 0.8, 1.9, 1.2]``, used for every method in scipy's tutorial) and a
+    100-D Rosenbrock from 0."""
+    return [
+        _rosenbrock(5, np.array([1.3, 0.7, 0.8, 1.9, 1.2]), "scipy_tutorial_rosen_5"),
+        _rosenbrock(100, np.zeros(100), "rosen_100_from_0"),
+    ]
+
+
 # --- maximum likelihood under a KL trust region (divergence_ascent) ---------------------
 
 

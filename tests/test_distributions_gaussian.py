@@ -1,4 +1,8 @@
-"""Diagonal Gaussians against scipy.stats, closed forms, quadrature and finite differences."""
+"""Diagonal Gaussians against scipy.stats, closed forms, quadrature and finite differences.
+
+Derivatives, Fisher products and KLs go through trustregion.testing's checks; the property
+tests draw from its strategies.
+"""
 
 import numba
 import numpy as np
@@ -10,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 from trustregion import distributions as dist
 from trustregion import kernels
+from trustregion import testing as tt
 
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 2e-6, np.float64: 1e-12}
@@ -76,19 +81,31 @@ def test_kl_keeps_relative_accuracy_for_nearly_equal_stds():
     np.testing.assert_allclose(kl, [1e-18], rtol=1e-6)  # (expm1(t) - t) / 2 ~ t^2 / 4
 
 
+def gaussian_kl(p, q):
+    return dist.diag_gaussian_kl(*p, *q)
+
+
+def sample_gaussians(p, rng, n_samples):
+    """n_samples draws of every row by the core's sampler, shape (n_samples, N, D)."""
+    mean, log_std = p
+    n, d = mean.shape
+    tiled_log_std = log_std if log_std.ndim == 1 else np.tile(log_std, (n_samples, 1))
+    x = dist.diag_gaussian_sample(np.tile(mean, (n_samples, 1)), tiled_log_std, rng)
+    return x.reshape(n_samples, n, d)
+
+
+def scipy_log_prob(p, x):
+    mean, log_std = p
+    return scipy.stats.norm.logpdf(x, mean, np.exp(log_std)).sum(axis=-1)
+
+
 @pytest.mark.parametrize("shared", [True, False])
-def test_kl_matches_a_monte_carlo_estimate(shared):
+def test_kl_passes_check_kl_with_a_monte_carlo_estimate(shared):
     rng = np.random.default_rng(3)
-    mean_p, log_std_p = gaussian_batch(rng, 1, 3, shared=shared, low=-0.5, high=0.5)
-    mean_q, log_std_q = gaussian_batch(rng, 1, 3, shared=shared, low=-0.5, high=0.5)
-    samples = 200_000
-    x = dist.diag_gaussian_sample(np.repeat(mean_p, samples, axis=0), log_std_p, rng)
-    log_ratio = (
-        scipy.stats.norm.logpdf(x, mean_p, np.exp(log_std_p)).sum(axis=1)
-        - scipy.stats.norm.logpdf(x, mean_q, np.exp(log_std_q)).sum(axis=1)
-    )
-    kl = dist.diag_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q)[0]
-    assert abs(log_ratio.mean() - kl) < 5 * log_ratio.std() / np.sqrt(samples)
+    p = gaussian_batch(rng, 3, 3, shared=False, low=-0.5, high=0.5)
+    q = gaussian_batch(rng, 3, 3, shared=shared, low=-0.5, high=0.5)
+    tt.check_kl(gaussian_kl, p, q, log_prob=scipy_log_prob, sample=sample_gaussians,
+                n_samples=50_000)
 
 
 def kl_gradient(mean_p, log_std_p, mean, log_std):
@@ -103,38 +120,50 @@ def test_closed_form_kl_gradient_matches_finite_differences_of_the_kernel():
     rng = np.random.default_rng(4)
     mean_p, log_std_p = gaussian_batch(rng, 3, 2, shared=False)
     mean_q, log_std_q = gaussian_batch(rng, 3, 2, shared=False)
-    h = 1e-6
-    d_mean, d_log_std = kl_gradient(mean_p, log_std_p, mean_q, log_std_q)
-    for j in range(2):
-        step = np.zeros_like(mean_q)
-        step[:, j] = h
-        numeric_mean = (
-            dist.diag_gaussian_kl(mean_p, log_std_p, mean_q + step, log_std_q)
-            - dist.diag_gaussian_kl(mean_p, log_std_p, mean_q - step, log_std_q)
-        ) / (2 * h)
-        numeric_log_std = (
-            dist.diag_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q + step)
-            - dist.diag_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q - step)
-        ) / (2 * h)
-        np.testing.assert_allclose(numeric_mean, d_mean[:, j], rtol=1e-6, atol=1e-8)
-        np.testing.assert_allclose(numeric_log_std, d_log_std[:, j], rtol=1e-6, atol=1e-8)
+
+    def split(theta):
+        return theta[:6].reshape(3, 2), theta[6:].reshape(3, 2)
+
+    tt.check_grad(
+        lambda theta: dist.diag_gaussian_kl(mean_p, log_std_p, *split(theta)).sum(),
+        lambda theta: np.concatenate([g.ravel() for g in kl_gradient(mean_p, log_std_p, *split(theta))]),
+        np.concatenate([mean_q.ravel(), log_std_q.ravel()]),
+        n_directions=4,
+    )
+
+
+def mean_kl_problem(mean, log_std):
+    """The mean KL over rows as a function of theta = (mean, log_std) flattened."""
+    n = mean.shape[0]
+    k = mean.size
+
+    def split(theta):
+        return theta[:k].reshape(mean.shape), theta[k:].reshape(log_std.shape)
+
+    def kl(theta_old, theta):
+        return float(dist.diag_gaussian_kl(*split(theta_old), *split(theta)).mean())
+
+    def kl_grad(theta_old, theta):
+        d_mean, d_log_std = kl_gradient(*split(theta_old), *split(theta))
+        if log_std.ndim == 1:  # a shared log_std collects every row's gradient
+            d_log_std = d_log_std.sum(axis=0)
+        return np.concatenate([d_mean.ravel(), d_log_std.ravel()]) / n
+
+    def fvp(theta, v, damping=0.0):
+        fv_mean, fv_log_std = dist.diag_gaussian_fisher_product(*split(theta), *split(v))
+        # the mean over rows of the KL: per-row blocks are averaged, a shared block is itself
+        fv_log_std = fv_log_std if log_std.ndim == 1 else fv_log_std / n
+        return np.concatenate([fv_mean.ravel() / n, fv_log_std.ravel()]) + damping * v
+
+    return np.concatenate([mean.ravel(), log_std.ravel()]), kl, kl_grad, fvp
 
 
 @pytest.mark.parametrize("shared", [True, False])
-def test_fisher_product_is_the_finite_difference_of_the_kl_gradient(shared):
+def test_fisher_product_is_the_hessian_of_the_mean_kl(shared):
     rng = np.random.default_rng(5)
-    mean, log_std = gaussian_batch(rng, 4, 3, shared=shared)
-    v_mean = rng.standard_normal(mean.shape)
-    v_log_std = rng.standard_normal(log_std.shape)
-    h = 1e-5
-    plus = kl_gradient(mean, log_std, mean + h * v_mean, log_std + h * v_log_std)
-    minus = kl_gradient(mean, log_std, mean - h * v_mean, log_std - h * v_log_std)
-    numeric_mean = (plus[0] - minus[0]) / (2 * h)
-    numeric_log_std = (plus[1] - minus[1]) / (2 * h)
-    fv_mean, fv_log_std = dist.diag_gaussian_fisher_product(mean, log_std, v_mean, v_log_std)
-    np.testing.assert_allclose(fv_mean, numeric_mean, rtol=1e-7, atol=1e-9)
-    # for a shared log_std each row gives the same block: the (D,) result is that row
-    np.testing.assert_allclose(np.broadcast_to(fv_log_std, mean.shape), numeric_log_std, rtol=1e-7)
+    theta, kl, kl_grad, fvp = mean_kl_problem(*gaussian_batch(rng, 4, 3, shared=shared))
+    tt.check_fvp(fvp, kl, theta, kl_grad=kl_grad, damping=0.1, n_directions=3)
+    tt.check_fvp(fvp, kl, theta, n_directions=3, seed=1)  # against the KL's values alone
 
 
 def test_fisher_product_equals_dense_fisher_from_per_sample_scores():
@@ -161,28 +190,20 @@ def test_fisher_product_equals_dense_fisher_from_per_sample_scores():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_log_prob_grad_matches_finite_differences(dtype):
     rng = np.random.default_rng(6)
-    mean, log_std = gaussian_batch(rng, 5, 3)
-    x = mean + rng.standard_normal(mean.shape)
-    d_mean, d_log_std = dist.diag_gaussian_log_prob_grad(
-        mean.astype(dtype), log_std.astype(dtype), x.astype(dtype)
-    )
+    mean, log_std = gaussian_batch(rng, 5, 3, dtype)
+    x = (mean + rng.standard_normal(mean.shape)).astype(dtype)
+    d_mean, d_log_std = dist.diag_gaussian_log_prob_grad(mean, log_std, x)
     assert d_mean.dtype == dtype and d_log_std.dtype == dtype and d_log_std.shape == (5, 3)
-    h = 1e-6
-    tol = 1e-6 if dtype == np.float64 else 1e-4
-    for j in range(3):
-        step = np.zeros_like(mean)
-        step[:, j] = h
-        numeric_mean = (
-            dist.diag_gaussian_log_prob(mean + step, log_std, x)
-            - dist.diag_gaussian_log_prob(mean - step, log_std, x)
-        ) / (2 * h)
-        np.testing.assert_allclose(d_mean[:, j], numeric_mean, rtol=tol, atol=tol)
-        per_row_log_std = np.tile(log_std, (5, 1))
-        numeric_log_std = (
-            dist.diag_gaussian_log_prob(mean, per_row_log_std + step, x)
-            - dist.diag_gaussian_log_prob(mean, per_row_log_std - step, x)
-        ) / (2 * h)
-        np.testing.assert_allclose(d_log_std[:, j], numeric_log_std, rtol=tol, atol=tol)
+
+    def split(theta):  # per-row log_std, so that every row's score is its own parameter
+        return theta[:15].reshape(5, 3), theta[15:].reshape(5, 3)
+
+    tt.check_grad(
+        lambda theta: dist.diag_gaussian_log_prob(*split(theta), x).sum(),
+        lambda theta: np.concatenate([g.ravel() for g in dist.diag_gaussian_log_prob_grad(*split(theta), x)]),
+        np.concatenate([mean.ravel(), np.tile(log_std, (5, 1)).ravel()]),
+        n_directions=4,
+    )
 
 
 def test_fisher_product_output_shapes():
@@ -301,6 +322,15 @@ def gaussians(draw, n, d, dtype):
     return mean, log_std
 
 
+@given(pair=tt.diag_gaussian_pairs(st.integers(1, 4), st.integers(1, 5), log_std=(-20, 5),
+                                   dtype=st.sampled_from(DTYPES)))
+def test_kl_passes_check_kl_and_matches_the_oracle(pair):
+    tt.check_kl(gaussian_kl, pair.p, pair.q)
+    assert np.all(gaussian_kl(pair.p, pair.p) == 0.0)  # exactly, by the expm1 form
+    rtol = RTOL[pair.p[0].dtype.type] * 10
+    tt.assert_close(gaussian_kl(pair.p, pair.q), pair.kl, rtol=rtol, atol=1e-300)
+
+
 @given(data=st.data(), size=SIZES, dtype=st.sampled_from(DTYPES))
 def test_kl_is_nonnegative_zero_on_the_diagonal_and_broadcasts_exactly(data, size, dtype):
     mean_p, log_std_p = data.draw(gaussians(*size, dtype))
@@ -314,18 +344,15 @@ def test_kl_is_nonnegative_zero_on_the_diagonal_and_broadcasts_exactly(data, siz
     np.testing.assert_array_equal(kl, dist.diag_gaussian_kl(mean_p, repeated_p, mean_q, repeated_q))
 
 
-@given(data=st.data(), size=SIZES, dtype=st.sampled_from(DTYPES))
-def test_fisher_product_is_symmetric_and_positive_semidefinite(data, size, dtype):
-    mean, log_std = data.draw(gaussians(*size, dtype))
-    log_std = np.clip(log_std, -5, 5)  # keep 1/sigma^2 moderate so float32 sums stay comparable
-    vectors = st.floats(-10, 10, width=32)
-    u_mean, v_mean = (data.draw(hnp.arrays(dtype, mean.shape, elements=vectors)) for _ in range(2))
-    u_ls, v_ls = (data.draw(hnp.arrays(dtype, mean.shape, elements=vectors)) for _ in range(2))
-    fu = dist.diag_gaussian_fisher_product(mean, log_std, u_mean, u_ls)
-    fv = dist.diag_gaussian_fisher_product(mean, log_std, v_mean, v_ls)
-    u_fv = np.sum(u_mean * fv[0] + u_ls * fv[1], axis=1, dtype=np.float64)
-    v_fu = np.sum(v_mean * fu[0] + v_ls * fu[1], axis=1, dtype=np.float64)
-    v_fv = np.sum(v_mean * fv[0] + v_ls * fv[1], axis=1, dtype=np.float64)
-    scale = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(u_fv, v_fu, rtol=scale, atol=scale * (1 + np.abs(u_fv).max()))
-    assert np.all(v_fv >= 0.0)
+@given(case=tt.diag_gaussians(st.integers(1, 4), st.integers(1, 5), log_std=(-20, 5),
+                               dtype=st.sampled_from(DTYPES)))
+def test_fisher_product_is_symmetric_and_positive_semidefinite(case):
+    theta, _, _, fvp = mean_kl_problem(case.mean, case.log_std)
+    tt.check_symmetric_operator(lambda v: fvp(theta, v), theta.size, psd=True,
+                                dtype=case.mean.dtype)
+
+
+@given(case=tt.diag_gaussians(st.integers(1, 3), st.integers(1, 3), log_std=(-3, 2)))
+def test_fisher_product_passes_check_fvp_on_drawn_gaussians(case):
+    theta, kl, kl_grad, fvp = mean_kl_problem(case.mean, case.log_std)
+    tt.check_fvp(fvp, kl, theta, kl_grad=kl_grad)

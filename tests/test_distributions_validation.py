@@ -1,9 +1,13 @@
-"""Misuse of trustregion.distributions raises a ValueError/TypeError naming the argument."""
+"""Misuse of trustregion.distributions raises a ValueError/TypeError naming the argument;
+every valid input (drawn by trustregion.testing's strategies, extremes included) is accepted."""
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trustregion import distributions as dist
+from trustregion import testing as tt
 
 LOGITS = np.zeros((3, 4))
 MEAN = np.zeros((3, 2))
@@ -107,3 +111,28 @@ def test_non_contiguous_inputs_are_handled():
     )
     with pytest.raises(ValueError, match=r"logits\[1, 2\] = nan"):
         dist.categorical_entropy(with_value(wide, (1, 4), np.nan)[:, ::2])
+
+
+DTYPES = st.sampled_from([np.float32, np.float64])
+
+
+@given(case=tt.logits(st.integers(1, 4), st.integers(1, 6), extremes=True, dtype=DTYPES))
+def test_every_valid_logits_batch_is_accepted_and_gives_no_nan(case):
+    logits = case.logits
+    for values in (dist.categorical_probs(logits), dist.categorical_log_softmax(logits),
+                   dist.categorical_entropy(logits), dist.categorical_kl(logits, logits),
+                   dist.categorical_fisher_product(logits, np.ones_like(logits))):
+        assert not np.any(np.isnan(values))
+    actions = np.argmax(logits, axis=1)  # always an unmasked category
+    assert np.all(np.isfinite(dist.categorical_log_prob(logits, actions)))
+
+
+@given(case=tt.diag_gaussians(st.integers(1, 4), st.integers(1, 3), log_std=dist.LOG_STD_LIMITS,
+                              dtype=DTYPES))
+def test_log_std_within_the_hard_limits_is_accepted_and_gives_no_nan(case):
+    x = case.mean
+    for values in (dist.diag_gaussian_log_prob(case.mean, case.log_std, x),
+                   dist.diag_gaussian_entropy(case.log_std),
+                   dist.diag_gaussian_kl(case.mean, case.log_std, case.mean, case.log_std),
+                   *dist.diag_gaussian_fisher_product(case.mean, case.log_std, x, case.log_std)):
+        assert not np.any(np.isnan(values))

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trustregion as tr
@@ -182,7 +182,7 @@ def test_evaluate_cannot_corrupt_x0():
     [
         (dict(max_constraint=0.0), ValueError, "max_constraint must be > 0"),
         (dict(max_constraint=-1.0), ValueError, "max_constraint"),
-        (dict(expected_improvement=-1.0), ValueError, "expected_improvement must be finite and >= 0"),
+        (dict(expected_improvement=-1.0), ValueError, "not an ascent direction"),
         (dict(expected_improvement=np.nan), ValueError, "expected_improvement"),
         (dict(shrink=1.0), ValueError, r"shrink must lie in \(0, 1\), got 1.0"),
         (dict(shrink=0.0), ValueError, "shrink"),
@@ -207,3 +207,64 @@ def test_bad_input_raises(kwargs, error, match):
     evaluate, x0, step = args.pop("evaluate"), args.pop("x0"), args.pop("full_step")
     with pytest.raises(error, match=match):
         tr.backtracking_line_search(evaluate, x0, step, **args)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 30), seed=st.integers(0, 2**32 - 1), log_delta=st.floats(-6.0, 2.0))
+def test_step_on_a_quadratic_constraints_boundary_is_accepted(n, seed, log_delta):
+    """scale_step lands exactly on 1/2 s^T H s = delta; rounding of the constraint's value must
+    not reject it (it did about half the time with an exact comparison)."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    H = (Q * rng.uniform(0.1, 10.0, n)) @ Q.T
+    g = rng.standard_normal(n)
+    delta = 10.0**log_delta
+    step = tr.scale_step(g, np.linalg.solve(H, g), g, delta)  # H d = g exactly for this d
+    assert step.status is Status.BOUNDARY
+
+    def evaluate(x):
+        return float(g @ x), float(0.5 * x @ H @ x)
+
+    res = tr.backtracking_line_search(
+        evaluate, np.zeros(n), step.step,
+        expected_improvement=step.expected_improvement, max_constraint=delta, f0=0.0,
+    )
+    assert res.accepted and res.n_backtracks == 0, (res.constraints[0] - delta) / delta
+    # the tolerance is a few ulps, not a slack: a trial clearly outside is still rejected
+    far = tr.backtracking_line_search(
+        evaluate, np.zeros(n), step.step * (1 + 1e-9),
+        expected_improvement=step.expected_improvement, max_constraint=delta, f0=0.0,
+        max_backtracks=0,
+    )
+    assert far.status is Status.CONSTRAINT_VIOLATED
+
+
+@pytest.mark.parametrize("rounding", [-1e-17, -1e-15, -0.0])
+def test_expected_improvement_rounded_below_zero_counts_as_zero(rounding):
+    res = tr.backtracking_line_search(
+        lambda x: (float(x[0]), 0.0), np.zeros(1), np.full(1, 1e-12),
+        expected_improvement=rounding, max_constraint=1.0, accept_ratio=0.1,
+    )
+    assert res.accepted and res.n_backtracks == 0
+
+
+def test_expected_improvement_rounding_tolerance_scales_with_the_objective():
+    kwargs = dict(max_constraint=1.0, f0=1e6)
+    evaluate = lambda x: (1e6 + float(x[0]), 0.0)  # noqa: E731
+    res = tr.backtracking_line_search(
+        evaluate, np.zeros(1), np.ones(1), expected_improvement=-1e-8, **kwargs
+    )
+    assert res.accepted
+    with pytest.raises(ValueError, match="not an ascent direction"):
+        tr.backtracking_line_search(
+            evaluate, np.zeros(1), np.ones(1), expected_improvement=-1e-3, **kwargs
+        )
+
+
+@pytest.mark.parametrize("bad", [-1e-16, np.nan, "x"])
+def test_constraint_rtol_is_validated(bad):
+    with pytest.raises((ValueError, TypeError), match="constraint_rtol"):
+        tr.backtracking_line_search(
+            lambda x: (1.0, 0.0), np.zeros(1), np.ones(1), expected_improvement=1.0,
+            max_constraint=1.0, f0=0.0, constraint_rtol=bad,
+        )

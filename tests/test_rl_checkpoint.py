@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
 def test_checkpoint_is_one_npz_without_pickles(trained):
     _, path = trained
     with np.load(path, allow_pickle=False) as data:
-        assert "policy_theta" in data.files and "obs_rms_mean" in data.files
+        assert "theta" in data.files and "obs_rms/mean" in data.files
         assert all(data[k].dtype != object for k in data.files)
 
 
@@ -53,7 +53,7 @@ def test_loaded_agent_predicts_like_the_saved_one(trained):
     obs = np.random.default_rng(0).standard_normal((5, 3))
     saved = TRPO.load(str(path))
     np.testing.assert_array_equal(loaded.predict(obs), saved.predict(obs))
-    np.testing.assert_array_equal(loaded.theta, np.load(path)["policy_theta"])
+    np.testing.assert_array_equal(loaded.theta, np.load(path)["theta"])
 
 
 def test_numpy_only_policy_acts_like_the_agent(trained):

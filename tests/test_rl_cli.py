@@ -29,8 +29,8 @@ def _one_line_error(capsys, rc):
     (["train", "CartPole-v1", "--timesteps", "12x"], "--timesteps"),
     (["train", "CartPole-v1", "--n-envs", "0"], "n_envs"),
     (["train", "CartPole-v1", "--bogus"], "unrecognized"),
-    (["eval", "missing_dir"], "no model.npz"),
-    (["plot", "missing_dir"], "no metrics.csv"),
+    (["eval", "missing_dir"], "no such run directory"),
+    (["plot", "missing_dir"], "no such run directory"),
 ])
 def test_errors_are_one_line_nonzero_and_write_nothing(in_tmp, capsys, argv, needle):
     try:

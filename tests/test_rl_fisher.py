@@ -1,10 +1,14 @@
-"""Policies: Fisher-vector products, policy gradients and sampling against references."""
+"""Policies: Fisher-vector products, policy gradients and sampling against references.
+
+Derivatives and Fisher products are checked with trustregion.testing.
+"""
 
 import numpy as np
 import pytest
 from gymnasium import spaces
 
 from rl_adapters.policies import CategoricalPolicy, DiagGaussianPolicy, make_policy
+from trustregion import testing as tt
 
 
 def _policies():
@@ -64,23 +68,24 @@ def _mean_kl_grad(policy, theta_old, obs, theta):
 def test_kl_gradient_helper_matches_finite_differences_of_kl(kind):
     policy, theta_old, obs, rng = _setup(kind)
     theta = theta_old + 0.2 * rng.standard_normal(policy.n_params)
-    v = rng.standard_normal(policy.n_params)
-    eps = 1e-6
-    fd = (_mean_kl(policy, theta_old, obs, theta + eps * v)
-          - _mean_kl(policy, theta_old, obs, theta - eps * v)) / (2 * eps)
-    assert _mean_kl_grad(policy, theta_old, obs, theta) @ v == pytest.approx(fd, rel=1e-6)
+    tt.check_grad(lambda th: _mean_kl(policy, theta_old, obs, th),
+                  lambda th: _mean_kl_grad(policy, theta_old, obs, th), theta)
 
 
 @pytest.mark.parametrize("kind", ["categorical", "multidiscrete", "gaussian"])
-def test_fvp_equals_finite_differences_of_the_mean_kl_gradient(kind):
-    policy, theta, obs, rng = _setup(kind, seed=1)
-    fisher = policy.fisher_operator(theta, obs)
-    eps = 1e-5
-    for _ in range(3):
-        v = rng.standard_normal(policy.n_params)
-        fd = (_mean_kl_grad(policy, theta, obs, theta + eps * v)
-              - _mean_kl_grad(policy, theta, obs, theta - eps * v)) / (2 * eps)
-        np.testing.assert_allclose(fisher(v), fd, rtol=1e-6, atol=1e-9)
+def test_fvp_is_the_hessian_of_the_mean_kl(kind):
+    """F v against differences of the KL gradient and of the KL itself, symmetric, PSD."""
+    policy, theta, obs, _ = _setup(kind, seed=1)
+    report = tt.check_fvp(
+        lambda th, v: policy.fisher_operator(th, obs)(v),
+        lambda old, new: _mean_kl(policy, old, obs, new),
+        theta,
+        kl_grad=lambda old, new: _mean_kl_grad(policy, old, obs, new),
+        n_directions=3,
+    )
+    assert report.calls["fvp"] == 3
+    tt.check_fvp(lambda th, v: policy.fisher_operator(th, obs)(v),
+                 lambda old, new: _mean_kl(policy, old, obs, new), theta, seed=1)
 
 
 def _fd_jacobian_outputs(policy, theta, obs, eps=1e-6):
@@ -128,9 +133,7 @@ def test_fvp_equals_dense_fisher_gaussian():
         v = rng.standard_normal(policy.n_params)
         np.testing.assert_allclose(fisher(v), F @ v, rtol=1e-6, atol=1e-9)
     # Symmetric positive semidefinite, as a Fisher must be.
-    u, w = rng.standard_normal((2, policy.n_params))
-    assert u @ fisher(w) == pytest.approx(w @ fisher(u), rel=1e-10)
-    assert u @ fisher(u) >= 0
+    tt.check_symmetric_operator(fisher, policy.n_params, psd=True)
 
 
 @pytest.mark.parametrize("kind", ["categorical", "multidiscrete", "gaussian"])
@@ -148,11 +151,7 @@ def test_surrogate_gradient_matches_finite_differences(kind, entropy_coef):
         return np.mean(ratio * adv) + entropy_coef * np.mean(policy.entropy(th, out))
 
     g = policy.surrogate_gradient(theta, cache, out0, actions, adv, entropy_coef)
-    eps = 1e-6
-    for _ in range(3):
-        v = rng.standard_normal(policy.n_params)
-        fd = (surrogate(theta + eps * v) - surrogate(theta - eps * v)) / (2 * eps)
-        assert g @ v == pytest.approx(fd, rel=1e-6, abs=1e-10)
+    tt.check_grad(surrogate, lambda th: g, theta)  # g is the gradient at theta only
 
 
 @pytest.mark.parametrize("kind", ["categorical", "multidiscrete", "gaussian"])

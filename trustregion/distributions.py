@@ -27,8 +27,12 @@ Hot loops
     Every function takes ``validate=False`` to skip the checks and conversions:
     the arguments must then already be float32/float64 ndarrays of one dtype and
     the documented shapes, and actions int64; invalid input then gives garbage or
-    NaN instead of an error. The raw kernels in :mod:`trustregion.kernels` (same
-    names) are the zero-overhead option and can be called from ``numba.njit`` code.
+    NaN instead of an error, never a crash: action indices are bound-checked even
+    then (an index outside ``[0, K)`` or a wrong number of actions is a
+    ``ValueError`` naming ``actions``, at the cost of one comparison per row), and
+    so are the shapes of ``logits_q`` and ``v`` against the logits. The
+    raw kernels in :mod:`trustregion.kernels` (same names) are the zero-overhead
+    option and can be called from ``numba.njit`` code.
 
 See ``docs/distributions.md`` for the formulas and for why the Fisher products are
 the exact Hessian blocks a trust-region step needs.
@@ -152,6 +156,27 @@ def _check_log_std_shape(name: str, array: np.ndarray, n: int, d: int) -> None:
         )
 
 
+def _unchecked_gaussian_shapes(
+    matrices: dict[str, Any], log_stds: dict[str, Any], ref: str
+) -> None:
+    """The shape checks ``validate=False`` keeps: O(1), and what keeps the kernels inside
+    their arrays (a short ``log_std`` or ``mean_q`` would be read past its end)."""
+    mean = matrices[ref]
+    shape = getattr(mean, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(f"{ref} must be an ndarray of shape (N, D), got {type(mean).__name__} "
+                         f"of shape {shape}")
+    for name, array in matrices.items():
+        if getattr(array, "shape", None) != shape:
+            raise ValueError(f"{name} must have the shape of {ref} {shape}, got shape "
+                             f"{getattr(array, 'shape', None)}")
+    for name, array in log_stds.items():
+        if not isinstance(array, np.ndarray):
+            raise ValueError(f"{name} must be an ndarray with validate=False, got "
+                             f"{type(array).__name__}")
+        _check_log_std_shape(name, array, *shape)
+
+
 def _check_log_std(name: str, log_std: np.ndarray, n: int, d: int) -> None:
     _check_log_std_shape(name, log_std, n, d)
     _check_range(name, log_std, *LOG_STD_LIMITS, _LOG_STD_RANGE)
@@ -170,6 +195,20 @@ def _actions(actions: Any, n: int, k: int) -> IntArray:
             f"got actions[{bad}] = {array[bad]}"
         )
     return array.astype(np.int64, copy=False)
+
+
+def _with_actions(kernel: Any, logits: np.ndarray, actions: Any) -> FloatArray:
+    """``kernel(logits, actions)``; the kernel's ``IndexError`` becomes a ``ValueError``.
+
+    The kernels bound-check the indices even when ``validate=False``; on a bad index
+    the validating check runs to say which entry is wrong.
+    """
+    try:
+        return kernel(logits, actions)
+    except IndexError:
+        pass
+    _actions(actions, *logits.shape)  # raises the ValueError naming the bad entry
+    raise ValueError("actions must be category indices in [0, K), one per row of logits")
 
 
 def _generator(rng: Any) -> np.random.Generator:
@@ -239,7 +278,8 @@ def categorical_log_prob(logits: Any, actions: Any, *, validate: bool = True) ->
     actions : array_like of int, shape (N,)
         Category indices in ``[0, K)``. A masked category gives ``-inf``.
     validate : bool, default True
-        With ``False``, ``actions`` must be int64 and in range (not checked).
+        With ``False``, ``actions`` must be int64; indices out of range are still a
+        ``ValueError`` (never an out-of-bounds read).
 
     Returns
     -------
@@ -253,7 +293,7 @@ def categorical_log_prob(logits: Any, actions: Any, *, validate: bool = True) ->
     if validate:
         logits = _logits("logits", logits)
         actions = _actions(actions, *logits.shape)
-    return _cat.categorical_log_prob(logits, actions)
+    return _with_actions(_cat.categorical_log_prob, logits, actions)
 
 
 def categorical_log_prob_grad(logits: Any, actions: Any, *, validate: bool = True) -> FloatArray:
@@ -278,7 +318,7 @@ def categorical_log_prob_grad(logits: Any, actions: Any, *, validate: bool = Tru
     if validate:
         logits = _logits("logits", logits)
         actions = _actions(actions, *logits.shape)
-    return _cat.categorical_log_prob_grad(logits, actions)
+    return _with_actions(_cat.categorical_log_prob_grad, logits, actions)
 
 
 def categorical_entropy(logits: Any, *, validate: bool = True) -> FloatArray:
@@ -441,6 +481,8 @@ def diag_gaussian_log_prob(mean: Any, log_std: Any, x: Any, *, validate: bool = 
     """
     if validate:
         mean, log_std, x = _gaussian_args(mean, log_std, x, "x")
+    else:
+        _unchecked_gaussian_shapes({"mean": mean, "x": x}, {"log_std": log_std}, "mean")
     return _gauss.diag_gaussian_log_prob(mean, log_std, x)
 
 
@@ -475,6 +517,8 @@ def diag_gaussian_log_prob_grad(
     """
     if validate:
         mean, log_std, x = _gaussian_args(mean, log_std, x, "x")
+    else:
+        _unchecked_gaussian_shapes({"mean": mean, "x": x}, {"log_std": log_std}, "mean")
     d_mean, d_log_std = _gauss.diag_gaussian_log_prob_grad(mean, log_std, x)
     return d_mean, d_log_std
 
@@ -548,6 +592,10 @@ def diag_gaussian_kl(
         _check_finite("mean_p", mean_p)
         _check_finite("mean_q", mean_q)
         mean_p, log_std_p, mean_q, log_std_q = _common_dtype(mean_p, log_std_p, mean_q, log_std_q)
+    else:
+        _unchecked_gaussian_shapes(
+            {"mean_p": mean_p, "mean_q": mean_q},
+            {"log_std_p": log_std_p, "log_std_q": log_std_q}, "mean_p")
     return _gauss.diag_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q)
 
 
@@ -604,6 +652,10 @@ def diag_gaussian_fisher_product(
         _check_finite("v_mean", v_mean)
         _check_finite("v_log_std", v_log_std)
         mean, log_std, v_mean, v_log_std = _common_dtype(mean, log_std, v_mean, v_log_std)
+    else:
+        _unchecked_gaussian_shapes(
+            {"mean": mean, "v_mean": v_mean}, {"log_std": log_std, "v_log_std": v_log_std},
+            "mean")
     fv_mean, fv_log_std = _gauss.diag_gaussian_fisher_product(mean, log_std, v_mean, v_log_std)
     if log_std.ndim == 1 and v_log_std.ndim == 1:
         fv_log_std = fv_log_std.reshape(-1)
@@ -643,5 +695,7 @@ def diag_gaussian_sample(
         _check_finite("mean", mean)
         mean, log_std = _common_dtype(mean, log_std)
         rng = _generator(rng)
+    else:
+        _unchecked_gaussian_shapes({"mean": mean}, {"log_std": log_std}, "mean")
     noise = rng.standard_normal(mean.shape, dtype=mean.dtype)
     return _gauss.diag_gaussian_sample_from_noise(mean, log_std, noise)

@@ -16,21 +16,31 @@ import numpy as np
 Matvec = Callable[[np.ndarray], np.ndarray]
 _F64 = np.dtype(np.float64)
 _F32 = np.dtype(np.float32)
+_C128 = np.dtype(np.complex128)
+_C64 = np.dtype(np.complex64)
 
 
-def float_vector(name: str, value: Any, *, allow_nonfinite: bool = False) -> np.ndarray:
+def float_vector(
+    name: str, value: Any, *, allow_nonfinite: bool = False, allow_complex: bool = False
+) -> np.ndarray:
     """Return ``value`` as a 1-D float32/float64 array, or raise.
 
     float32 and float64 are kept as they are; integers and bools become float64.
-    Complex input and other dtypes are rejected rather than silently cast.
+    Complex input (unless ``allow_complex``: complex64/complex128 are then kept) and other
+    dtypes are rejected rather than silently cast.
     """
     arr = np.asarray(value)
     if arr.dtype is _F64 or arr.dtype is _F32:
         pass
     elif arr.dtype.kind in "iub":
         arr = arr.astype(np.float64)
+    elif allow_complex and arr.dtype in (_C64, _C128):
+        pass
     elif arr.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name} must be a real float32 or float64 vector, got dtype {arr.dtype}")
+        kinds = "float32, float64, complex64 or complex128" if allow_complex else (
+            "real float32 or float64"
+        )
+        raise TypeError(f"{name} must be a {kinds} vector, got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.size == 0:
@@ -41,14 +51,19 @@ def float_vector(name: str, value: Any, *, allow_nonfinite: bool = False) -> np.
     return arr
 
 
-def nonnegative(name: str, value: Any) -> float:
-    """Return ``value`` as a float that is finite and >= 0, or raise."""
+def nonnegative(name: str, value: Any, *, allow_inf: bool = False) -> float:
+    """Return ``value`` as a float that is finite (or +inf if ``allow_inf``) and >= 0, or raise."""
+    if isinstance(value, bool) or isinstance(value, np.bool_):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         out = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if allow_inf and out == math.inf:
+        return out
     if not math.isfinite(out) or out < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        what = "a number >= 0 (inf allowed)" if allow_inf else "finite and >= 0"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return out
 
 
@@ -84,17 +99,23 @@ def function(name: str, value: Any) -> Callable[..., Any]:
     return value
 
 
-def as_matvec(name: str, A: Any, n: int) -> Matvec:
+def as_matvec(
+    name: str, A: Any, n: int, *, allow_complex: bool = False, vector: str = "the vector"
+) -> Matvec:
     """Turn a matrix-like ``A`` into a plain ``v -> A v`` callable.
 
     Accepts a callable, a dense ``(n, n)`` array, a scipy.sparse matrix or array,
     or a ``LinearOperator``. The returned callable does no checking of its own:
-    callers check the output once per call where it matters.
+    callers check the output once per call where it matters. With ``allow_complex`` an
+    explicit complex matrix is accepted if it is Hermitian (checked once, here: a callable
+    cannot be checked, its curvature is checked by the solver instead).
     """
     if isinstance(A, np.ndarray):
-        if A.dtype.kind not in "fiub":
+        if A.dtype.kind not in ("fiubc" if allow_complex else "fiub"):
             raise TypeError(f"{name} must be a real matrix, got dtype {A.dtype}")
-        _check_square(name, A.shape, n)
+        _check_square(name, A.shape, n, vector)
+        if A.dtype.kind == "c":
+            _check_hermitian(name, A)
         return A.dot
     if type(A).__module__.startswith("scipy."):
         # imported here, not at module level: scipy.sparse costs ~0.2 s at import time and
@@ -103,10 +124,14 @@ def as_matvec(name: str, A: Any, n: int) -> Matvec:
         from scipy.sparse.linalg import LinearOperator
 
         if isinstance(A, LinearOperator):
-            _check_square(name, A.shape, n)
+            _check_square(name, A.shape, n, vector)
             return A.matvec
         if sp.issparse(A):
-            _check_square(name, A.shape, n)
+            _check_square(name, A.shape, n, vector)
+            if A.dtype.kind == "c":
+                if not allow_complex:
+                    raise TypeError(f"{name} must be a real matrix, got dtype {A.dtype}")
+                _check_hermitian(name, A)
             return A.dot
     if callable(A):
         return A
@@ -116,9 +141,47 @@ def as_matvec(name: str, A: Any, n: int) -> Matvec:
     )
 
 
-def _check_square(name: str, shape: tuple[int, ...], n: int) -> None:
+def is_complex_operator(A: Any) -> bool:
+    """True for an explicit matrix or LinearOperator that declares a complex dtype."""
+    if isinstance(A, np.ndarray):
+        return A.dtype.kind == "c"
+    if not type(A).__module__.startswith("scipy."):
+        return False  # a plain callable declares nothing (and getattr on it is slow)
+    dtype = getattr(A, "dtype", None)
+    if dtype is None or not hasattr(A, "shape"):
+        return False
+    try:
+        return np.dtype(dtype).kind == "c"
+    except TypeError:
+        return False
+
+
+def _check_hermitian(name: str, A: Any) -> None:
+    """Raise unless the explicit complex matrix ``A`` equals its conjugate transpose.
+
+    The tolerance is rounding-sized: ``|A - A^H|`` below ``8 eps max|A|`` entry-wise.
+    """
+    eps = float(np.finfo(A.dtype).eps)
+    if isinstance(A, np.ndarray):
+        skew = float(np.max(np.abs(A - A.conj().T))) if A.size else 0.0
+        scale = float(np.max(np.abs(A))) if A.size else 0.0
+    else:
+        diff = A - A.conj().T
+        skew = float(abs(diff).max()) if diff.nnz else 0.0
+        scale = float(abs(A).max()) if A.nnz else 0.0
+    if skew > 8.0 * eps * scale:
+        raise ValueError(
+            f"{name} must be Hermitian (equal to its conjugate transpose) for CG, but "
+            f"max |{name} - {name}^H| = {skew:.3e} (max |{name}| = {scale:.3e})"
+        )
+
+
+def _check_square(name: str, shape: tuple[int, ...], n: int, vector: str = "the vector") -> None:
+    """Raise unless ``shape`` is ``(n, n)``; ``vector`` names the vector it must match."""
     if len(shape) != 2 or shape[0] != n or shape[1] != n:
-        raise ValueError(f"{name} must have shape ({n}, {n}) to match the vector, got {shape}")
+        raise ValueError(
+            f"{name} must have shape ({n}, {n}) to match {vector} ({n},), got {shape}"
+        )
 
 
 def matvec_output(name: str, out: Any, n: int, dtype: np.dtype) -> np.ndarray:
@@ -134,5 +197,13 @@ def matvec_output(name: str, out: Any, n: int, dtype: np.dtype) -> np.ndarray:
         else:
             raise ValueError(f"{name} returned shape {arr.shape}, expected ({n},)")
     if arr.dtype != dtype:
+        if arr.dtype.kind == "c" and np.dtype(dtype).kind != "c":
+            # a silent cast would drop the imaginary part (numpy only warns)
+            raise TypeError(
+                f"{name} returned complex values (dtype {arr.dtype}) for a real input: the "
+                f"operator must map real vectors to real vectors"
+            )
+        if arr.dtype.kind not in "fiubc":
+            raise TypeError(f"{name} returned dtype {arr.dtype}, expected a numeric vector")
         arr = arr.astype(dtype)
     return arr

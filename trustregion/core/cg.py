@@ -6,14 +6,18 @@ the iterates agree with scipy's to rounding. What it adds is what an optimizer
 needs from CG: a status instead of a bare ``info`` integer, detection of
 non-positive curvature (``p^T A p <= 0``) with the direction that showed it,
 non-finite matvec output reported instead of propagated, Tikhonov damping
-without wrapping the operator, and the residual history.
+without wrapping the operator, the residual history, scale safety (a problem
+far from unit scale is rescaled by a power of two, which is exact, instead of
+overflowing or underflowing), complex Hermitian systems, and the spectral
+information that CG's coefficients carry (the Lanczos tridiagonal matrix).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -29,8 +33,8 @@ _WHAT_HAPPENED = {
         "iteration limit {nit} reached with residual norm {res:.3e} > tolerance {tol:.3e}"
     ),
     Status.NEGATIVE_CURVATURE: (
-        "non-positive curvature p^T A p = {curv:.3e} at iteration {nit}: A is not positive "
-        "definite (indefinite, or singular with b outside its range); the last good iterate "
+        "non-positive curvature p^T {A} p = {curv:.3e} at iteration {nit}: {A} is not positive "
+        "definite (indefinite, or singular with {b} outside its range); the last good iterate "
         "is returned and `direction` holds p"
     ),
     Status.NON_FINITE: (
@@ -38,10 +42,66 @@ _WHAT_HAPPENED = {
         "is returned"
     ),
     Status.INDEFINITE_PRECONDITIONER: (
-        "r^T M r = {curv:.3e} <= 0 at iteration {nit}: the preconditioner M is not positive "
+        "r^T {M} r = {curv:.3e} <= 0 at iteration {nit}: the preconditioner {M} is not positive "
         "definite; the last good iterate is returned"
     ),
+    Status.NON_REAL_CURVATURE: (
+        "the curvature p^H {A} p = {curv_c} at iteration {nit} is not real: {A} is not "
+        "Hermitian; the last good iterate is returned"
+    ),
+    Status.OUT_OF_RANGE: (
+        "the solution overflows {dtype} (its entries exceed {big:.3e}); the iteration itself "
+        "ran rescaled and its residual norm is {res:.3e}"
+    ),
 }
+
+
+@dataclass(frozen=True)
+class CGSpectrum:
+    r"""What CG learned about the spectrum of the operator it solved with.
+
+    CG's step lengths :math:`\alpha_j` and ratios :math:`\beta_j = \rho_{j+1}/\rho_j` are the
+    entries of the Lanczos tridiagonal matrix :math:`T_k` of the operator on the Krylov space
+    (Golub & Van Loan, section 10.2; Saad, *Iterative Methods*, section 6.7.3):
+
+    .. math::
+
+        T_{jj} = \frac{1}{\alpha_j} + \frac{\beta_{j-1}}{\alpha_{j-1}},\qquad
+        T_{j,j+1} = \frac{\sqrt{\beta_j}}{\alpha_j}.
+
+    Its eigenvalues, the Ritz values, lie inside the operator's spectrum; the extreme ones
+    converge to the extreme eigenvalues from inside. The operator is the one CG iterates
+    with: :math:`M (A + \lambda I)` with a preconditioner ``M`` and damping :math:`\lambda`.
+
+    Attributes
+    ----------
+    eig_min, eig_max : float or None
+        The extreme Ritz values: an upper bound on the smallest eigenvalue and a lower bound
+        on the largest (None without any iteration). Found by Laguerre's iteration on the
+        characteristic polynomial of :math:`T_k`, O(k) per step.
+    condition : float or None
+        ``eig_max / eig_min``, a lower bound on the condition number (inf if ``eig_min <= 0``).
+    ritz_values : ndarray
+        Every eigenvalue of :math:`T_k`, ascending (empty without any iteration); computed on
+        first access (implicit QL, O(k^2)).
+    """
+
+    eig_min: float | None
+    eig_max: float | None
+    condition: float | None
+    lanczos_alphas: np.ndarray = field(repr=False)
+    lanczos_rhos: np.ndarray = field(repr=False)
+    scale: float = field(default=1.0, repr=False)
+
+    @cached_property
+    def ritz_values(self) -> np.ndarray:
+        """Eigenvalues of the Lanczos matrix, ascending, in the caller's units."""
+        if self.lanczos_alphas.shape[0] == 0:
+            return np.empty(0)
+        ritz = _k.cg_ritz_values(self.lanczos_alphas, self.lanczos_rhos)
+        if self.scale != 1.0:
+            ritz /= self.scale  # back from the power-of-two rescaled operator (exact)
+        return ritz
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,13 +125,18 @@ class CGResult:
         True exactly when ``status`` is ``CONVERGED``.
     status : Status
         Why the iteration stopped: ``CONVERGED``, ``MAX_ITER``, ``NEGATIVE_CURVATURE``,
-        ``NON_FINITE`` or ``INDEFINITE_PRECONDITIONER``.
+        ``NON_FINITE``, ``INDEFINITE_PRECONDITIONER``, ``NON_REAL_CURVATURE`` (complex,
+        non-Hermitian operator) or ``OUT_OF_RANGE`` (the solution overflows the dtype).
     message : str
         What happened and what to try.
     direction : ndarray or None
         With ``NEGATIVE_CURVATURE``: the search direction ``p`` with ``p^T A p <= 0``.
     curvature : float or None
         With ``NEGATIVE_CURVATURE`` or ``INDEFINITE_PRECONDITIONER``: the offending value.
+    spectrum : CGSpectrum
+        Ritz values and extreme-eigenvalue and condition estimates of the (preconditioned,
+        damped) operator, from the CG coefficients at no extra matvec; computed on first
+        access (or at once with ``cg(..., spectrum=True)``).
     """
 
     x: np.ndarray
@@ -84,9 +149,120 @@ class CGResult:
     message: str
     direction: np.ndarray | None = None
     curvature: float | None = None
+    # CG's coefficients, kept to build the Lanczos matrix on demand: the step lengths, the
+    # values rho_j = r_j^T z_j, and the power of two the operator was scaled by.
+    lanczos_alphas: Sequence[float] = field(default=(), repr=False)
+    lanczos_rhos: Sequence[float] = field(default=(), repr=False)
+    lanczos_scale: float = field(default=1.0, repr=False)
+
+    @cached_property
+    def spectrum(self) -> CGSpectrum:
+        """Ritz values and spectral estimates (see :class:`CGSpectrum`)."""
+        return _spectrum(self.lanczos_alphas, self.lanczos_rhos, self.lanczos_scale)
+
+    @property
+    def ritz_values(self) -> np.ndarray:
+        """Eigenvalues of the Lanczos matrix, ascending (``spectrum.ritz_values``)."""
+        return self.spectrum.ritz_values
 
 
-_EPS = {np.float64: float(np.finfo(np.float64).eps), np.float32: float(np.finfo(np.float32).eps)}
+_RESULT_DEFAULTS = {"direction": None, "curvature": None}
+
+
+def _new_result(**fields: Any) -> CGResult:
+    """A :class:`CGResult` without the frozen dataclass's ``__init__``.
+
+    That ``__init__`` sets each of the 13 fields through ``object.__setattr__``, about 5 us
+    per call: a quarter of the fixed cost of a short solve. Filling ``__dict__`` at once
+    gives the same object (still frozen against later assignment).
+    """
+    result = object.__new__(CGResult)
+    result.__dict__.update(_RESULT_DEFAULTS, **fields)
+    return result
+
+
+def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]:
+    r"""Diagonal and off-diagonal of the Lanczos matrix :math:`T_k` from CG's coefficients.
+
+    ``alphas`` holds :math:`\alpha_0..\alpha_{k-1}`, ``rhos`` at least
+    :math:`\rho_0..\rho_{k-1}` (:math:`\rho_j = r_j^T z_j`, so that
+    :math:`\beta_j = \rho_{j+1}/\rho_j`).
+
+    Examples
+    --------
+    On a diagonal matrix, n iterations recover its eigenvalues:
+
+    >>> import numpy as np, trustregion as tr
+    >>> res = tr.cg(np.diag([1.0, 2.0, 5.0]), np.ones(3), rtol=0.0, maxiter=3)
+    >>> d, e = lanczos_tridiagonal(res.lanczos_alphas, res.lanczos_rhos)
+    >>> bool(np.allclose(np.linalg.eigvalsh(np.diag(d) + np.diag(e, 1) + np.diag(e, -1)),
+    ...                  [1.0, 2.0, 5.0]))
+    True
+    """
+    alpha = np.asarray(alphas, dtype=np.float64)
+    k = alpha.shape[0]
+    rho = np.asarray(rhos, dtype=np.float64)[:k]
+    beta = rho[1:] / rho[:-1]
+    inv_alpha = 1.0 / alpha
+    diag = inv_alpha.copy()
+    diag[1:] += beta * inv_alpha[:-1]
+    off = np.sqrt(beta) * inv_alpha[:-1]
+    return diag, off
+
+
+def _spectrum(alphas: Sequence[float], rhos: Sequence[float], scale: float) -> CGSpectrum:
+    k = len(alphas)
+    alpha = np.array(alphas, dtype=np.float64)
+    rho = np.array(rhos[:k], dtype=np.float64)
+    if k == 0:
+        lo = hi = condition = None
+    else:
+        lo, hi = _k.cg_extreme_ritz_values(alpha, rho)
+        lo, hi = lo / scale, hi / scale  # back from the rescaled operator (exact)
+        condition = hi / lo if lo > 0.0 else math.inf
+    # filled without the frozen dataclass's __init__ (see _new_result): a few microseconds
+    spectrum = object.__new__(CGSpectrum)
+    spectrum.__dict__.update(
+        eig_min=lo, eig_max=hi, condition=condition, lanczos_alphas=alpha, lanczos_rhos=rho,
+        scale=scale,
+    )
+    return spectrum
+
+
+# Safe windows, as powers of two, for the squared residual norm and the Rayleigh quotients of
+# the operator and the preconditioner. Inside them no quantity of the iteration can overflow or
+# underflow (float64: ||r|| in (2^-200, 2^200), and rtol >= eps leaves >100 binades of room);
+# outside, the problem is rescaled by a power of two, which is exact.
+_SAFE_EXP = {np.dtype(np.float64): 200, np.dtype(np.float32): 25}
+
+
+class _DtypeInfo:
+    """Constants of a working dtype, computed once (np.finfo is slow on the hot call path)."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.is_complex = dtype.kind == "c"
+        self.real_dtype = np.dtype(dtype.char.lower()) if self.is_complex else dtype
+        finfo = np.finfo(self.real_dtype)
+        self.real = self.real_dtype.type
+        self.eps = float(finfo.eps)
+        self.big = float(finfo.max)
+        self.window = _SAFE_EXP[self.real_dtype]
+        self.limit = int(finfo.maxexp) - 8  # largest power of two used as a scale factor
+        self.lo_sq = math.ldexp(1.0, -2 * self.window)
+        self.hi_sq = math.ldexp(1.0, 2 * self.window)
+        self.lo_rq = math.ldexp(1.0, -self.window)
+        self.hi_rq = math.ldexp(1.0, self.window)
+        self.name = dtype.name
+
+
+_DTYPES = {
+    np.dtype(t): _DtypeInfo(np.dtype(t))
+    for t in (np.float64, np.float32, np.complex128, np.complex64)
+}
+_CG_NAMES = {
+    "A": "A", "b": "b", "x0": "x0", "rtol": "rtol", "atol": "atol", "maxiter": "maxiter",
+    "M": "M", "damping": "damping",
+}
 
 
 def _checked(out: Any, name: str, n: int, dtype: np.dtype, shape: tuple[int]) -> np.ndarray:
@@ -95,6 +271,18 @@ def _checked(out: Any, name: str, n: int, dtype: np.dtype, shape: tuple[int]) ->
         if out.flags.c_contiguous:
             return out
     return np.ascontiguousarray(v.matvec_output(name, out, n, dtype))
+
+
+def _exponent(u: np.ndarray) -> int | None:
+    """The binary exponent ``e`` of ``max |u|`` (``2^(e-1) <= max|u| < 2^e``), None if 0/inf."""
+    m = float(np.max(np.abs(u)))
+    if m == 0.0 or not math.isfinite(m):
+        return None
+    return math.frexp(m)[1]
+
+
+def _pow2(e: int, limit: int) -> float:
+    return math.ldexp(1.0, max(-limit, min(limit, e)))
 
 
 def cg(
@@ -108,6 +296,7 @@ def cg(
     M: Any = None,
     damping: float = 0.0,
     callback: Callable[[np.ndarray], Any] | None = None,
+    spectrum: bool = False,
 ) -> CGResult:
     r"""Solve :math:`(A + \lambda I)\,x = b` by (preconditioned) conjugate gradient.
 
@@ -116,26 +305,32 @@ def cg(
 
     .. math::
 
-        \alpha_k = \frac{r_k^T z_k}{p_k^T (A+\lambda I) p_k},\quad
+        \alpha_k = \frac{r_k^H z_k}{p_k^H (A+\lambda I) p_k},\quad
         x_{k+1} = x_k + \alpha_k p_k,\quad
         r_{k+1} = r_k - \alpha_k (A+\lambda I) p_k,\\
         z_{k+1} = M r_{k+1},\quad
-        p_{k+1} = z_{k+1} + \frac{r_{k+1}^T z_{k+1}}{r_k^T z_k} p_k,
+        p_{k+1} = z_{k+1} + \frac{r_{k+1}^H z_{k+1}}{r_k^H z_k} p_k,
 
     and stops as soon as :math:`\|r_k\| \le \max(\mathrm{rtol}\,\|b\|, \mathrm{atol})`
     (including on the last allowed iteration, which scipy reports as a failure).
 
+    For real input the inner products are transposes (``np.dot``, as scipy); for complex
+    Hermitian systems they are conjugate (``np.vdot``).
+
     Parameters
     ----------
     A : callable, ndarray, scipy.sparse matrix or LinearOperator
-        The symmetric operator. A callable receives a vector of ``b``'s dtype and must
-        return a vector of the same length.
+        The symmetric (Hermitian) operator. A callable receives a vector of ``b``'s dtype and
+        must return a vector of the same length; a complex output for a real input is an
+        error, never truncated. An explicit complex matrix is checked to be Hermitian.
     b : array_like, shape (n,)
-        Right-hand side; float32 stays float32, float64 stays float64.
+        Right-hand side; float32, float64, complex64 and complex128 keep their dtype.
+        ``b = 0`` returns ``x = 0`` at once.
     x0 : array_like, shape (n,), optional
         Starting point, zero by default.
     rtol, atol : float
-        Relative and absolute residual tolerances (>= 0).
+        Relative and absolute residual tolerances (>= 0; ``inf`` means "converged at once",
+        as in scipy).
     maxiter : int, optional
         Iteration limit, ``10 * n`` by default (as scipy).
     M : callable, ndarray, scipy.sparse matrix or LinearOperator, optional
@@ -145,19 +340,30 @@ def cg(
         :math:`\lambda \ge 0`, added to ``A`` without wrapping it.
     callback : callable, optional
         Called as ``callback(xk)`` after each iteration (on a view: copy it to keep it).
+    spectrum : bool
+        Compute ``result.spectrum`` (Ritz values, extreme-eigenvalue and condition estimates)
+        at once; otherwise it is computed on first access. Either way no matvec is added.
 
     Returns
     -------
     CGResult
-        ``x``, ``nit``, ``residual_norm``, ``status``, ``message`` and more. Expected outcomes
-        (iteration limit, non-positive curvature, non-finite matvec output) are statuses;
-        misuse raises.
+        ``x``, ``nit``, ``residual_norm``, ``status``, ``message``, ``spectrum`` and more.
+        Expected outcomes (iteration limit, non-positive or non-real curvature, non-finite
+        matvec output) are statuses; misuse raises.
 
     Raises
     ------
     ValueError, TypeError
         Non-finite or wrongly shaped ``b`` or ``x0``, negative tolerances or damping, an
-        operator of the wrong shape, or a matvec that returns the wrong shape.
+        operator of the wrong shape, a non-Hermitian complex matrix, or a matvec that returns
+        the wrong shape or complex values for a real problem.
+
+    Notes
+    -----
+    Scale safety: if :math:`\|r_0\|` or the first Rayleigh quotients of the operator or of the
+    preconditioner lie outside a safe window (about :math:`10^{\pm 60}` in float64), the
+    problem is rescaled by powers of two, which is exact, and the answer scaled back. A
+    problem of ordinary scale runs unchanged (bit for bit).
 
     Examples
     --------
@@ -174,112 +380,352 @@ def cg(
 
     >>> tr.cg(np.diag([1.0, -1.0]), np.ones(2)).status.name
     'NEGATIVE_CURVATURE'
-    """
-    b = v.float_vector("b", b)
-    n = b.shape[0]
-    dtype = b.dtype
-    rtol = v.nonnegative("rtol", rtol)
-    atol = v.nonnegative("atol", atol)
-    damping = v.nonnegative("damping", damping)
-    maxiter = 10 * n if maxiter is None else v.count("maxiter", maxiter)
-    matvec = v.as_matvec("A", A, n)
-    psolve = None if M is None else v.as_matvec("M", M, n)
 
-    if x0 is None:
+    The Ritz values bound the spectrum from inside:
+
+    >>> res = tr.cg(np.diag([1.0, 10.0, 100.0]), np.ones(3), rtol=1e-12)
+    >>> bool(np.allclose(res.spectrum.ritz_values, [1.0, 10.0, 100.0]))
+    True
+    """
+    return _solve(
+        A, b, x0=x0, rtol=rtol, atol=atol, maxiter=maxiter, M=M, damping=damping,
+        callback=callback, spectrum=spectrum, names=_CG_NAMES, allow_complex=True,
+    )
+
+
+def _solve(
+    A: Any,
+    b: Any,
+    *,
+    x0: Any,
+    rtol: float,
+    atol: float,
+    maxiter: int | None,
+    M: Any,
+    damping: float,
+    callback: Callable[[np.ndarray], Any] | None,
+    spectrum: bool,
+    names: dict[str, str],
+    allow_complex: bool = False,
+    normalize: bool = False,
+    matvecs_before: int = 0,
+) -> CGResult:
+    """:func:`cg`, with the names of the caller's arguments for its error messages.
+
+    ``normalize`` rescales the right-hand side to unit scale even inside the safe window: the
+    retry when the operator overflowed on a vector of ``b``'s scale.
+    """
+    b_arg, rtol_arg, atol_arg, maxiter_arg = b, rtol, atol, maxiter
+    name_A, name_b, name_M = names["A"], names["b"], names["M"]
+    complex_ok = allow_complex
+    b = v.float_vector(name_b, b, allow_complex=complex_ok)
+    n = b.shape[0]
+    rtol = v.nonnegative(names["rtol"], rtol, allow_inf=True)
+    atol = v.nonnegative(names["atol"], atol, allow_inf=True)
+    damping = v.nonnegative(names["damping"], damping)
+    maxiter = 10 * n if maxiter is None else v.count(names["maxiter"], maxiter)
+    matvec = v.as_matvec(name_A, A, n, allow_complex=complex_ok, vector=name_b)
+    psolve = None if M is None else v.as_matvec(name_M, M, n, allow_complex=complex_ok,
+                                                vector=name_b)
+    x0_arr = None if x0 is None else v.float_vector(names["x0"], x0, allow_complex=complex_ok)
+    dtype = b.dtype
+    if complex_ok:
+        # an explicit complex matrix or a complex x0 makes the problem complex, as in scipy
+        for op in (A, M):
+            if op is not None and v.is_complex_operator(op):
+                dtype = np.result_type(dtype, op.dtype)
+        if x0_arr is not None:
+            dtype = np.result_type(dtype, x0_arr.dtype)
+        if dtype != b.dtype:
+            b = b.astype(dtype)
+    info = _DTYPES[dtype]
+    is_complex, real_dtype, eps, real = info.is_complex, info.real_dtype, info.eps, info.real
+    lo_sq, hi_sq, limit = info.lo_sq, info.hi_sq, info.limit
+    shape = b.shape
+    dot: Callable[[np.ndarray, np.ndarray], Any] = np.vdot if is_complex else np.dot
+    rdot: Callable[[np.ndarray, np.ndarray], Any] = _real_vdot if is_complex else np.dot
+
+    if x0_arr is not None and x0_arr.shape != b.shape:
+        raise ValueError(
+            f"{names['x0']} must have shape {b.shape} like {name_b}, got {x0_arr.shape}"
+        )
+    if not is_complex and lo_sq < _k.dot(b, b) < hi_sq:  # the common case, inline
+        bb = float(np.dot(b, b))
+    else:
+        bb = _sqnorm_quiet(b, rdot, is_complex, lo_sq, hi_sq)
+    b_is_zero = bb == 0.0 and not b.any()
+    if x0_arr is None or b_is_zero:
+        # b = 0: the solution is exactly 0, whatever x0 (as scipy)
         x = np.zeros(n, dtype=dtype)
         r = b.copy()
-        n_matvec = 0
+        n_matvec = matvecs_before
     else:
-        x = v.float_vector("x0", x0).astype(dtype, copy=True)
-        if x.shape != b.shape:
-            raise ValueError(f"x0 must have shape {b.shape} like b, got {x.shape}")
-        Ax = v.matvec_output("A", matvec(x), n, dtype)
-        n_matvec = 1
+        x = x0_arr.astype(dtype, copy=True)
+        Ax = v.matvec_output(name_A, matvec(x), n, dtype)
+        n_matvec = 1 + matvecs_before
         if damping:
             Ax = Ax + damping * x
         if not np.all(np.isfinite(Ax)):
-            raise ValueError("A @ x0 is not finite: check A and x0")
+            raise ValueError(f"{name_A} @ {names['x0']} is not finite: check {name_A} and "
+                             f"{names['x0']}")
         r = b - Ax
 
-    tol = max(rtol * math.sqrt(float(np.dot(b, b))), atol)
-    rr = float(np.dot(r, r))
+    rr = bb if x0_arr is None or b_is_zero else _sqnorm_quiet(r, rdot, is_complex, lo_sq, hi_sq)
+    # Power-of-two scalings, exact: the iteration solves (c_A A) y = c_b r0 for the correction
+    # to x_base, so x = x_base + y c_A / c_b. Without rescaling, x_base is None and x
+    # accumulates from x0, operation for operation as scipy.
+    c_b = 1.0
+    x_base: np.ndarray | None = None
+    if not b_is_zero and (normalize or not (lo_sq < rr < hi_sq)) and r.any():
+        c_b = _pow2(-(_exponent(r) or 0), limit)
+        if x.any():
+            x_base, x = x, np.zeros(n, dtype=dtype)
+        with np.errstate(over="ignore", under="ignore"):
+            r = r * real_dtype.type(c_b)
+            b = b * real_dtype.type(c_b)
+        rr = float(rdot(r, r))
+        bb = float(rdot(b, b))
+    if b_is_zero:
+        tol = 0.0
+    elif rtol == math.inf or atol == math.inf:
+        tol = math.inf
+    else:
+        b_norm = math.sqrt(bb) if lo_sq < bb < hi_sq else _norm(b, rdot, lo_sq, hi_sq)
+        tol = max(rtol * b_norm if rtol else 0.0, atol * c_b)
     history = [rr]  # squared residual norms; square roots taken once at the end
+    alphas: list[float] = []
+    rhos: list[float] = []  # rho_j with a preconditioner (without one, rho_j = history[j])
+    c_A = c_M = 1.0
 
-    def finish(status: Status, nit: int, **extra: Any) -> CGResult:
-        res = math.sqrt(history[-1])
-        fmt = dict(res=res, tol=tol, nit=nit, curv=extra.get("curvature") or 0.0)
-        fmt["where"] = extra.pop("where", "matvec")
-        return CGResult(
+    def unscaled(y: np.ndarray) -> np.ndarray:
+        """The iterate in the caller's units (only called on rescaled problems)."""
+        factor = c_A / c_b
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            if abs(math.frexp(factor)[1]) < 900:
+                out = y * real(factor)
+            else:
+                half = real(math.sqrt(factor))
+                out = y * half * half
+            return out if x_base is None else x_base + out
+
+    def finish(status: Status, nit: int, after_matvec: bool = False, **extra: Any) -> CGResult:
+        nonlocal x
+        res_scaled = math.sqrt(history[-1])
+        res = res_scaled / c_b
+        fmt: dict[str, Any] = dict(
+            res=res, tol=tol / c_b, nit=nit, curv=extra.get("curvature") or 0.0,
+            A=name_A, b=name_b, M=name_M, dtype=info.name, big=info.big,
+            curv_c=extra.pop("curv_c", ""), where=extra.pop("where", None) or "matvec " + name_A,
+        )
+        if c_b != 1.0 or c_A != 1.0:
+            x = unscaled(x)
+            if not np.all(np.isfinite(x)):
+                # the true solution does not fit the dtype: say so, with finite entries
+                status = Status.OUT_OF_RANGE
+                big = info.big
+                if is_complex:
+                    x = (np.clip(x.real, -big, big) + 1j * np.clip(x.imag, -big, big)).astype(
+                        dtype)
+                else:
+                    x = np.clip(x, -big, big)
+                fmt["res"] = res
+        rho_list = history if psolve is None else rhos
+        result = _new_result(
             x=x,
             nit=nit,
-            n_matvec=n_matvec,
+            n_matvec=n_matvec + nit + after_matvec,
             residual_norm=float(res),
-            residual_history=np.sqrt(history),
+            residual_history=np.sqrt(history) / c_b if c_b != 1.0 else np.sqrt(history),
             success=status is Status.CONVERGED,
             status=status,
             message=render(status, _WHAT_HAPPENED[status].format(**fmt)),
+            lanczos_alphas=alphas,
+            lanczos_rhos=rho_list,
+            lanczos_scale=c_A * c_M,
             **extra,
         )
+        if spectrum:
+            result.spectrum  # noqa: B018 - computed now, as asked
+        return result
 
-    if math.sqrt(rr) <= tol:
+    if b_is_zero or math.sqrt(rr) <= tol:
         return finish(Status.CONVERGED, 0)
 
     # A direction whose Rayleigh quotient p^T A p / p^T p is below eps times the largest one
     # seen so far is numerically in the null space: treat it as zero curvature (singular A).
-    eps = _EPS[dtype.type]
     null_threshold = 0.0
     tol_sq = tol * tol
-    shape = b.shape
     p = np.empty(n, dtype=dtype)
     pp = rho_prev = 1.0
+    lo_rq, hi_rq = info.lo_rq, info.hi_rq
     # The loop is the hot path for cheap operators: locals instead of attribute lookups,
     # and the operator output is checked with a fast path before the full validation.
-    dot, update_direction, update_iterate = np.dot, _k.update_direction, _k.update_iterate
+    update_direction, update_iterate = _k.update_direction, _k.update_iterate
     add_scaled = _k.add_scaled
+    append_alpha, append_rr = alphas.append, history.append
     q_damped = np.empty(n, dtype=dtype) if damping else p
-    damping_typed = dtype.type(damping)  # so float32 arithmetic stays float32, as in NumPy
+    damping_typed = real(damping)  # so float32 arithmetic stays float32, as in NumPy
+    sqnorm = _k.dot if not is_complex else (lambda u, _u=None: float(np.vdot(u, u).real))
+    sqrt_eps = math.sqrt(eps)
+    explicit = isinstance(A, np.ndarray) or type(A).__module__.startswith("scipy.")
+    inf = math.inf  # a local: the loop tests against it every iteration
     for k in range(maxiter):
         if psolve is None:
             z, rho = r, rr
         else:
-            z = _checked(psolve(r), "M", n, dtype, shape)
-            rho = float(dot(r, z))
+            z = _checked(psolve(r), name_M, n, dtype, shape)
+            rho = float(rdot(r, z))
+            if k == 0 and math.isfinite(rho) and rho > 0.0 and not (
+                lo_rq < rho / rr < hi_rq
+            ):
+                # a preconditioner far from unit scale: rescale it (exactly)
+                e_z, e_r = _exponent(z), _exponent(r)
+                if e_z is not None and e_r is not None:
+                    c_M = _pow2(e_r - e_z, limit)
+                    psolve = _scaled_operator(psolve, real(c_M), name_M, n, dtype, shape)
+                    z = z * real(c_M)
+                    rho = float(rdot(r, z))
             if not math.isfinite(rho):
-                return finish(Status.NON_FINITE, k, where="preconditioner M")
+                return finish(Status.NON_FINITE, k, where=f"preconditioner {name_M}")
             if rho <= 0.0:
-                return finish(Status.INDEFINITE_PRECONDITIONER, k, curvature=rho)
+                return finish(Status.INDEFINITE_PRECONDITIONER, k, curvature=rho / c_M / c_b
+                              / c_b)
+            rhos.append(rho)
         if k:
             beta = rho / rho_prev
             update_direction(p, z, beta)
             # ||p||^2 only sets the null-space threshold, so a cheap estimate will do:
             # without preconditioning r_{k+1} is orthogonal to p_k, so
             # ||p_{k+1}||^2 = ||r_{k+1}||^2 + beta^2 ||p_k||^2.
-            pp = rr + beta * beta * pp if psolve is None else _k.dot(p, p)
+            pp = rr + beta * beta * pp if psolve is None else sqnorm(p, p)
+            q = matvec(p)
+            if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
+                q = _checked(q, name_A, n, dtype, shape)
+            if damping:
+                # into our own buffer, not in place: q may be the caller's own array
+                add_scaled(q_damped, q, p, damping_typed)
+                q = q_damped
+            pq_raw = dot(p, q)
         else:
             p[:] = z
-            pp = _k.dot(p, p)
-        q = matvec(p)
-        if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
-            q = _checked(q, "A", n, dtype, shape)
-        n_matvec += 1
-        if damping:
-            # into our own buffer, not in place: q may be the caller's own array
-            add_scaled(q_damped, q, p, damping_typed)
-            q = q_damped
-        pq = float(dot(p, q))
-        if not (null_threshold * pp < pq < math.inf):  # also false for NaN
+            pp = sqnorm(p, p)
+            if explicit:
+                # our own product with the caller's matrix: its overflow is handled below
+                with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                    q = _checked(matvec(p), name_A, n, dtype, shape)
+            else:
+                q = matvec(p)
+                if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
+                    q = _checked(q, name_A, n, dtype, shape)
+            if damping:
+                add_scaled(q_damped, q, p, damping_typed)
+                q = q_damped
+            # The operator's scale is not known yet: p^T A p may overflow, which is handled
+            # below (rescaled) and so is not a warning. A Numba probe (which raises no
+            # floating-point warnings) spares the cost of np.errstate on ordinary problems.
+            if not is_complex and pp > 0.0 and lo_rq < abs(_k.dot(p, q)) / pp < hi_rq:
+                pq_raw = dot(p, q)
+            else:
+                with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                    pq_raw = dot(p, q)
+                pq = float(pq_raw.real)
+                if pp > 0.0 and not (lo_rq < abs(pq) / pp < hi_rq) and pq == pq:
+                    # an operator far from unit scale (or a p^T q that overflows): rescale
+                    # it by a power of two, once, so no later curvature under/overflows
+                    e_q, e_p = _exponent(q), _exponent(p)
+                    if e_q is not None and e_p is not None and np.all(np.isfinite(q)):
+                        c_A = _pow2(e_p - e_q, limit)
+                        if x.any():  # a warm start: iterate on the correction from here
+                            x_base, x = x.copy(), np.zeros(n, dtype=dtype)
+                        matvec = _scaled_operator(matvec, real(c_A), name_A, n, dtype, shape)
+                        damping_typed = real(damping * c_A)
+                        q = q * real(c_A)
+                        pq_raw = dot(p, q)
+        if is_complex:
+            if abs(pq_raw.imag) > sqrt_eps * abs(pq_raw.real) and np.all(np.isfinite(q)):
+                # Rounding leaves |Im p^H q| around eps ||p|| ||q||; far above that, the
+                # operator is not Hermitian and CG's answer would be meaningless.
+                if abs(pq_raw.imag) > sqrt_eps * math.sqrt(pp) * float(np.linalg.norm(q)):
+                    return finish(
+                        Status.NON_REAL_CURVATURE, k, True, curv_c=f"{complex(pq_raw):.3e}"
+                    )
+            pq = float(pq_raw.real)
+        else:
+            pq = float(pq_raw)
+        if not (null_threshold * pp < pq < inf):  # also false for NaN
             if math.isnan(pq) or pq == math.inf:
-                return finish(Status.NON_FINITE, k)
-            return finish(Status.NEGATIVE_CURVATURE, k, direction=p.copy(), curvature=pq)
+                if k == 0 and not normalize and c_b == 1.0 and np.all(np.isfinite(p)):
+                    # The operator overflowed on a vector of b's scale: solve again with b
+                    # brought to unit scale (a power of two), at the cost of this one matvec.
+                    return _solve(
+                        A, b_arg, x0=x0, rtol=rtol_arg, atol=atol_arg, maxiter=maxiter_arg,
+                        M=M, damping=damping, callback=callback, spectrum=spectrum,
+                        names=names, allow_complex=allow_complex, normalize=True,
+                        matvecs_before=n_matvec + 1,
+                    )
+                return finish(Status.NON_FINITE, k, True)
+            return finish(
+                Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(), curvature=pq / c_A
+            )
         if pq * eps > null_threshold * pp:
             null_threshold = eps * pq / pp
         alpha = rho / pq
+        append_alpha(alpha)
         update_iterate(x, r, p, q, alpha)
-        rr = float(dot(r, r))
+        rr = float(rdot(r, r))
         rho_prev = rho
-        history.append(rr)
+        append_rr(rr)
         if callback is not None:
-            callback(x)
+            callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
         if rr <= tol_sq:
             return finish(Status.CONVERGED, k + 1)
     return finish(Status.MAX_ITER, maxiter)
+
+
+def _sqnorm_quiet(
+    u: np.ndarray, rdot: Callable[..., Any], is_complex: bool, lo_sq: float, hi_sq: float
+) -> float:
+    """``u^H u`` as the solver computes it, without an overflow warning when it is out of range.
+
+    A Numba probe (no floating-point warnings, float64 accumulation) decides whether the
+    BLAS product is safe; only out-of-range vectors pay for ``np.errstate``.
+    """
+    if not is_complex and lo_sq < _k.dot(u, u) < hi_sq:
+        return float(rdot(u, u))
+    with np.errstate(over="ignore", under="ignore"):
+        return float(rdot(u, u))
+
+
+def _real_vdot(a: np.ndarray, b: np.ndarray) -> float:
+    """``Re(a^H b)``: the real inner product of complex vectors."""
+    return float(np.vdot(a, b).real)
+
+
+def _norm(u: np.ndarray, dot: Callable[..., Any], lo_sq: float, hi_sq: float) -> float:
+    """``||u||`` without overflow or underflow (``sqrt(u^H u)`` when that is safe)."""
+    uu = float(dot(u, u))
+    if lo_sq < uu < hi_sq or (uu == 0.0 and not u.any()):
+        return math.sqrt(uu)
+    e = _exponent(u)
+    if e is None:
+        return math.inf
+    # in double precision, where a float32 vector's exponents all fit
+    wide = u.astype(np.complex128 if u.dtype.kind == "c" else np.float64)
+    half = -e // 2
+    scaled = wide * math.ldexp(1.0, half) * math.ldexp(1.0, -e - half)
+    try:
+        return math.ldexp(math.sqrt(float(dot(scaled, scaled))), e)
+    except OverflowError:
+        return math.inf
+
+
+def _scaled_operator(
+    op: Callable[[np.ndarray], Any], c: Any, name: str, n: int, dtype: np.dtype,
+    shape: tuple[int],
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``u -> c * op(u)`` with the output checked (only used on badly scaled problems)."""
+
+    def scaled(u: np.ndarray) -> np.ndarray:
+        return _checked(op(u), name, n, dtype, shape) * c
+
+    return scaled

@@ -83,6 +83,24 @@ class LineSearchResult:
         return self.accepted
 
 
+_EPS = float(np.finfo(np.float64).eps)
+# expected_improvement in [-_IMPROVEMENT_ROUNDING max(1, |f0|), 0) is rounding of g^T s
+_IMPROVEMENT_ROUNDING = 1000 * _EPS
+
+
+def _real(name: str, value: Any) -> float:
+    """``value`` as a finite float (sign checked by the caller), or raise."""
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not np.isfinite(out):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return out
+
+
 def _evaluate(evaluate: Callable[[np.ndarray], Any], x: np.ndarray) -> tuple[float, float]:
     """Call ``evaluate`` and return its two values as floats (possibly non-finite)."""
     value = evaluate(x)
@@ -108,6 +126,7 @@ def backtracking_line_search(
     accept_ratio: float = 0.0,
     constraint_slack: float = 1.0,
     f0: float | None = None,
+    constraint_rtol: float = 32 * _EPS,
 ) -> LineSearchResult:
     r"""Backtrack along ``full_step`` until the objective improves within the constraint.
 
@@ -118,11 +137,13 @@ def backtracking_line_search(
 
         f_k - f_0 > 0, \qquad
         f_k - f_0 \ge r\, \rho^k\, \hat{\imath} \;\; (\text{only if } r > 0), \qquad
-        c_k \le \sigma\, c_{\max},
+        c_k \le \sigma\, c_{\max} (1 + \tau),
 
     all finite, where :math:`\hat\imath` is ``expected_improvement`` (the linear model's
     prediction for the full step), :math:`r` is ``accept_ratio`` and :math:`\sigma` is
-    ``constraint_slack``. TRPO uses :math:`\rho = 0.8`, :math:`K = 10`, :math:`r = 0` (SB3) or
+    ``constraint_slack`` and :math:`\tau` is ``constraint_rtol``, 32 ulps by default, so that
+    a step scaled exactly onto a quadratic constraint's boundary is not rejected by the
+    rounding of :math:`c_k`. TRPO uses :math:`\rho = 0.8`, :math:`K = 10`, :math:`r = 0` (SB3) or
     :math:`r = 0.1` (the original paper's code), :math:`\sigma = 1` (or 1.5 as in OpenAI
     Baselines). A trial with NaN or inf is rejected, never accepted. If no trial is accepted,
     ``x0`` is returned unchanged with ``accepted=False``.
@@ -137,7 +158,9 @@ def backtracking_line_search(
     full_step : array_like, shape (n,)
         The full step :math:`s` (e.g. from :func:`natural_gradient_step`).
     expected_improvement : float
-        Predicted improvement for the full step, :math:`g^T s` (>= 0).
+        Predicted improvement for the full step, :math:`g^T s` (>= 0). A value slightly
+        below zero from rounding (down to ``-1000 eps max(1, |f0|)``) counts as 0; a clearly
+        negative one raises: the step is not an ascent direction.
     max_constraint : float
         Constraint bound :math:`c_{\max} > 0` (the KL bound :math:`\delta`).
     shrink : float
@@ -150,6 +173,10 @@ def backtracking_line_search(
         :math:`\sigma > 0`.
     f0 : float, optional
         Objective at ``x0``; evaluated once if not given.
+    constraint_rtol : float
+        :math:`\tau \ge 0`, relative tolerance of the constraint test (default ``32 eps``, about
+        7e-15: the rounding of a quadratic form in up to ~100 variables lands within 15 ulps of
+        its exact value; a KL evaluated otherwise is not affected by so small a tolerance).
 
     Returns
     -------
@@ -170,12 +197,13 @@ def backtracking_line_search(
     full_step = v.float_vector("full_step", full_step)
     if full_step.shape != x0.shape:
         raise ValueError(f"full_step must have shape {x0.shape} like x0, got {full_step.shape}")
-    expected_improvement = v.nonnegative("expected_improvement", expected_improvement)
+    expected_improvement = _real("expected_improvement", expected_improvement)
     max_constraint = v.positive("max_constraint", max_constraint)
     shrink = v.fraction_open("shrink", shrink)
     max_backtracks = v.count("max_backtracks", max_backtracks)
     accept_ratio = v.nonnegative("accept_ratio", accept_ratio)
     constraint_slack = v.positive("constraint_slack", constraint_slack)
+    constraint_rtol = v.nonnegative("constraint_rtol", constraint_rtol)
     v.function("evaluate", evaluate)
     if f0 is None:
         f0, _ = _evaluate(evaluate, x0.copy())
@@ -186,8 +214,19 @@ def backtracking_line_search(
             raise TypeError(f"f0 must be a real number, got {f0!r}") from None
     if not np.isfinite(f0):
         raise ValueError(f"the objective at x0 (f0) must be finite, got {f0}")
+    if expected_improvement < 0.0:
+        # g^T s computed in floating point can land a few ulps below 0 for a tiny gradient
+        rounding = _IMPROVEMENT_ROUNDING * max(1.0, abs(f0))
+        if expected_improvement < -rounding:
+            raise ValueError(
+                f"expected_improvement = {expected_improvement:.3e} < 0: full_step is not an "
+                f"ascent direction (g^T s must be >= 0; values down to -{rounding:.1e} are "
+                f"taken as rounding); check the sign of the gradient and of the step"
+            )
+        expected_improvement = 0.0
 
     bound = constraint_slack * max_constraint
+    bound_with_rounding = bound + constraint_rtol * bound
     fractions: list[float] = []
     objectives: list[float] = []
     constraints: list[float] = []
@@ -204,7 +243,7 @@ def backtracking_line_search(
         improvement = objective - f0
         if not (np.isfinite(objective) and np.isfinite(constraint)):
             status = Status.NON_FINITE
-        elif constraint > bound:
+        elif constraint > bound_with_rounding:
             status = Status.CONSTRAINT_VIOLATED
         elif improvement <= 0.0 or (
             accept_ratio > 0.0 and improvement < accept_ratio * fraction * expected_improvement

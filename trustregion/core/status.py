@@ -44,6 +44,12 @@ class Status(IntEnum):
     """``r^T M r <= 0``: the preconditioner is not positive definite."""
     CALLBACK_STOP = 5
     """The user's ``callback`` raised ``StopIteration``."""
+    NON_REAL_CURVATURE = 6
+    """``p^H A p`` has an imaginary part well above rounding: a complex operator that is not
+    Hermitian (CG needs a Hermitian positive definite operator)."""
+    OUT_OF_RANGE = 7
+    """The answer's magnitude does not fit the floating-point type (it would overflow):
+    the problem is too badly scaled to represent its solution."""
     # -- trust-region steps (steihaug_cg, scale_step, natural_gradient_step) ---------------
     BOUNDARY = 10
     """The step lies on the trust-region boundary."""
@@ -102,6 +108,14 @@ _REMEDIES: dict[Status, str] = {
         "diagonal needs positive entries)"
     ),
     Status.CALLBACK_STOP: "",
+    Status.NON_REAL_CURVATURE: (
+        "the operator must be Hermitian (A^H = A): check the callable, or pass the matrix "
+        "itself so it can be checked"
+    ),
+    Status.OUT_OF_RANGE: (
+        "rescale the problem (change the units of the right-hand side or of the operator) "
+        "or solve in float64"
+    ),
     Status.BOUNDARY: "",
     Status.ZERO_DIRECTION: "the gradient is zero: the point is stationary, nothing to do",
     Status.NOT_ASCENT: (

@@ -28,6 +28,8 @@ all in the :math:`M^{-1}` inner product, with :math:`y = M r`.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +132,24 @@ def _sphere_roots(dd: float, zd: float, zz: float, radius: float) -> tuple[float
     return (t1, t2) if t1 <= t2 else (t2, t1)
 
 
+def _ldexp(x: float, e: int) -> float:
+    """``x * 2**e`` as a float, inf on overflow (math.ldexp raises instead)."""
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _safe_norm(u: np.ndarray) -> float:
+    """``||u||`` without overflow or underflow of the squares (computed in float64)."""
+    m = float(np.max(np.abs(u)))
+    if m == 0.0:
+        return 0.0
+    e = math.frexp(m)[1]
+    scaled = u.astype(np.float64) * math.ldexp(1.0, -e)
+    return _ldexp(math.sqrt(float(np.dot(scaled, scaled))), e)
+
+
 def steihaug_cg(
     hessp: Callable[[np.ndarray], Any],
     g: Any,
@@ -217,10 +237,42 @@ def steihaug_cg(
         rtol = v.nonnegative("rtol", rtol)
     maxiter = 2 * n if maxiter is None else v.count("maxiter", maxiter, minimum=1)
     v.function("hessp", hessp)
-    psolve = None if M is None else v.as_matvec("M", M, n)
+    psolve = None if M is None else v.as_matvec("M", M, n, vector="g")
 
-    g_norm = float(np.linalg.norm(g))
-    tol = min(0.5, np.sqrt(g_norm)) * g_norm if rtol is None else rtol * g_norm
+    # Scale safety: a gradient or radius far from unit scale would overflow or underflow the
+    # squared norms below (g = 1e200 gave "converged" with p = 0). The subproblem is then
+    # solved for g' = c_g g, H' = c_H H, radius' = radius c_g / c_H with powers of two (exact),
+    # chosen so that ||g'|| and radius' are near 1; p = p' c_H / c_g.
+    window = 200 if dtype == np.float64 else 25
+    with np.errstate(over="ignore", under="ignore"):
+        gg = float(np.dot(g, g))
+    lo_sq, hi_sq = math.ldexp(1.0, -2 * window), math.ldexp(1.0, 2 * window)
+    e_g = e_r = 0
+    if not (lo_sq < gg < hi_sq) or not (
+        math.ldexp(1.0, -window) < radius < math.ldexp(1.0, window)
+    ):
+        if np.any(g):
+            e_g = math.frexp(float(np.max(np.abs(g))))[1]
+            e_r = math.frexp(radius)[1]
+    scaled = bool(e_g or e_r)
+    if scaled:
+        limit = 1000 if dtype == np.float64 else 120
+        g_true_norm = _safe_norm(g)
+        g = g * dtype.type(math.ldexp(1.0, max(-limit, min(limit, -e_g))))
+        c_H = dtype.type(math.ldexp(1.0, max(-limit, min(limit, e_r - e_g))))
+        radius = math.ldexp(radius, -e_r)
+        user_hessp = hessp
+
+        def hessp(u: np.ndarray) -> np.ndarray:  # the rescaled operator H'
+            return v.matvec_output("hessp", user_hessp(u), n, dtype) * c_H
+
+        gg = float(np.dot(g, g))
+        g_norm = math.sqrt(gg)
+        factor = min(0.5, math.sqrt(g_true_norm)) if rtol is None else rtol
+    else:
+        g_norm = math.sqrt(gg)
+        factor = min(0.5, np.sqrt(g_norm)) if rtol is None else rtol
+    tol = factor * g_norm
 
     z = np.zeros(n, dtype=dtype)
     Hz = np.zeros(n, dtype=dtype)
@@ -230,6 +282,16 @@ def steihaug_cg(
 
     def finish(status: Status, p: np.ndarray, Hp: np.ndarray, nit: int) -> SteihaugResult:
         reduction = -(float(np.dot(g, p)) + 0.5 * float(np.dot(p, Hp)))
+        residual = float(np.linalg.norm(g + Hp))
+        if scaled:
+            # back to the caller's units: p = p' 2^e_r, m(p) = m'(p') 2^(e_r + e_g),
+            # g + H p = (g' + H' p') 2^e_g
+            with np.errstate(over="ignore", under="ignore"):
+                p = p * dtype.type(2.0) ** e_r if abs(e_r) < 120 else (
+                    p.astype(np.float64) * math.ldexp(1.0, e_r)
+                ).astype(dtype)
+            reduction = _ldexp(reduction, e_r + e_g)
+            residual = _ldexp(residual, e_g)
         return SteihaugResult(
             p=p,
             nit=nit,
@@ -238,7 +300,7 @@ def steihaug_cg(
             success=status in _SUCCESS,
             hits_boundary=status in (Status.BOUNDARY, Status.NEGATIVE_CURVATURE),
             predicted_reduction=reduction,
-            residual_norm=float(np.linalg.norm(g + Hp)),
+            residual_norm=residual,
             message=render(status, _WHAT_HAPPENED[status]),
         )
 
@@ -260,62 +322,66 @@ def steihaug_cg(
         d = -y
     zz_w, zd_w, dd_w = 0.0, 0.0, ry  # <z,z>, <z,d>, <d,d> in the M^{-1} inner product
 
-    for j in range(maxiter):
-        Hd = v.matvec_output("hessp", hessp(d), n, dtype)
-        nhev += 1
-        dHd = float(np.dot(d, Hd))
-        if not np.isfinite(dHd):
-            return finish(Status.NON_FINITE, z, Hz, j)
-        if dHd <= 0.0:
+    # On a rescaled problem, a trial point far outside the region may overflow its norm:
+    # that says "outside", which is the right answer, so the warning is silenced there.
+    quiet = np.errstate(over="ignore", under="ignore") if scaled else contextlib.nullcontext()
+    with quiet:
+        for j in range(maxiter):
+            Hd = v.matvec_output("hessp", hessp(d), n, dtype)
+            nhev += 1
+            dHd = float(np.dot(d, Hd))
+            if not np.isfinite(dHd):
+                return finish(Status.NON_FINITE, z, Hz, j)
+            if dHd <= 0.0:
+                if psolve is None:
+                    ta, tb = boundary_intersections(z, d, radius)
+                else:
+                    ta, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
+                rd = float(np.dot(r, d))
+                # model change along z + t d relative to m(z)
+                change_a = ta * rd + 0.5 * ta * ta * dHd
+                change_b = tb * rd + 0.5 * tb * tb * dHd
+                tau = ta if change_a < change_b else tb
+                p = z + tau * d
+                return finish(Status.NEGATIVE_CURVATURE, p, Hz + tau * Hd, j + 1)
+            alpha = ry / dHd
             if psolve is None:
-                ta, tb = boundary_intersections(z, d, radius)
+                z_next = z + alpha * d
+                outside = float(np.linalg.norm(z_next)) >= radius
             else:
-                ta, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
-            rd = float(np.dot(r, d))
-            # model change along z + t d relative to m(z)
-            change_a = ta * rd + 0.5 * ta * ta * dHd
-            change_b = tb * rd + 0.5 * tb * tb * dHd
-            tau = ta if change_a < change_b else tb
-            p = z + tau * d
-            return finish(Status.NEGATIVE_CURVATURE, p, Hz + tau * Hd, j + 1)
-        alpha = ry / dHd
-        if psolve is None:
-            z_next = z + alpha * d
-            outside = float(np.linalg.norm(z_next)) >= radius
-        else:
-            zz_w_next = zz_w + 2.0 * alpha * zd_w + alpha * alpha * dd_w
-            outside = np.sqrt(zz_w_next) >= radius
-        if outside:
+                zz_w_next = zz_w + 2.0 * alpha * zd_w + alpha * alpha * dd_w
+                outside = np.sqrt(zz_w_next) >= radius
+            if outside:
+                if psolve is None:
+                    _, tb = boundary_intersections(z, d, radius)
+                else:
+                    _, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
+                p = z + tb * d
+                return finish(Status.BOUNDARY, p, Hz + tb * Hd, j + 1)
             if psolve is None:
-                _, tb = boundary_intersections(z, d, radius)
+                z = z_next
             else:
-                _, tb = _sphere_roots(dd_w, zd_w, zz_w, radius)
-            p = z + tb * d
-            return finish(Status.BOUNDARY, p, Hz + tb * Hd, j + 1)
-        if psolve is None:
-            z = z_next
-        else:
-            z = z + alpha * d
-            zz_w = zz_w_next
-        Hz = Hz + alpha * Hd
-        r = r + alpha * Hd
-        rr_next = float(np.dot(r, r))
-        if np.sqrt(rr_next) <= tol:
-            return finish(Status.CONVERGED, z, Hz, j + 1)
-        if psolve is None:
-            d = -r + (rr_next / rr) * d
-            ry = rr_next
-        else:
-            y = v.matvec_output("M", psolve(r), n, dtype)
-            ry_next = float(np.dot(r, y))
-            if not np.isfinite(ry_next):
-                return finish(Status.NON_FINITE, z, Hz, j + 1)
-            if ry_next <= 0.0:
-                return finish(Status.INDEFINITE_PRECONDITIONER, z, Hz, j + 1)
-            beta = ry_next / ry
-            zd_w = beta * (zd_w + alpha * dd_w)
-            dd_w = ry_next + beta * beta * dd_w
-            d = -y + beta * d
-            ry = ry_next
-        rr = rr_next
-    return finish(Status.MAX_ITER, z, Hz, maxiter)
+                z = z + alpha * d
+                zz_w = zz_w_next
+            Hz = Hz + alpha * Hd
+            r = r + alpha * Hd
+            rr_next = float(np.dot(r, r))
+            if np.sqrt(rr_next) <= tol:
+                return finish(Status.CONVERGED, z, Hz, j + 1)
+            if psolve is None:
+                d = -r + (rr_next / rr) * d
+                ry = rr_next
+            else:
+                y = v.matvec_output("M", psolve(r), n, dtype)
+                ry_next = float(np.dot(r, y))
+                if not np.isfinite(ry_next):
+                    return finish(Status.NON_FINITE, z, Hz, j + 1)
+                if ry_next <= 0.0:
+                    return finish(Status.INDEFINITE_PRECONDITIONER, z, Hz, j + 1)
+                beta = ry_next / ry
+                zd_w = beta * (zd_w + alpha * dd_w)
+                dd_w = ry_next + beta * beta * dd_w
+                d = -y + beta * d
+                ry = ry_next
+            rr = rr_next
+        return finish(Status.MAX_ITER, z, Hz, maxiter)

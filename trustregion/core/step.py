@@ -13,6 +13,7 @@ constraint boundary: :math:`\tfrac12 (\beta d)^T H (\beta d) = \delta`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from trustregion.core import _validation as v
-from trustregion.core.cg import CGResult, cg
+from trustregion.core.cg import CGResult, CGSpectrum, _solve
 from trustregion.core.status import Status, render
 
 # What scale_step measured, per status; render() appends the remedy.
@@ -109,8 +110,13 @@ def scale_step(g: Any, direction: Any, Hd: Any, delta: float) -> ScaledStep:
             f"g, direction and Hd must have the same shape, got {g.shape}, {d.shape}, {Hd.shape}"
         )
     dtype = np.result_type(g, d, Hd)
-    curvature = float(np.dot(d, Hd))
-    gd = float(np.dot(g, d))
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        curvature = float(np.dot(d, Hd))
+        gd = float(np.dot(g, d))
+    # Scale safety: d^T H d and g^T d underflow (H with 1e-200 entries was "not positive
+    # definite") or overflow far from unit scale. Then they are recomputed from vectors
+    # rescaled by powers of two (exact) and the step is formed in the rescaled units.
+    exps = _exponents(g, d, Hd) if not _in_window(curvature, gd) else None
 
     def rejected(status: Status) -> ScaledStep:
         return ScaledStep(
@@ -124,16 +130,52 @@ def scale_step(g: Any, direction: Any, Hd: Any, delta: float) -> ScaledStep:
             message=render(status, _WHAT_HAPPENED[status].format(curv=curvature, gd=gd)),
         )
 
-    if not (np.all(np.isfinite(d)) and np.all(np.isfinite(Hd)) and np.isfinite(curvature)):
+    if not (np.all(np.isfinite(d)) and np.all(np.isfinite(Hd))):
         return rejected(Status.NON_FINITE)
     if not np.any(d):
         return rejected(Status.ZERO_DIRECTION)
-    if curvature <= 0.0:
-        return rejected(Status.NEGATIVE_CURVATURE)
-    if gd <= 0.0:
-        return rejected(Status.NOT_ASCENT)
-    beta = float(np.sqrt(2.0 * delta / curvature))
-    step = (beta * d).astype(dtype, copy=False)
+    if exps is None:
+        if not np.isfinite(curvature):
+            return rejected(Status.NON_FINITE)
+        if curvature <= 0.0:
+            return rejected(Status.NEGATIVE_CURVATURE)
+        if gd <= 0.0:
+            return rejected(Status.NOT_ASCENT)
+        beta = float(np.sqrt(2.0 * delta / curvature))
+        step = (beta * d).astype(dtype, copy=False)
+    else:
+        e_g, e_d, e_h = exps
+        d_hat = d.astype(np.float64) * math.ldexp(1.0, -e_d)  # max |d_hat| in [0.5, 1)
+        curv_hat = float(np.dot(d_hat, Hd.astype(np.float64) * math.ldexp(1.0, -e_h)))
+        gd_hat = float(np.dot(g.astype(np.float64) * math.ldexp(1.0, -e_g), d_hat))
+        # curvature = curv_hat 2^(e_d + e_h), g^T d = gd_hat 2^(e_g + e_d)
+        curvature = _ldexp(curv_hat, e_d + e_h)
+        gd = _ldexp(gd_hat, e_g + e_d)
+        if curv_hat <= 0.0:
+            return rejected(Status.NEGATIVE_CURVATURE)
+        if gd_hat <= 0.0:
+            return rejected(Status.NOT_ASCENT)
+        # step = sqrt(2 delta / curvature) d = d_hat sqrt(2 delta / curv_hat) 2^((e_d - e_h)/2)
+        k = e_d - e_h
+        odd = k % 2
+        root = math.sqrt(2.0 * delta / curv_hat * (2.0 if odd else 1.0))
+        with np.errstate(over="ignore", under="ignore"):
+            step = (d_hat * _ldexp(root, (k - odd) // 2)).astype(dtype)
+        beta = _ldexp(root, (k - odd) // 2 - e_d)
+        if not np.all(np.isfinite(step)):
+            return rejected(Status.NON_FINITE)
+        with np.errstate(over="ignore", under="ignore"):
+            expected = float(np.dot(g.astype(np.float64) * math.ldexp(1.0, -e_g), step))
+        return ScaledStep(
+            step=step,
+            beta=beta,
+            expected_improvement=_ldexp(expected, e_g),
+            curvature=curvature,
+            predicted_constraint=delta,
+            status=Status.BOUNDARY,
+            success=True,
+            message=render(Status.BOUNDARY, _WHAT_HAPPENED[Status.BOUNDARY]),
+        )
     return ScaledStep(
         step=step,
         beta=beta,
@@ -144,6 +186,34 @@ def scale_step(g: Any, direction: Any, Hd: Any, delta: float) -> ScaledStep:
         success=True,
         message=render(Status.BOUNDARY, _WHAT_HAPPENED[Status.BOUNDARY]),
     )
+
+
+# Outside this window of |d^T H d| and |g^T d| the direct formulas may have lost digits to
+# underflow or be about to overflow; inside it they are used as they are (bit for bit).
+_WINDOW = (2.0**-400, 2.0**400)
+
+
+def _in_window(*values: float) -> bool:
+    return all(_WINDOW[0] < abs(x) < _WINDOW[1] for x in values)
+
+
+def _exponents(*vectors: np.ndarray) -> tuple[int, ...] | None:
+    """Binary exponents of ``max |u|`` for each vector (None when one is zero or not finite)."""
+    out = []
+    for u in vectors:
+        m = float(np.max(np.abs(u)))
+        if m == 0.0 or not math.isfinite(m):
+            return None
+        out.append(math.frexp(m)[1])
+    return tuple(out)
+
+
+def _ldexp(x: float, e: int) -> float:
+    """``x * 2**e``, inf on overflow."""
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.copysign(math.inf, x)
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,6 +250,19 @@ class NaturalStepResult:
     success: bool
     message: str
     cg: CGResult
+
+    @property
+    def spectrum(self) -> CGSpectrum:
+        """Ritz values and extreme-eigenvalue and condition estimates of ``H + damping I``
+        from the inner CG solve, at no extra ``hvp`` call (``cg.spectrum``)."""
+        return self.cg.spectrum
+
+
+# natural_gradient_step's names for the arguments it hands to CG, for CG's error messages.
+_NATURAL_NAMES = {
+    "A": "hvp", "b": "g", "x0": "x0", "rtol": "cg_rtol", "atol": "cg_rtol",
+    "maxiter": "cg_iters", "M": "M", "damping": "damping",
+}
 
 
 def natural_gradient_step(
@@ -240,9 +323,25 @@ def natural_gradient_step(
     v.function("hvp", hvp)
     n = g.shape[0]
 
-    sol = cg(hvp, g, x0=x0, rtol=cg_rtol, maxiter=cg_iters, damping=damping)
+    sol = _solve(
+        hvp, g, x0=x0, rtol=cg_rtol, atol=0.0, maxiter=cg_iters, M=None, damping=damping,
+        callback=None, spectrum=False, names=_NATURAL_NAMES,
+    )
     d = sol.x
-    if sol.status is Status.NON_FINITE:
+    if sol.status is Status.OUT_OF_RANGE:
+        scaled = ScaledStep(
+            step=np.zeros_like(d),
+            beta=0.0,
+            expected_improvement=0.0,
+            curvature=float("nan"),
+            predicted_constraint=0.0,
+            status=Status.OUT_OF_RANGE,
+            success=False,
+            message=render(
+                Status.OUT_OF_RANGE, "the CG direction overflows; the step is zero"
+            ),
+        )
+    elif sol.status is Status.NON_FINITE:
         scaled = scale_step(g, d, np.full_like(d, np.nan), delta)
     elif sol.status is Status.NEGATIVE_CURVATURE and not np.any(d):
         # Non-positive curvature on the very first direction (g itself): no usable step.

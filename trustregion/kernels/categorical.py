@@ -9,8 +9,15 @@ Contract (the kernels do **not** check it; :mod:`trustregion.distributions` does
 - ``logits`` is a 2-D float32 or float64 array; every entry is finite or ``-inf``
   (``-inf`` marks a masked category of probability 0) and every row has at least one
   finite entry. A NaN, a ``+inf`` or an all ``-inf`` row gives NaN in that row.
-- ``actions`` is a 1-D int64 array with ``0 <= actions[i] < K``; an index out of
-  range reads out of bounds (Numba does not bounds-check).
+- ``actions`` is a 1-D int64 array of length ``N`` with ``0 <= actions[i] < K``.
+  This part of the contract *is* checked, even here, because Numba does not
+  bounds-check and an index out of range would read or write outside the arrays
+  (a crash, not just garbage): a wrong length or an index out of range raises
+  ``IndexError`` (one comparison per row; :mod:`trustregion.distributions` turns it
+  into a ``ValueError`` naming ``actions``).
+- The other arrays read row by row with the logits (``logits_q``, ``v``, ``uniforms``)
+  have the matching shape; this too is checked, once per call, for the same reason (a
+  ``ValueError`` naming the argument).
 - Outputs have the dtype of the first floating argument. Arithmetic runs in float64
   internally, so float32 inputs are rounded once, at the output.
 
@@ -43,6 +50,14 @@ import math
 
 import numba
 import numpy as np
+
+# Messages of the index checks (Numba raises with constant messages).
+_ACTION_OUT_OF_RANGE = "actions: a category index is outside [0, K)"
+_ACTIONS_LENGTH = "actions: the length differs from the number of rows of logits"
+# The same for the other arrays read row by row alongside the logits.
+_Q_SHAPE = "logits_q must have the shape of logits_p"
+_V_SHAPE = "v must have the shape of logits"
+_UNIFORMS_LENGTH = "uniforms must have one entry per row of logits"
 
 # Scratch block size in elements: 3 float64/int64 buffers of this size stay in L2.
 _BLOCK_ELEMENTS = 2048
@@ -179,6 +194,8 @@ def categorical_log_prob(logits, actions):
     ``-inf`` when the chosen category is masked.
     """
     n, k = logits.shape
+    if actions.shape[0] != n:
+        raise IndexError(_ACTIONS_LENGTH)
     out = np.empty(n, dtype=logits.dtype)
     rows = _block_rows(k)
     shifted = np.empty(rows * k)
@@ -192,7 +209,10 @@ def categorical_log_prob(logits, actions):
             s = 0.0
             for j in range(k):
                 s += e[base + j]
-            out[i] = shifted[base + actions[i]] - math.log(s)
+            a = actions[i]
+            if a < 0 or a >= k:
+                raise IndexError(_ACTION_OUT_OF_RANGE)
+            out[i] = shifted[base + a] - math.log(s)
     return out
 
 
@@ -242,6 +262,8 @@ def categorical_kl(logits_p, logits_q):
     ``KL(p, p)`` is exactly 0.
     """
     n, k = logits_p.shape
+    if logits_q.shape[0] != n or logits_q.shape[1] != k:
+        raise ValueError(_Q_SHAPE)
     out = np.empty(n, dtype=logits_p.dtype)
     rows = _block_rows(k)
     shifted_p = np.empty(rows * k)
@@ -278,6 +300,8 @@ def categorical_fisher_product(logits, v):
     :math:`z = z_i`, so :math:`(F_i v_i)_j = p_{ij}\,(v_{ij} - p_i\cdot v_i)`.
     """
     n, k = logits.shape
+    if v.shape[0] != n or v.shape[1] != k:
+        raise ValueError(_V_SHAPE)
     out = np.empty((n, k), dtype=logits.dtype)
     rows = _block_rows(k)
     shifted = np.empty(rows * k)
@@ -307,6 +331,8 @@ def categorical_log_prob_grad(logits, actions):
     Shape ``(N, K)``.
     """
     n, k = logits.shape
+    if actions.shape[0] != n:
+        raise IndexError(_ACTIONS_LENGTH)
     out = np.empty((n, k), dtype=logits.dtype)
     rows = _block_rows(k)
     shifted = np.empty(rows * k)
@@ -322,6 +348,8 @@ def categorical_log_prob_grad(logits, actions):
                 s += e[base + j]
             inv_s = 1.0 / s
             a = actions[i]
+            if a < 0 or a >= k:
+                raise IndexError(_ACTION_OUT_OF_RANGE)
             for j in range(k):
                 out[i, j] = (1.0 if j == a else 0.0) - e[base + j] * inv_s
     return out
@@ -337,6 +365,8 @@ def categorical_sample_inverse_cdf(logits, uniforms):
     category of positive probability is returned).
     """
     n, k = logits.shape
+    if uniforms.shape[0] != n:
+        raise ValueError(_UNIFORMS_LENGTH)
     out = np.empty(n, dtype=np.int64)
     rows = _block_rows(k)
     shifted = np.empty(rows * k)

@@ -45,3 +45,26 @@ def wrap_callback(
     if params == {"intermediate_result"}:
         return lambda res: callback(intermediate_result=res)
     return lambda res: callback(np.copy(res.x))
+
+
+def real_vector_output(name: str, value: Any, n: int) -> np.ndarray:
+    """A user function's vector output as float64 of shape ``(n,)``, or raise naming it.
+
+    Complex output is rejected, not cast: ``astype`` would drop the imaginary part with
+    only numpy's ``ComplexWarning``. Non-finite values pass, for the caller to report.
+    """
+    if type(value) is np.ndarray and value.dtype == np.float64 and value.shape == (n,):
+        return value  # the common case, checked in three comparisons
+    arr = np.asarray(value)
+    if arr.dtype.kind == "c":
+        raise TypeError(
+            f"{name} returned complex values (dtype {arr.dtype}); it must return real numbers"
+        )
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must return real numbers, got dtype {arr.dtype}")
+    if arr.shape != (n,):
+        if arr.size == n and arr.ndim == 2:
+            arr = arr.reshape(n)  # an (n, 1) column from a matrix product
+        else:
+            raise ValueError(f"{name} returned shape {arr.shape}, expected ({n},)")
+    return arr.astype(np.float64, copy=False)

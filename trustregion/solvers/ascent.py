@@ -53,7 +53,12 @@ from trustregion.core import _validation as v
 from trustregion.core.line_search import backtracking_line_search
 from trustregion.core.status import Status, render
 from trustregion.core.step import natural_gradient_step
-from trustregion.solvers._common import optimize_result, scalar_output, wrap_callback
+from trustregion.solvers._common import (
+    optimize_result,
+    real_vector_output,
+    scalar_output,
+    wrap_callback,
+)
 
 # What divergence_ascent measured, per status; render() appends the remedy.
 _WHAT_HAPPENED = {
@@ -224,12 +229,7 @@ def divergence_ascent(
 
     def gradient(x: np.ndarray) -> np.ndarray:
         counts["ngev"] += 1
-        out = np.asarray(grad(x.copy()))
-        if out.shape != (n,):
-            raise ValueError(f"grad returned shape {out.shape}, expected ({n},)")
-        if out.dtype.kind not in "fiub":
-            raise TypeError(f"grad must return real numbers, got dtype {out.dtype}")
-        return out.astype(x.dtype, copy=False)
+        return real_vector_output("grad", grad(x.copy()), n).astype(x.dtype, copy=False)
 
     f = value(x)
     if not np.isfinite(f):
@@ -255,10 +255,7 @@ def divergence_ascent(
 
         def metric(u: np.ndarray, x_ref: np.ndarray = x_ref) -> np.ndarray:
             counts["nmp"] += 1
-            out = np.asarray(metric_product(x_ref.copy(), u))
-            if out.shape != (n,):
-                raise ValueError(f"metric_product returned shape {out.shape}, expected ({n},)")
-            return out
+            return real_vector_output("metric_product", metric_product(x_ref.copy(), u), n)
 
         def evaluate(x_trial: np.ndarray, x_ref: np.ndarray = x_ref) -> tuple[float, float]:
             objective = value(x_trial)

@@ -54,6 +54,7 @@ every case against ``scipy.optimize.minimize(method="SLSQP")``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from trustregion.core import _validation as v
-from trustregion.core.cg import CGResult, cg
+from trustregion.core.cg import CGResult, _solve
 from trustregion.core.status import Status, render
 
 # What cpo_step found, per status; render() appends the remedy.
@@ -262,9 +263,17 @@ def cpo_step(
     dtype = np.result_type(g, b)
     g, b = g.astype(dtype, copy=False), b.astype(dtype, copy=False)
     n = g.shape[0]
+    settings = dict(cg_iters=cg_iters, damping=damping, cg_rtol=cg_rtol)
+    scaled = _rescaled(g, b, c, hvp, delta, settings)
+    if scaled is not None:
+        return scaled
 
-    def product(u: np.ndarray) -> np.ndarray:
-        return v.matvec_output("hvp", hvp(u), n, dtype)
+    def cg(rhs: np.ndarray, name: str) -> CGResult:
+        names = dict(_CG_NAMES, b=name)
+        return _solve(
+            hvp, rhs, x0=None, rtol=cg_rtol, atol=0.0, maxiter=cg_iters, M=None,
+            damping=damping, callback=None, spectrum=False, names=names,
+        )
 
     def result(
         status: Status,
@@ -299,7 +308,7 @@ def cpo_step(
         )
 
     zero = np.zeros(n, dtype=dtype)
-    cg_g = cg(product, g, rtol=cg_rtol, maxiter=cg_iters, damping=damping)
+    cg_g = cg(g, "g")
     failure = _cg_failure(cg_g, "g")
     if failure is not None:
         return result(failure[0], zero, fmt=failure[1])
@@ -319,7 +328,7 @@ def cpo_step(
             return trpo_step(None, 0.0, 0.0)
         return result(Status.INFEASIBLE_NO_DIRECTION, zero, q=q)
 
-    cg_b = cg(product, b, rtol=cg_rtol, maxiter=cg_iters, damping=damping)
+    cg_b = cg(b, "b")
     failure = _cg_failure(cg_b, "b")
     if failure is not None:
         return result(failure[0], zero, q=q, cg_b=cg_b, fmt=failure[1])
@@ -379,6 +388,85 @@ def cpo_step(
     divergence = 0.5 * ((A / lam**2 if A > 0.0 else 0.0) + c * c / s)
     return result(
         Status.ACTIVE, x, lam=lam, nu=nu, divergence=divergence, q=q, r=r, s=s, cg_b=cg_b
+    )
+
+
+_CG_NAMES = {
+    "A": "hvp", "b": "g", "x0": "x0", "rtol": "cg_rtol", "atol": "cg_rtol",
+    "maxiter": "cg_iters", "M": "M", "damping": "damping",
+}
+# Gradients whose largest entry lies outside [2^-100, 2^100] are rescaled (see _rescaled).
+_WINDOW_EXP = 100
+
+
+def _exponent(u: np.ndarray) -> int:
+    """Binary exponent of ``max |u|`` (0 for a zero vector)."""
+    m = float(np.max(np.abs(u)))
+    return math.frexp(m)[1] if m > 0.0 else 0
+
+
+def _ldexp(x: float, e: int) -> float:
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def _rescaled(
+    g: np.ndarray,
+    b: np.ndarray,
+    c: float,
+    hvp: Callable[[np.ndarray], Any],
+    delta: float,
+    settings: dict[str, Any],
+) -> CPOStepResult | None:
+    """The step of a badly scaled problem from its rescaled copy, or None if none is needed.
+
+    The step is invariant under ``g -> c_g g`` and ``(b, c) -> c_b (b, c)`` (c_g, c_b > 0),
+    so ``g`` and ``b`` are brought near unit scale by powers of two (exact) and the
+    multipliers and CG scalars converted back: ``lambda = lambda' / c_g``,
+    ``nu = nu' c_b / c_g``, ``q = q' / c_g^2``, ``r = r' / (c_g c_b)``, ``s = s' / c_b^2``.
+    Without it, ``g`` near 1e200 overflowed ``g^T H^-1 g`` and gave a zero "inactive" step.
+    """
+    e_g, e_b = _exponent(g), _exponent(b)
+    if abs(e_g) <= _WINDOW_EXP and abs(e_b) <= _WINDOW_EXP:
+        return None
+    dtype = g.dtype
+    limit = 1000 if dtype == np.float64 else 120
+    e_g, e_b = max(-limit, min(limit, e_g)), max(-limit, min(limit, e_b))
+    g_n = g * dtype.type(math.ldexp(1.0, -e_g))
+    b_n = b * dtype.type(math.ldexp(1.0, -e_b))
+    c_n = _ldexp(c, -e_b)
+    inner = cpo_step(g_n, b_n, c_n, hvp, delta, **settings)
+    lam = _ldexp(inner.lam, e_g)
+    nu = inner.nu if inner.status is Status.RECOVERY else _ldexp(inner.nu, e_g - e_b)
+    s = _ldexp(inner.s, 2 * e_b)
+    x = inner.step
+    message = inner.message
+    if inner.status in (Status.ACTIVE, Status.RECOVERY, Status.INFEASIBLE_NO_DIRECTION):
+        reach = math.sqrt(2.0 * delta) * math.sqrt(s) if s > 0 else 0.0
+        message = render(
+            inner.status,
+            _WHAT_HAPPENED[inner.status].format(lam=lam, nu=nu, c=c, reach=reach),
+        )
+    with np.errstate(over="ignore", under="ignore"):
+        expected = float(g @ x)
+        predicted = float(b @ x) + c
+    return CPOStepResult(
+        step=x,
+        lam=lam,
+        nu=nu,
+        status=inner.status,
+        success=inner.success,
+        expected_improvement=expected,
+        predicted_constraint=predicted,
+        predicted_divergence=inner.predicted_divergence,
+        q=_ldexp(inner.q, 2 * e_g),
+        r=_ldexp(inner.r, e_g + e_b),
+        s=s,
+        cg_g=inner.cg_g,
+        cg_b=inner.cg_b,
+        message=message,
     )
 
 

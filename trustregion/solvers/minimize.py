@@ -1,11 +1,11 @@
 r"""Unconstrained trust-region minimization, a drop-in for ``scipy.optimize.minimize``.
 
-``minimize(fun, x0, jac=..., hessp=..., method="trust-ncg", options=...)`` takes scipy's
-arguments, option names and defaults and returns a :class:`scipy.optimize.OptimizeResult`
-with the same fields, so switching is a change of import. The outer loop (Nocedal & Wright,
-*Numerical Optimization*, 2nd ed., Algorithm 4.1) is kept apart from the subproblem solver
-(:func:`trustregion.steihaug_cg`), as in scipy. Per iteration, with the model
-:math:`m_k(p) = f_k + g_k^T p + \tfrac12 p^T H_k p`:
+``minimize(fun, x0, jac=..., hess=... or hessp=..., method=..., options=...)`` takes scipy's
+arguments, option names and defaults for its four trust-region methods and returns a
+:class:`scipy.optimize.OptimizeResult` with the same fields, so switching is a change of
+import. The outer loop (Nocedal & Wright, *Numerical Optimization*, 2nd ed., Algorithm 4.1)
+is kept apart from the subproblem solvers (:mod:`trustregion.solvers._subproblems`), as in
+scipy. Per iteration, with the model :math:`m_k(p) = f_k + g_k^T p + \tfrac12 p^T H_k p`:
 
 .. math::
 
@@ -18,27 +18,40 @@ with the same fields, so switching is a change of import. The outer loop (Noceda
     \qquad x_{k+1} = \begin{cases} x_k + p_k & \rho_k > \eta \\ x_k & \text{otherwise.}
     \end{cases}
 
-What differs from scipy's ``trust-ncg``, by design:
+Methods (the subproblem solver is the only difference):
 
-- the predicted reduction comes from the CG recurrences, not from one more ``hessp`` call per
-  iteration, and negative curvature is followed to the boundary without two more;
-- the inner CG has an iteration cap (``cg_maxiter``, ``10 n`` by default, as
-  ``scipy.sparse.linalg.cg``: floating-point CG on an ill-conditioned Hessian needs more
-  than ``n`` iterations, and a tighter cap costs outer iterations);
-- a non-finite ``fun``, ``jac`` or ``hessp`` value ends the run with ``reason`` ``NON_FINITE``
-  (status 4) and
-  the last good point (scipy's loop turns a NaN into ``rho = nan``, rejects the step without
-  shrinking the radius and repeats it until ``maxiter``);
-- a step too small to change ``x`` in floating point ends the run (``reason``
-  ``STEP_TOO_SMALL``, status 5); scipy
-  goes on shrinking the radius until its predicted reduction, computed as the difference of
-  two nearly equal model values, rounds to zero (status 2);
-- a preconditioner may be given (option ``preconditioner``), which measures the trust region
-  in the norm :math:`\|p\|_{M^{-1}}`.
+- ``trust-ncg``: Steihaug-Toint truncated CG (:func:`trustregion.steihaug_cg`), matrix-free;
+- ``trust-krylov``: GLTR, the subproblem solved nearly exactly in a Lanczos basis,
+  matrix-free, with the hard case;
+- ``trust-exact``: More-Sorensen on the dense Hessian (needs ``hess``);
+- ``dogleg``: the dogleg path (needs ``hess``, positive definite).
+
+What differs from scipy, by design:
+
+- the predicted reduction comes from the subproblem solver (CG recurrences, the Lanczos
+  tridiagonal, or the dense Hessian), not from one more ``hessp`` call per iteration;
+- a Hessian matrix is evaluated at accepted points only (scipy's ``trust-exact`` evaluates
+  it at every trial point);
+- the inner CG of ``trust-ncg`` has an iteration cap (``cg_maxiter``, ``10 n`` by default);
+- a non-finite ``fun`` at a trial point rejects the step and shrinks the region (scipy does
+  so for ``+inf`` but repeats a NaN trial without shrinking until ``maxiter``); a non-finite
+  ``jac``, ``hess`` or ``hessp`` value at an accepted point ends the run with ``reason``
+  ``NON_FINITE`` (status 4) and the last good point, as does a region that shrank to nothing
+  with every trial non-finite;
+- a predicted decrease below the rounding error of the model around ``f``,
+  :math:`2\varepsilon(|f| + \|g\|\|p\|)`, ends the run with status 2 (``reason``
+  ``NO_PREDICTED_DECREASE``), which is what scipy reports when its model value, computed as
+  ``f + g^T p + ...``, rounds to ``f`` or above: where an ill-conditioned problem cannot
+  reach ``gtol``, the run says so as scipy does, and not later; a step that no longer
+  changes ``x`` before that ends it with status 5 (``STEP_TOO_SMALL``: ``jac`` is likely
+  inconsistent with ``fun``);
+- ``trust-ncg`` takes a preconditioner (option ``preconditioner``), which measures the trust
+  region in the norm :math:`\|p\|_{M^{-1}}`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,28 +63,41 @@ if TYPE_CHECKING:
 
 from trustregion.core import _validation as v
 from trustregion.core.status import Status, render
-from trustregion.core.steihaug import SteihaugResult, steihaug_cg
-from trustregion.solvers._common import optimize_result, scalar_output, wrap_callback
+from trustregion.solvers._common import (
+    optimize_result,
+    real_vector_output,
+    scalar_output,
+    wrap_callback,
+)
+from trustregion.solvers._subproblems import LocalModel, failed
+from trustregion.solvers._subproblems.dogleg import DoglegModel
+from trustregion.solvers._subproblems.exact import ExactModel
+from trustregion.solvers._subproblems.krylov import KrylovModel
+from trustregion.solvers._subproblems.ncg import SteihaugModel
 
-# ``OptimizeResult.status`` keeps scipy's integer codes where scipy has the outcome (0, 1, 2
-# and 99 mean what they mean in scipy; its 3, a linear-algebra error of the dense subproblem
-# solvers, cannot occur matrix-free); the others continue its numbering. The shared
+# ``OptimizeResult.status`` keeps scipy's integer codes where scipy has the outcome (0, 1, 2,
+# 3 and 99 mean what they mean in scipy); the others continue its numbering. The shared
 # :class:`~trustregion.Status` is in ``OptimizeResult.reason``.
 SCIPY_STATUS_CODES: dict[Status, int] = {
     Status.CONVERGED: 0,
     Status.MAX_ITER: 1,
     Status.NO_PREDICTED_DECREASE: 2,
+    Status.NEGATIVE_CURVATURE: 3,
     Status.NON_FINITE: 4,
     Status.STEP_TOO_SMALL: 5,
     Status.INDEFINITE_PRECONDITIONER: 6,
     Status.CALLBACK_STOP: 99,
 }
 
+METHODS = ("trust-ncg", "trust-krylov", "trust-exact", "dogleg")
+_EPS = float(np.finfo(np.float64).eps)
+
 # scipy's strings, verbatim, so code matching on them keeps working.
 _SCIPY_MESSAGES = {
     Status.CONVERGED: "Optimization terminated successfully.",
     Status.MAX_ITER: "Maximum number of iterations has been exceeded.",
     Status.NO_PREDICTED_DECREASE: "A bad approximation caused failure to predict improvement.",
+    Status.NEGATIVE_CURVATURE: "A linalg error occurred, such as a non-psd Hessian.",
 }
 _WHAT_HAPPENED = {
     Status.NON_FINITE: "{what} returned a non-finite value; the last finite point is returned",
@@ -99,12 +125,18 @@ _SCIPY_OPTIONS = (
     "disp",
     "return_all",
 )
-_OWN_OPTIONS = ("cg_maxiter", "cg_rtol", "preconditioner")
+# options beyond the common ones, per method (scipy's, then ours for trust-ncg)
+_METHOD_OPTIONS = {
+    "trust-ncg": ("cg_maxiter", "cg_rtol", "preconditioner"),
+    "trust-krylov": ("inexact",),
+    "trust-exact": ("subproblem_maxiter",),
+    "dogleg": (),
+}
 
 
 @dataclass(frozen=True)
-class TrustNCGOptions:
-    """Validated options of ``method="trust-ncg"`` (scipy's names and defaults first)."""
+class TrustRegionOptions:
+    """Validated options of a method (scipy's names and defaults first)."""
 
     initial_trust_radius: float = 1.0
     max_trust_radius: float = 1000.0
@@ -116,15 +148,22 @@ class TrustNCGOptions:
     cg_maxiter: int | None = None
     cg_rtol: float | None = None
     preconditioner: Any = None
+    inexact: bool = True
+    subproblem_maxiter: int | None = None
 
     @classmethod
-    def from_dict(cls, options: dict[str, Any] | None, tol: float | None) -> TrustNCGOptions:
+    def from_dict(
+        cls, method: str, options: dict[str, Any] | None, tol: float | None
+    ) -> TrustRegionOptions:
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be a dict, got {type(options).__name__}")
         opts = dict(options or {})
-        unknown = sorted(set(opts) - set(_SCIPY_OPTIONS) - set(_OWN_OPTIONS))
+        known = _SCIPY_OPTIONS + _METHOD_OPTIONS[method]
+        unknown = sorted(set(opts) - set(known), key=str)
         if unknown:
             raise ValueError(
-                f"unknown option(s) {unknown} for method 'trust-ncg'; known options are "
-                f"{list(_SCIPY_OPTIONS + _OWN_OPTIONS)}"
+                f"unknown option(s) {unknown} for method {method!r}; known options are "
+                f"{list(known)}"
             )
         if tol is not None:
             opts.setdefault("gtol", tol)  # as scipy: tol sets gtol unless given
@@ -143,19 +182,21 @@ class TrustNCGOptions:
         if eta >= 0.25:
             raise ValueError(f"eta must lie in [0, 0.25), got {self.eta!r}")
         v.nonnegative("gtol", self.gtol)
-        if self.maxiter is not None:
-            v.count("maxiter", self.maxiter, minimum=1)
-        if self.cg_maxiter is not None:
-            v.count("cg_maxiter", self.cg_maxiter, minimum=1)
+        for name in ("maxiter", "cg_maxiter", "subproblem_maxiter"):
+            if getattr(self, name) is not None:
+                v.count(name, getattr(self, name), minimum=1)
         if self.cg_rtol is not None:
             v.nonnegative("cg_rtol", self.cg_rtol)
+        if not isinstance(self.inexact, bool | np.bool_):
+            raise TypeError(f"inexact must be True or False, got {self.inexact!r}")
 
 
 class _Objective:
-    """``fun``, ``jac`` and Hessian products of the user, with counts and checks.
+    """``fun``, ``jac`` and the Hessian of the user, with counts and checks.
 
     Every user function receives a fresh copy of ``x`` (as in scipy, gh-13740) so that it
-    may keep or modify it.
+    may keep or modify it. Outputs are checked once here and errors name the argument as the
+    user passed it (``jac``, ``hess``, ``hessp``).
     """
 
     def __init__(
@@ -196,7 +237,7 @@ class _Objective:
         self.njev = 0
         self.n_hess_eval = 0
         self.nhvp = 0
-        self._pending_grad: tuple[np.ndarray, np.ndarray] | None = None
+        self._pending_grad: tuple[np.ndarray, Any] | None = None
         self._hess_cache: tuple[np.ndarray, Any] | None = None
 
     def value(self, x: np.ndarray) -> float:
@@ -211,11 +252,11 @@ class _Objective:
                     f"with jac=True, fun must return (value, gradient), got {type(out).__name__}"
                 ) from None
             self.njev += 1
-            self._pending_grad = (x.copy(), np.asarray(grad))
+            self._pending_grad = (x.copy(), grad)
         return scalar_output("fun", out)
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
-        """``jac(x)`` as a float64 vector; a wrong shape raises."""
+        """``jac(x)`` as a float64 vector; a wrong shape or dtype raises."""
         if self._pending_grad is not None and np.array_equal(self._pending_grad[0], x):
             grad = self._pending_grad[1]
         else:
@@ -226,33 +267,31 @@ class _Objective:
             else:
                 self.njev += 1
                 assert callable(self.jac)
-                grad = np.asarray(self.jac(x.copy(), *self.args))
-        if grad.shape != (self.n,):
-            if grad.size == self.n:
-                grad = grad.reshape(self.n)
-            else:
-                raise ValueError(f"jac returned shape {grad.shape}, expected ({self.n},)")
-        if grad.dtype.kind not in "fiub":
-            raise TypeError(f"jac must return real numbers, got dtype {grad.dtype}")
-        return grad.astype(np.float64, copy=False)
+                grad = self.jac(x.copy(), *self.args)
+        grad = np.asarray(grad)
+        if grad.size == self.n and grad.ndim != 1:
+            grad = grad.reshape(self.n)  # scipy flattens the gradient
+        return real_vector_output("fun's gradient (jac=True)" if self._fun_and_grad else "jac",
+                                  grad, self.n)  # fmt: skip
 
     def hessian_operator(self, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """``p -> H(x) p``, counting products; ``hess(x)`` is evaluated once per point."""
+        n = self.n
         if self.hessp is not None:
             hessp, args = self.hessp, self.args
             x_fixed = x.copy()
 
             def product(p: np.ndarray) -> np.ndarray:
                 self.nhvp += 1
-                return np.asarray(hessp(x_fixed.copy(), p, *args))
+                return real_vector_output("hessp", hessp(x_fixed.copy(), p, *args), n)
 
             return product
         # After a rejected step the point is the same: reuse its Hessian (as scipy does).
-        matvec = v.as_matvec("hess(x)", self.hessian_at(x), self.n)
+        matvec = v.as_matvec("hess", self.hessian_at(x), n)
 
         def matrix_product(p: np.ndarray) -> np.ndarray:
             self.nhvp += 1
-            return np.asarray(matvec(p))
+            return real_vector_output("hess", matvec(p), n)
 
         return matrix_product
 
@@ -266,6 +305,11 @@ class _Objective:
             raise TypeError(
                 f"hess must return a matrix (ndarray, sparse or LinearOperator), got {H!r}"
             )
+        dtype = getattr(H, "dtype", None)
+        if dtype is not None and np.dtype(dtype).kind == "c":
+            raise TypeError(
+                f"hess returned a complex matrix (dtype {dtype}); it must return real numbers"
+            )
         return H
 
     def hessian_at(self, x: np.ndarray) -> Any:
@@ -274,18 +318,93 @@ class _Objective:
             self._hess_cache = (x.copy(), self.hessian(x))
         return self._hess_cache[1]
 
+    def dense_hessian_at(self, x: np.ndarray, method: str) -> np.ndarray:
+        """``hess(x)`` as a float64 ndarray (a sparse matrix is densified)."""
+        H = self.hessian_at(x)
+        if hasattr(H, "toarray"):
+            H = H.toarray()
+        if not isinstance(H, np.ndarray):
+            raise TypeError(
+                f"method {method!r} factorizes the Hessian: hess must return an ndarray or a "
+                f"scipy.sparse matrix, got {type(H).__name__} (use 'trust-ncg' or "
+                "'trust-krylov' for a LinearOperator)"
+            )
+        if H.dtype.kind not in "fiub":
+            raise TypeError(f"hess must return real numbers, got dtype {H.dtype}")
+        if H.shape != (self.n, self.n):
+            raise ValueError(f"hess returned shape {H.shape}, expected ({self.n}, {self.n})")
+        return H.astype(np.float64, copy=False)
+
     @property
     def nhev(self) -> int:
         """scipy's count: ``hessp`` calls, or ``hess`` evaluations when ``hess`` is given."""
         return self.n_hess_eval if self.hess is not None else self.nhvp
 
 
-def _preconditioner_at(preconditioner: Any, x: np.ndarray, args: tuple[Any, ...]) -> Any:
-    """The preconditioner as an operator at ``x`` (a callable is ``(x, v, *args) -> M v``)."""
-    if preconditioner is None or not callable(preconditioner) or hasattr(preconditioner, "shape"):
+def _preconditioner(preconditioner: Any, n: int) -> Callable[[np.ndarray, np.ndarray], Any] | None:
+    """The preconditioner as ``(x, r) -> M(x) r`` with checked output (real, shape (n,))."""
+    if preconditioner is None:
+        return None
+    if callable(preconditioner) and not hasattr(preconditioner, "shape"):
         return preconditioner
-    x_fixed = x.copy()
-    return lambda r: preconditioner(x_fixed.copy(), r, *args)
+    matvec = v.as_matvec("preconditioner", preconditioner, n)
+    return lambda x, r: matvec(r)
+
+
+def _model_factory(
+    method: str, objective: _Objective, opts: TrustRegionOptions, args: tuple[Any, ...], n: int
+) -> Callable[[np.ndarray, np.ndarray], LocalModel]:
+    """``(x, g) -> local model`` of the method."""
+    if method in ("trust-exact", "dogleg"):
+        maxiter = 25 if opts.subproblem_maxiter is None else opts.subproblem_maxiter
+
+        def dense(x: np.ndarray, g: np.ndarray) -> LocalModel:
+            H = objective.dense_hessian_at(x, method)
+            if not np.all(np.isfinite(H)):
+                return _Failed(failed(n, Status.NON_FINITE, "hess"))
+            if method == "dogleg":
+                return DoglegModel(H, g)
+            return ExactModel(H, g, maxiter=maxiter)
+
+        return dense
+    if method == "trust-krylov":
+        return lambda x, g: KrylovModel(objective.hessian_operator(x), g, inexact=opts.inexact)
+    preconditioner = _preconditioner(opts.preconditioner, n)
+    cg_maxiter = 10 * n if opts.cg_maxiter is None else opts.cg_maxiter
+
+    def steihaug(x: np.ndarray, g: np.ndarray) -> LocalModel:
+        M = None
+        if preconditioner is not None:
+            x_fixed = x.copy()
+
+            def M(r: np.ndarray) -> np.ndarray:
+                out = preconditioner(x_fixed.copy(), r, *args)
+                return real_vector_output("preconditioner", out, n)
+
+        return SteihaugModel(
+            objective.hessian_operator(x), g, rtol=opts.cg_rtol, maxiter=cg_maxiter, M=M
+        )
+
+    return steihaug
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A local model that could not be built (a non-finite Hessian)."""
+
+    step: Any
+
+    def solve(self, radius: float) -> Any:
+        return self.step
+
+
+def _check_method(method: Any) -> str:
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise ValueError(
+            f"unknown method {method!r}; trustregion.minimize supports "
+            f"{', '.join(repr(m) for m in METHODS)}"
+        )
+    return method.lower()
 
 
 def minimize(
@@ -301,10 +420,10 @@ def minimize(
     callback: Callable[..., Any] | None = None,
     options: dict[str, Any] | None = None,
 ) -> OptimizeResult:
-    r"""Minimize a smooth function by the Newton-CG trust-region method.
+    r"""Minimize a smooth function by a trust-region method.
 
-    Arguments, options and result follow ``scipy.optimize.minimize(method="trust-ncg")``; see
-    the module docstring for the algorithm and what differs from scipy.
+    Arguments, options and result follow ``scipy.optimize.minimize`` with the same
+    ``method``; see the module docstring for the algorithm and what differs from scipy.
 
     Parameters
     ----------
@@ -318,12 +437,15 @@ def minimize(
     jac : callable or True
         ``jac(x, *args) -> ndarray (n,)``, or True when ``fun`` returns the gradient too.
     hess : callable, optional
-        ``hess(x, *args)`` returning an ``(n, n)`` ndarray, scipy.sparse matrix or
-        ``LinearOperator``; evaluated once per new point.
+        ``hess(x, *args)`` returning an ``(n, n)`` ndarray, scipy.sparse matrix or (for
+        ``trust-ncg`` and ``trust-krylov``) ``LinearOperator``; evaluated once per accepted
+        point. Required by ``trust-exact`` and ``dogleg``.
     hessp : callable, optional
-        ``hessp(x, p, *args) -> H(x) p``. Exactly one of ``hess`` and ``hessp`` is required.
+        ``hessp(x, p, *args) -> H(x) p``. ``trust-ncg`` and ``trust-krylov`` need exactly
+        one of ``hess`` and ``hessp``.
     method : str
-        ``"trust-ncg"`` (case-insensitive), the only method.
+        ``"trust-ncg"`` (default), ``"trust-krylov"``, ``"trust-exact"`` or ``"dogleg"``
+        (case-insensitive).
     tol : float, optional
         Sets ``gtol`` unless ``options`` gives it (scipy's rule).
     callback : callable, optional
@@ -331,7 +453,7 @@ def minimize(
         ``callback(intermediate_result=OptimizeResult(x=xk, fun=fk))`` when that is its only
         parameter. Raising ``StopIteration`` ends the run with status 99.
     options : dict, optional
-        scipy's options, with scipy's defaults:
+        scipy's options, with scipy's defaults, for every method:
 
         - ``initial_trust_radius`` (1.0), ``max_trust_radius`` (1000.0): :math:`\Delta_0`,
           :math:`\Delta_{\max}`; ``0 < initial < max``.
@@ -339,7 +461,15 @@ def minimize(
         - ``gtol`` (1e-4): stop when :math:`\|g\|_2 <` ``gtol``.
         - ``maxiter`` (``200 n``), ``disp`` (False), ``return_all`` (False).
 
-        and these of ours:
+        ``trust-krylov``: ``inexact`` (True), scipy's: the subproblem tolerances relative
+        to :math:`\|g\|` are :math:`\min(\tfrac12, \|g\|)` inside the region and
+        :math:`\max(10^{-6}, \min(\tfrac12, \sqrt{\|g\|}))` on its boundary; False: 1e-8
+        and 1e-6.
+
+        ``trust-exact``: ``subproblem_maxiter`` (25), scipy's: factorizations per
+        subproblem.
+
+        ``trust-ncg``, ours:
 
         - ``cg_maxiter`` (``10 n``): inner CG iteration cap.
         - ``cg_rtol`` (None): inner relative residual tolerance; None is the forcing term
@@ -356,20 +486,22 @@ def minimize(
         ``hess`` evaluations when ``hess`` is given, as scipy counts), ``status``
         (scipy's integer code, see ``SCIPY_STATUS_CODES``), ``reason`` (the shared
         :class:`~trustregion.Status`), ``success``, ``message``; also ``nhvp``, the number of
-        Hessian-vector products in either case, ``hess`` at ``x`` when ``hess`` is given,
-        and ``allvecs`` with ``return_all``. ``x``, ``fun`` and ``jac`` are never NaN.
+        Hessian-vector products (products with a matrix ``hess`` included; 0 for the dense
+        methods, which factorize instead), ``hess`` at ``x`` when ``hess`` is given, and
+        ``allvecs`` with ``return_all``. ``x``, ``fun`` and ``jac`` are never NaN.
 
     Raises
     ------
     ValueError, TypeError
-        Non-finite ``fun`` or ``jac`` at ``x0``, wrong shapes from ``jac``, ``hess``,
-        ``hessp`` or the preconditioner, neither or both of ``hess`` and ``hessp``, unknown
-        or invalid options, an unknown method.
+        Non-finite ``fun`` or ``jac`` at ``x0``; wrong shapes or complex values from
+        ``jac``, ``hess``, ``hessp`` or the preconditioner; neither or both of ``hess`` and
+        ``hessp``, or ``hessp`` alone for ``trust-exact``/``dogleg``; unknown or invalid
+        options; an unknown method (the message lists the supported ones).
 
     Examples
     --------
     >>> import numpy as np
-    >>> from scipy.optimize import rosen, rosen_der, rosen_hess_prod
+    >>> from scipy.optimize import rosen, rosen_der, rosen_hess, rosen_hess_prod
     >>> import trustregion as tr
     >>> res = tr.minimize(rosen, np.array([-1.2, 1.0]), jac=rosen_der,
     ...                   hessp=rosen_hess_prod, method="trust-ncg")
@@ -383,14 +515,29 @@ def minimize(
     ...                      hessp=rosen_hess_prod, method="trust-ncg")
     >>> bool(np.allclose(res.x, ref.x, atol=1e-6)), bool(res.nhev < ref.nhev)
     (True, True)
+
+    The dense methods take the Hessian matrix:
+
+    >>> res = tr.minimize(rosen, np.array([-1.2, 1.0]), jac=rosen_der, hess=rosen_hess,
+    ...                   method="trust-exact")
+    >>> res.status, bool(np.allclose(res.x, 1.0, atol=1e-6))
+    (0, True)
     """
-    if not isinstance(method, str) or method.lower() != "trust-ncg":
-        raise ValueError(f"method must be 'trust-ncg', got {method!r}")
+    method = _check_method(method)
     x = np.atleast_1d(np.asarray(x0))
     x = v.float_vector("x0", x).astype(np.float64)
     n = x.shape[0]
     args = tuple(args) if isinstance(args, tuple | list) else (args,)
-    opts = TrustNCGOptions.from_dict(options, tol)
+    opts = TrustRegionOptions.from_dict(method, options, tol)
+    if method in ("trust-exact", "dogleg") and hess is None:
+        raise ValueError(
+            f"method {method!r} needs hess, a function returning the Hessian matrix"
+            + (
+                "; with only hessp use 'trust-ncg' or 'trust-krylov'"
+                if hessp is not None
+                else " (got neither hess nor hessp)"
+            )
+        )
     objective = _Objective(fun, jac, hess, hessp, args, n)
     notify = wrap_callback(callback)
 
@@ -398,18 +545,8 @@ def minimize(
     if not np.isfinite(f):
         raise ValueError(f"fun(x0) must be finite, got {f}")
     g = v.float_vector("jac(x0)", objective.gradient(x))  # raises if not finite
-
-    def solve_subproblem(x: np.ndarray, g: np.ndarray, radius: float) -> SteihaugResult:
-        return steihaug_cg(
-            objective.hessian_operator(x),
-            g,
-            radius,
-            rtol=opts.cg_rtol,
-            maxiter=10 * n if opts.cg_maxiter is None else opts.cg_maxiter,
-            M=_preconditioner_at(opts.preconditioner, x, args),
-        )
-
-    return _trust_region_loop(objective, x, f, g, solve_subproblem, opts, notify)
+    make_model = _model_factory(method, objective, opts, args, n)
+    return _trust_region_loop(objective, x, f, g, make_model, opts, notify)
 
 
 def _trust_region_loop(
@@ -417,8 +554,8 @@ def _trust_region_loop(
     x: np.ndarray,
     f: float,
     g: np.ndarray,
-    solve_subproblem: Callable[[np.ndarray, np.ndarray, float], SteihaugResult],
-    opts: TrustNCGOptions,
+    make_model: Callable[[np.ndarray, np.ndarray], LocalModel],
+    opts: TrustRegionOptions,
     notify: Callable[[OptimizeResult], Any] | None,
 ) -> OptimizeResult:
     """The outer loop (scipy's ``_minimize_trust_region``), independent of the subproblem."""
@@ -429,41 +566,55 @@ def _trust_region_loop(
     detail: dict[str, Any] = {}
     k = 0
     g_norm = float(np.linalg.norm(g))
-    while g_norm >= opts.gtol:
-        sub = solve_subproblem(x, g, radius)
-        if sub.status is Status.NON_FINITE:
-            status = Status.NON_FINITE
-            detail["what"] = "hessp/hess or the preconditioner"
+    nonfinite_trials = 0  # consecutive trial points where fun was not finite
+    model = make_model(x, g) if g_norm >= opts.gtol else None
+    while model is not None and g_norm >= opts.gtol:
+        step = model.solve(radius)
+        if step.stop is not None:
+            status = step.stop
+            detail["what"] = step.what
             break
-        if sub.status is Status.INDEFINITE_PRECONDITIONER:
-            status = Status.INDEFINITE_PRECONDITIONER
-            break
-        predicted = sub.predicted_reduction
-        if not predicted > 0.0:
-            status = Status.NO_PREDICTED_DECREASE
-            break
-        x_trial = x + sub.p
-        if np.array_equal(x_trial, x):
-            status = Status.STEP_TOO_SMALL
+        predicted = step.predicted_reduction
+        # A predicted decrease below the rounding error of the model evaluated around f,
+        # f + g^T p + ..., about eps (|f| + |g| |p|), cannot be told from noise, and neither
+        # can the actual decrease: rho would be rounding. scipy meets this when its m(p)
+        # rounds to f or above (status 2, on ill-conditioned problems that cannot reach
+        # gtol); testing it here says so about when scipy does, without its dependence on
+        # how the rounding falls. A step that no longer changes x is STEP_TOO_SMALL.
+        noise = 2.0 * _EPS * (abs(f) + g_norm * math.sqrt(float(step.p @ step.p)))
+        x_trial = x + step.p
+        if not predicted > noise or not (x_trial != x).any():
+            status = (
+                Status.NO_PREDICTED_DECREASE if not predicted > noise else Status.STEP_TOO_SMALL
+            )
+            if nonfinite_trials:  # the region shrank to nothing around non-finite values
+                status = Status.NON_FINITE
+                detail["what"] = (
+                    f"fun (at every trial point for the last {nonfinite_trials} iterations, "
+                    "until the step was too small to measure a decrease)"
+                )
             break
         f_trial = objective.value(x_trial)
-        if not np.isfinite(f_trial):
-            status = Status.NON_FINITE
-            detail["what"] = f"fun (at a trial point, value {f_trial})"
-            break
-        rho = (f - f_trial) / predicted
+        if math.isfinite(f_trial):
+            nonfinite_trials = 0
+            rho = (f - f_trial) / predicted
+        else:  # outside fun's domain: a rejected step, as scipy treats f = +inf
+            nonfinite_trials += 1
+            rho = -np.inf
         if rho < 0.25:
             radius *= 0.25
-        elif rho > 0.75 and sub.hits_boundary:
+        elif rho > 0.75 and step.hits_boundary:
             radius = min(2.0 * radius, opts.max_trust_radius)
         if rho > opts.eta:
             g_trial = objective.gradient(x_trial)
-            if not np.all(np.isfinite(g_trial)):
+            if not np.isfinite(g_trial).all():
                 status = Status.NON_FINITE
                 detail["what"] = "jac (at an accepted point)"
                 break
             x, f, g = x_trial, f_trial, g_trial
-            g_norm = float(np.linalg.norm(g))
+            g_norm = math.sqrt(float(g @ g))
+            if g_norm >= opts.gtol:
+                model = make_model(x, g)
         if allvecs is not None:
             allvecs.append(x.copy())
         k += 1
