@@ -48,7 +48,7 @@ docs-serve: $(DOCS_STAMP)
 
 # Full-mode runs (minutes; HalfCheetah trains for a while): the figures and printed output
 # under docs/examples/assets/ are committed, so building the site never trains anything.
-EXAMPLES := trpo_cartpole_step kl_portfolio cpo_cases minimize_logistic halfcheetah_vs_sb3
+EXAMPLES := trpo_cartpole_step kl_portfolio cpo_cases minimize_logistic halfcheetah_vs_sb3 fvp_property_test
 examples: $(STAMP)
 	mkdir -p docs/examples/assets
 	set -e; for ex in $(EXAMPLES); do \

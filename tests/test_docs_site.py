@@ -43,6 +43,7 @@ REFERENCE_PAGES = {
     "trustregion.md": ["trustregion/__init__.py"],
     "distributions.md": ["trustregion/distributions.py"],
     "kernels.md": ["trustregion/kernels/__init__.py"],
+    "testing.md": ["trustregion/testing/__init__.py"],
     # every public module of rl_adapters: a new module's names need their entries too
     "rl_adapters.md": sorted(
         p.relative_to(ROOT).as_posix() for p in (ROOT / "rl_adapters").glob("*.py")

@@ -55,6 +55,11 @@ def _check_halfcheetah(out: str) -> None:
     assert re.search(r"after 4096 steps", out), out
 
 
+def _check_fvp(out: str) -> None:
+    assert "passed check_fvp on 20 hypothesis cases" in out, out
+    assert out.count("\nbug: ") == 4 and out.count("check_fvp: ") >= 4, out
+
+
 # script name -> (figure it writes or None, check of its printed output, slow?)
 EXPECTED = {
     "trpo_cartpole_step": ("trpo_cartpole_step.png", _check_trpo, True),
@@ -62,6 +67,7 @@ EXPECTED = {
     "cpo_cases": ("cpo_cases.png", _check_cpo, False),
     "minimize_logistic": (None, _check_minimize, False),
     "halfcheetah_vs_sb3": ("halfcheetah_vs_sb3.png", _check_halfcheetah, True),
+    "fvp_property_test": (None, _check_fvp, False),
 }
 
 
