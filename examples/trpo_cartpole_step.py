@@ -32,7 +32,7 @@ import trustregion as tr
 from rl_adapters.config import TRPOConfig
 from rl_adapters.normalization import RunningMeanStd
 from rl_adapters.policies import FisherOperator, make_policy
-from rl_adapters.rollout import Collector, advantages_and_returns, make_vector_env
+from rl_adapters.rollout import Collector, advantages_and_returns, make_env_groups
 from rl_adapters.value import ValueFunction
 
 
@@ -49,21 +49,22 @@ def main() -> None:
     rng = np.random.default_rng(0)
 
     # The pieces an agent is made of.
-    venv = make_vector_env("CartPole-v1", n_envs=2)
+    groups = make_env_groups("CartPole-v1", n_envs=2, kind="sync", seed=0)
+    venv = groups[0].venv
     policy = make_policy(venv.single_observation_space, venv.single_action_space,
                          hidden=cfg.policy_hidden, activation=cfg.activation)
     theta = policy.init_params(rng)
     critic = ValueFunction(4, cfg.value_hidden, cfg.activation)
     critic.init(rng)
     obs_rms = RunningMeanStd((4,))
-    collector = Collector(venv, policy, obs_rms, None, cfg.clip_obs)
-    collector.reset(seed=0)
+    collector = Collector(groups, policy, obs_rms, None, cfg.clip_obs)
+    collector.reset()
 
     print(f"CartPole-v1, delta = max_kl = {delta}, batch = 2 x {n_steps} steps")
     print(" update  return  CG its  predicted  actual    KL        trials  accepted")
     for update in range(1, n_updates + 1):
         # Collect a batch with the current policy, then GAE advantages and lambda-returns.
-        batch = collector.collect(theta, n_steps, rng)
+        batch = collector.collect(theta, n_steps)
         adv_tn, returns_tn, _ = advantages_and_returns(batch, critic, cfg.gamma, cfg.gae_lambda)
         n = adv_tn.size
         obs = batch.obs.reshape(n, -1)
@@ -111,7 +112,8 @@ def main() -> None:
         print(f"{update:7d}  {mean_return:6.1f}  {nat.cg.nit:6d}  "
               f"{nat.expected_improvement:9.4f}  {ls.objective - f0:8.4f}  "
               f"{ls.constraint:.2e}  {len(ls.fractions):6d}  {ls.accepted}")
-    venv.close()
+    for group in groups:
+        group.close()
 
     # The last update's line search, and the whole backtracking path for comparison.
     fractions = cfg.ls_shrink ** np.arange(cfg.ls_max_backtracks + 1)
