@@ -17,7 +17,8 @@ Two measurements, both on TUNING seeds only (0-2; seeds 100-104 are for reportin
     script only (rl_adapters.value and agent are not changed); the replacement keeps the
     contract of ``ValueFunction.fit`` (sets ``value.theta``, returns the MSE before the
     fit). Final score: deterministic evaluation over 10 episodes, evaluation seeds
-    ``1000 + seed``. Each run writes ``benchmarks/results/sweeps/value_fit/value_fit_learn_<env>_seed<k>_<tag>.json``
+    ``1000 + seed``. Each run writes
+    ``benchmarks/results/sweeps/value_fit/value_fit_learn_<env>_seed<k>_<tag>.json``
     and is skipped when that file exists (``--force`` reruns it).
 
 Fitters are named ``adam``, ``lbfgs`` (the settings of ``TRPOConfig.for_env(env)``) or
