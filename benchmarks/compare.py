@@ -356,6 +356,37 @@ def cmd_report(args: argparse.Namespace) -> None:
         figure(runs, args.envs, args.figure)
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    """README table of a tuning folder: one row per (env, tag), finals per seed."""
+    name = re.compile(r"ours_(?P<env>.+?)_seed(?P<seed>\d+)(?P<tag>_.*)?\.json$")
+    rows: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for path in sorted(args.folder.glob("ours_*.json")):
+        m = name.match(path.name)
+        if m and finished(path):
+            rows.setdefault((m["env"], m["tag"] or ""), {})[int(m["seed"])] = json.loads(
+                path.read_text())
+    lines = [f"# Tuning runs: {args.folder.name} (seeds 0-2 only)", "",
+             "Written by `.venv/bin/python benchmarks/compare.py sweep "
+             f"{args.folder.relative_to(ROOT)}`; each row ran `compare.py run --sides ours "
+             "--eval-freq 20000 --seeds 0-2 --tag TAG --set OVERRIDES` on top of "
+             "`TRPOConfig.for_env(env)` at the time of the run (the config is in each JSON).",
+             "", "| env | tag | overrides | final per seed | mean | min | train CPU s |",
+             "|---|---|---|---|---|---|---|"]
+    for (env_id, tag), by_seed in sorted(rows.items()):
+        runs = [by_seed[k] for k in sorted(by_seed)]
+        finals = [r["final"]["eval_mean"] for r in runs]
+        lines.append(
+            f"| {env_id} | {tag or '(none)'} | {' '.join(runs[0]['overrides']) or '(none)'} | "
+            + " / ".join(f"{k}: {r['final']['eval_mean']:.0f}" for k, r in by_seed.items())
+            + f" | {np.mean(finals):.1f} | {np.min(finals):.1f} | "
+            f"{np.mean([r['train_cpu_seconds'] for r in runs]):.1f} |")
+    text = "\n".join(lines) + "\n"
+    if args.notes:
+        text += "\n" + args.notes + "\n"
+    (args.folder / "README.md").write_text(text)
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -379,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value",
                      help="config overrides for our side (tuning runs)")
     sub.add_parser("report", parents=[common], help="table and figure of finished runs")
+    sweep = sub.add_parser("sweep", help="README table of a tuning folder")
+    sweep.add_argument("folder", type=Path)
+    sweep.add_argument("--notes", default="", help="text appended under the table")
     worker = sub.add_parser("worker", help="one run (started by `run`)")
     worker.add_argument("side", choices=SIDES)
     worker.add_argument("env")
@@ -397,6 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             worker_sb3(args.env, args.seed, args.out, args.timesteps, args.eval_freq,
                        args.eval_episodes)
+        return 0
+    if args.command == "sweep":
+        args.folder = args.folder.resolve()
+        cmd_sweep(args)
         return 0
     args.seeds = seed_list(args.seeds_text)
     if args.command == "run":

@@ -179,8 +179,9 @@ class TRPO:
         if config.use_sde:
             if not isinstance(act_space, gym.spaces.Box):
                 raise ValueError(
-                    f"config use_sde=True: gSDE perturbs continuous actions, the action space "
-                    f"of {self.env_id or 'this env'} is {act_space}; set use_sde=False")
+                    f"config use_sde=True: gSDE perturbs continuous actions and does not fit "
+                    f"the action space {act_space} of {self.env_id or 'this env'}; set "
+                    f"use_sde=False")
             self.policy: Policy = make_sde_policy(
                 obs_space, act_space, hidden=config.policy_hidden,
                 activation=config.activation, log_std_init=config.log_std_init,

@@ -31,7 +31,8 @@ def test_use_sde_builds_the_gsde_policy_and_noise():
     assert isinstance(noise, StateDependentNoise)
     assert (noise.n_envs, noise.sample_freq) == (2, 4)
     np.testing.assert_array_equal(policy.log_std(agent.theta), -1.0)
-    assert TRPO("Pendulum-v1", seed=0).collector.sde_noise is None
+    assert TRPO("Pendulum-v1", seed=0, use_sde=False).collector.sde_noise is None
+    assert TRPO("MountainCarContinuous-v0", seed=0).collector.sde_noise is None
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
