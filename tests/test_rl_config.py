@@ -220,9 +220,9 @@ def test_describe_prints_type_default_constraint_and_help_of_every_field():
 
 def test_describe_shows_the_defaults_of_the_env_family():
     lines = TRPOConfig.describe("Pendulum-v1").splitlines()
-    assert "  n_envs: int = 2  (>= 1)" in lines
-    assert "  use_sde: bool = True" in lines
-    assert "  value_optimizer: str = trust_region  (adam | lbfgs | trust_region)" in lines
+    assert "  n_envs: int = 4  (>= 1)" in lines
+    assert "  use_sde: bool = False" in lines
+    assert "  value_optimizer: str = adam  (adam | lbfgs | trust_region)" in lines
 
 
 @pytest.mark.parametrize("interval, inside, outside, text", [
