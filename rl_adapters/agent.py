@@ -40,6 +40,7 @@ from rl_adapters.env_checks import (
 from rl_adapters.normalization import RewardScaler, RunningMeanStd
 from rl_adapters.policies import FisherOperator, Policy, make_policy
 from rl_adapters.rollout import Collector, advantages_and_returns, make_env_groups
+from rl_adapters.sde import StateDependentNoise, make_sde_policy
 from rl_adapters.seeding import (
     generator_state_dict,
     load_generator_state_dict,
@@ -59,6 +60,7 @@ from rl_adapters.validation import (
     str_scalar,
 )
 from rl_adapters.value import ValueFunction
+from rl_adapters.value_trust_region import TrustRegionValueFit
 from trustregion import backtracking_line_search, natural_gradient_step
 
 __all__ = ["TRPO"]
@@ -115,6 +117,11 @@ class UpdateMetrics:
     explained_variance: float
     value_loss: float
     """Critic's mean squared error before its fit."""
+    value_mse_after: float
+    """Critic's mean squared error on the same batch after its fit."""
+    value_fit_status: str
+    """Name of the trust-region critic fit's status (``ACCEPTED``, ``NO_IMPROVEMENT``, ...);
+    empty for Adam and L-BFGS."""
     steps_per_sec: float
     env_time: float
     policy_time: float
@@ -141,7 +148,8 @@ METRIC_KEYS = tuple(
                  else [f.name])
 )
 #: The columns that hold text (a status name) rather than a number.
-TEXT_METRIC_KEYS = frozenset(f.name for f in fields(PolicyStepMetrics) if f.type in (str, "str"))
+TEXT_METRIC_KEYS = frozenset(f.name for cls in (PolicyStepMetrics, UpdateMetrics)
+                             for f in fields(cls) if f.type in (str, "str"))
 
 
 class TRPO:
@@ -202,10 +210,21 @@ class TRPO:
             act_space = groups[0].venv.single_action_space
         self.config = config
         n_envs = config.n_envs
-        self.policy: Policy = make_policy(
-            obs_space, act_space, hidden=config.policy_hidden, activation=config.activation,
-            log_std_init=config.log_std_init,
-        )
+        if config.use_sde:
+            if not isinstance(act_space, gym.spaces.Box):
+                raise ValueError(
+                    f"config use_sde=True: gSDE perturbs continuous actions and does not fit "
+                    f"the action space {act_space} of {self.env_id or 'this env'}; set "
+                    f"use_sde=False")
+            self.policy: Policy = make_sde_policy(
+                obs_space, act_space, hidden=config.policy_hidden,
+                activation=config.activation, log_std_init=config.log_std_init,
+                full_std=config.sde_full_std, use_expln=config.sde_use_expln)
+        else:
+            self.policy = make_policy(
+                obs_space, act_space, hidden=config.policy_hidden,
+                activation=config.activation, log_std_init=config.log_std_init,
+            )
         obs_dim = int(obs_space.shape[0])
         # Random streams (rl_adapters.seeding): training (this one: initialization, then
         # Fisher subsamples and critic minibatches), one per environment (in the groups),
@@ -214,11 +233,21 @@ class TRPO:
         self.theta: NDArray = self.policy.init_params(self.rng)
         self.value = ValueFunction(obs_dim, config.value_hidden, config.activation)
         self.value.init(self.rng)
+        # The trust-region critic fit keeps only its settings (from the config).
+        self.value_fit = (
+            TrustRegionValueFit(
+                self.value.net, epsilon=config.value_tr_epsilon,
+                cg_iters=config.value_tr_cg_iters, damping=config.value_tr_damping,
+                outer_iters=config.value_tr_outer_iters, gn_subsample=config.value_tr_subsample,
+                gn_dtype=config.value_tr_dtype)
+            if config.value_optimizer == "trust_region" else None)
         self.obs_rms = RunningMeanStd((obs_dim,)) if config.normalize_obs else None
         self.reward_scaler = (
             RewardScaler(n_envs, config.gamma, config.clip_reward)
             if config.normalize_reward else None
         )
+        sde_noise = (StateDependentNoise(self.policy, n_envs, config.sde_sample_freq)
+                     if config.use_sde else None)
         if config.vector_env == "ray":
             from rl_adapters.ray_workers import RayCollector
 
@@ -226,7 +255,8 @@ class TRPO:
                                                      self.obs_rms, self.reward_scaler)
         else:
             self.collector = Collector(groups, self.policy, self.obs_rms, self.reward_scaler,
-                                       config.clip_obs, config.obs_norm_update)
+                                       config.clip_obs, config.obs_norm_update,
+                                       sde_noise=sde_noise)
         self._fisher_shards: Any = None  # rl_adapters.ray_workers.FisherShards, on first use
         self.collector.reset()
         self.num_timesteps = 0
@@ -299,11 +329,7 @@ class TRPO:
         # 3-5. Policy step.
         step_info = self._policy_step(obs, actions, adv)
         # 6. Critic.
-        value_loss = self.value.fit(
-            obs, returns, self.rng, optimizer=cfg.value_optimizer, lr=cfg.value_lr,
-            epochs=cfg.value_epochs, batch_size=cfg.value_batch_size,
-            lbfgs_iters=cfg.value_lbfgs_iters, l2=cfg.value_l2,
-        )
+        value_loss, value_mse_after, value_fit_status = self._fit_value(obs, returns)
         t_end = time.perf_counter()
         self.num_timesteps += n
         self.n_updates += 1
@@ -320,6 +346,8 @@ class TRPO:
             policy_step=step_info,
             explained_variance=explained,
             value_loss=value_loss,
+            value_mse_after=value_mse_after,
+            value_fit_status=value_fit_status,
             steps_per_sec=n / (t_end - t_start),
             env_time=batch.env_time,
             policy_time=batch.policy_time,
@@ -328,6 +356,21 @@ class TRPO:
         ).as_dict()
         self.metrics.append(metrics)
         return metrics
+
+    def _fit_value(self, obs: NDArray, returns: NDArray) -> tuple[float, float, str]:
+        """Fit the critic to the lambda-returns: (MSE before, MSE after, status name)."""
+        cfg = self.config
+        if self.value_fit is not None:
+            theta, info = self.value_fit.fit(self.value.theta, obs, returns, rng=self.rng)
+            self.value.theta = theta
+            return float(info["mse_before"]), float(info["mse_after"]), info["status"].name
+        value_loss = self.value.fit(
+            obs, returns, self.rng, optimizer=cfg.value_optimizer, lr=cfg.value_lr,
+            epochs=cfg.value_epochs, batch_size=cfg.value_batch_size,
+            lbfgs_iters=cfg.value_lbfgs_iters, l2=cfg.value_l2,
+        )
+        err = self.value.predict(obs) - returns
+        return value_loss, float(err @ err) / err.shape[0], ""
 
     def _policy_step(self, obs: NDArray, actions: NDArray, adv: NDArray) -> PolicyStepMetrics:
         cfg = self.config
@@ -524,6 +567,8 @@ class TRPO:
             "metrics": _metric_columns(self.metrics),
             "collector": self.collector.state_dict(),
         }
+        if self.value_fit is not None:  # settings only, equal to the config's
+            state["value_fit"] = self.value_fit.state_dict()
         if self.obs_rms is not None:
             state["obs_rms"] = self.obs_rms.state_dict()
         if self.reward_scaler is not None:
@@ -567,7 +612,8 @@ class TRPO:
         # Every component's part is checked (loaded into a scratch copy) before anything
         # changes: a state that does not fit leaves the agent as it was.
         parts = [("value", self.value)]
-        parts += [(name, getattr(self, name)) for name in ("obs_rms", "reward_scaler")
+        parts += [(name, getattr(self, name)) for name in ("obs_rms", "reward_scaler",
+                                                           "value_fit")
                   if getattr(self, name) is not None]
         for name, component in parts:
             with nested(name):

@@ -280,13 +280,21 @@ class NumpyPolicy:
                 raise StateError("activation", str(err)) from None
             obs_dim, out_dim = int(sizes[0]), int(sizes[-1])
             if self.kind == "gaussian":
-                check_keys(spec, ("kind", "sizes", "activation", "act_dim", "log_std_init"),
-                           ("low", "high"))
+                gsde = spec.get("exploration") == "gsde"
+                extra = ("exploration", "full_std", "use_expln", "epsilon") if gsde else ()
+                check_keys(spec, ("kind", "sizes", "activation", "act_dim", "log_std_init",
+                                  *extra), ("low", "high"))
                 if int_scalar(spec, "act_dim") != out_dim:
                     raise StateError("act_dim", f"{spec['act_dim']}, the network has {out_dim} "
                                                 "outputs")
                 real_scalar(spec, "log_std_init")  # unused here: checked as the agent would
-                n_params = self.net.n_params + out_dim
+                if gsde:  # the log_std matrix (latent_dim, act_dim or 1) follows the network
+                    columns = out_dim if bool_scalar(spec, "full_std") else 1
+                    bool_scalar(spec, "use_expln")
+                    real_scalar(spec, "epsilon", low=0.0)
+                    n_params = self.net.n_params + int(sizes[-2]) * columns
+                else:
+                    n_params = self.net.n_params + out_dim
                 self.low = self.high = None
                 if "low" in spec or "high" in spec:
                     check_keys(spec, set(spec) | {"low", "high"})

@@ -340,7 +340,8 @@ class RayCollector(Collector):
         the workers, so their generators are checked against fresh ones of the same kind
         and the snapshots by their keys (the workers load them)."""
         E, obs_dim = self.n_envs, self.policy.net.sizes[0]
-        check_keys(state, ("raw_obs", "ep_return", "ep_length", "rngs"), ("snapshots",))
+        check_keys(state, ("raw_obs", "ep_return", "ep_length", "rngs"),
+                   ("snapshots", "sde_noise"))
         float_array(state, "raw_obs", (E, obs_dim))
         float_array(state, "ep_return", (E,))
         int_array(state, "ep_length", (E,), low=0)

@@ -22,6 +22,7 @@ truncation (a time limit is not a terminal state of the MDP).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import re
@@ -423,7 +424,7 @@ class Collector:
     """
 
     def __init__(self, groups: list[EnvGroup], policy, obs_rms, reward_scaler,
-                 clip_obs: float, obs_norm_update: str = "per_step") -> None:
+                 clip_obs: float, obs_norm_update: str = "per_step", sde_noise=None) -> None:
         if obs_norm_update not in ("per_step", "per_rollout"):
             raise ValueError(f"obs_norm_update={obs_norm_update!r}: expected 'per_step' or "
                              "'per_rollout'")
@@ -434,6 +435,8 @@ class Collector:
         self.reward_scaler = reward_scaler  # RewardScaler or None
         self.clip_obs = clip_obs
         self.n_envs = sum(g.n_envs for g in self.groups)
+        # gSDE (rl_adapters.sde.StateDependentNoise) or None: white noise from draw_noise.
+        self.sde_noise = sde_noise
         # Group g runs the environments _slices[g] (global env indices).
         starts = np.cumsum([0, *(g.n_envs for g in self.groups)])
         self._slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(starts)]
@@ -469,6 +472,8 @@ class Collector:
                     state[key][str(sl.start + int(j))] = value
         if not state["snapshots"]:
             del state["snapshots"]
+        if self.sde_noise is not None:
+            state["sde_noise"] = self.sde_noise.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -478,6 +483,8 @@ class Collector:
         restored stream.
         """
         self.check_state(state)
+        if self.sde_noise is not None:
+            self.sde_noise.load_state_dict(state["sde_noise"])
         snaps = state.get("snapshots", {})
         raw_obs = np.asarray(state["raw_obs"], dtype=np.float64)
         resume = len(snaps) == self.n_envs and raw_obs.shape == np.shape(self.raw_obs)
@@ -499,7 +506,11 @@ class Collector:
     def check_state(self, state: Any) -> None:
         """StateError (naming the entry) unless ``state`` fits these environments."""
         E, obs_dim = self.n_envs, self.policy.net.sizes[0]
-        check_keys(state, ("raw_obs", "ep_return", "ep_length", "rngs"), ("snapshots",))
+        check_keys(state, ("raw_obs", "ep_return", "ep_length", "rngs"),
+                   ("snapshots", "sde_noise"))
+        if self.sde_noise is not None:
+            with nested("sde_noise"):
+                copy.deepcopy(self.sde_noise).load_state_dict(state.get("sde_noise", {}))
         float_array(state, "raw_obs", (E, obs_dim))
         float_array(state, "ep_return", (E,))
         int_array(state, "ep_length", (E,), low=0)
@@ -638,10 +649,17 @@ class Collector:
         step = self._step
         clock = time.perf_counter
         raw = self.raw_obs
-        # The rollout's sampling noise, one draw per environment from its own stream.
         groups = self.groups
-        noise = (groups[0].draw_noise(policy, n_steps) if len(groups) == 1 else
-                 np.concatenate([g.draw_noise(policy, n_steps) for g in groups], axis=1))
+        sde = self.sde_noise
+        if sde is None:
+            # The rollout's sampling noise, one draw per environment from its own stream.
+            noise = (groups[0].draw_noise(policy, n_steps) if len(groups) == 1 else
+                     np.concatenate([g.draw_noise(policy, n_steps) for g in groups], axis=1))
+        else:
+            # gSDE: exploration matrices drawn from each environment's stream, in env order,
+            # at the rollout's start and every sde_sample_freq steps.
+            env_rngs = [rng for g in groups for rng in g.rngs]
+            sde.begin_rollout()
         rms = self.obs_rms
         clip_obs = float(self.clip_obs)
         scaler = self.reward_scaler
@@ -662,7 +680,11 @@ class Collector:
             else:
                 rms.count = rms_update(rms.mean, rms.var, rms.count, raw)
                 rms_normalize_into(raw, rms.mean, rms.var, rms.epsilon, clip_obs, obs)
-            env_actions, logp_buf[t] = policy.act_from_noise(theta, obs, noise[t], act_buf[t])
+            if sde is None:
+                env_actions, logp_buf[t] = policy.act_from_noise(theta, obs, noise[t],
+                                                                 act_buf[t])
+            else:
+                env_actions, logp_buf[t] = sde.act(theta, obs, env_rngs, act_buf[t])
             t1 = clock()
             try:
                 next_raw, reward, terminated, truncated, final_obs = step(env_actions)

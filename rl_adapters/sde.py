@@ -132,6 +132,22 @@ class StateDependentGaussianPolicy(Policy):
         self._hidden_sizes = self.net.sizes_array[:-1]
         self._hidden_net = MLP(self.net.sizes[:-1], activation) if self.net.n_layers > 1 else None
 
+    def state_dict(self) -> dict:
+        """Network layout, action dimension and bounds, and the gSDE settings.
+
+        ``kind`` is ``"gaussian"``: acting deterministically is the mean network's output
+        clipped to the bounds, as for :class:`~rl_adapters.policies.DiagGaussianPolicy`
+        (:class:`rl_adapters.checkpoint.NumpyPolicy` reads ``theta[:net.n_params]``).
+        """
+        state: dict = {"kind": "gaussian", "exploration": "gsde",
+                       "sizes": self.net.sizes_array, "activation": self.net.activation,
+                       "act_dim": self.act_dim, "log_std_init": self.log_std_init,
+                       "full_std": self.full_std, "use_expln": self.use_expln,
+                       "epsilon": self.epsilon}
+        if self.low is not None:
+            state.update(low=self.low, high=self.high)
+        return state
+
     # ------------------------------------------------------------------ parameters
     def init_params(self, rng: np.random.Generator) -> NDArray:
         theta = np.empty(self.n_params)

@@ -95,7 +95,14 @@ RANGES = {
     "activation": (["sigmoid", "Tanh"], ["relu", "tanh"]),
     "fvp_dtype": (["float16"], ["float64"]),
     "vector_env": (["processes"], ["async", "gym_sync", "sync"]),
-    "value_optimizer": (["sgd"], ["adam", "lbfgs"]),
+    "value_optimizer": (["sgd", "trustregion"], ["adam", "lbfgs", "trust_region"]),
+    "sde_sample_freq": ([-2, -100], [-1, 0, 1, 4]),
+    "value_tr_epsilon": ([0.0, -1.0, math.inf, math.nan], [1e-12, 1.0, 50.0]),
+    "value_tr_cg_iters": ([0, -3], [1, 10]),
+    "value_tr_damping": ([-1e-12, math.inf, math.nan], [0.0, 0.1]),
+    "value_tr_outer_iters": ([0], [1, 10]),
+    "value_tr_subsample": ([0.0, 1.01, math.nan], [1e-3, 0.25, 1.0]),
+    "value_tr_dtype": (["float16", "f32"], ["float32", "float64"]),
 }
 
 
@@ -214,7 +221,8 @@ def test_describe_prints_type_default_constraint_and_help_of_every_field():
 def test_describe_shows_the_defaults_of_the_env_family():
     lines = TRPOConfig.describe("Pendulum-v1").splitlines()
     assert "  n_envs: int = 4  (>= 1)" in lines
-    assert "  value_optimizer: str = adam  (adam | lbfgs)" in lines
+    assert "  use_sde: bool = False" in lines
+    assert "  value_optimizer: str = adam  (adam | lbfgs | trust_region)" in lines
 
 
 @pytest.mark.parametrize("interval, inside, outside, text", [

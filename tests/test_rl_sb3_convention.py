@@ -168,7 +168,8 @@ MAPPED = [
     ("n_critic_updates", 5, {"value_epochs": 5}),
     ("gae_lambda", 0.9, {"gae_lambda": 0.9}),
     ("use_sde", False, {}),
-    ("sde_sample_freq", 4, {}),  # ignored by SB3-contrib too without gSDE
+    ("use_sde", True, {"use_sde": True}),
+    ("sde_sample_freq", 4, {"sde_sample_freq": 4}),  # used with gSDE only, as in SB3-contrib
     ("normalize_advantage", False, {"normalize_advantage": False}),
     ("target_kl", 0.02, {"max_kl": D * 0.02}),
     ("sub_sampling_factor", 4, {"fvp_subsample": 0.25}),
@@ -183,6 +184,8 @@ MAPPED = [
     ("policy_kwargs", {"activation_fn": type("ReLU", (), {})}, {"activation": "relu"}),
     ("policy_kwargs", {"log_std_init": -1}, {"log_std_init": -1.0}),
     ("policy_kwargs", {"ortho_init": True}, {}),
+    ("policy_kwargs", {"full_std": False}, {"sde_full_std": False}),
+    ("policy_kwargs", {"use_expln": True}, {"sde_use_expln": True}),
     ("normalize", True, {"normalize_obs": True, "normalize_reward": True}),
     ("normalize", {"norm_obs": True, "norm_reward": False, "clip_obs": 5.0},
      {"normalize_obs": True, "clip_obs": 5.0}),
@@ -230,7 +233,8 @@ def test_each_sb3_argument_lands_in_its_field(name, value, expected):
     ({"seed": 3}, TypeError, "seed=3 is not a TRPOConfig setting: pass seed= to rl_adapters.TRPO"),
     ({"n_timesteps": 1000}, TypeError, "n_timesteps=1000 is not a TRPOConfig setting"),
     ({"verbose": 1}, TypeError, "verbose=1"),
-    ({"use_sde": True}, ValueError, "use_sde=True: gSDE is not implemented"),
+    ({"sde_sample_freq": -2}, ValueError, "config sde_sample_freq=-2: must be >= -1 (from SB3-contrib's sde_sample_freq)"),
+    ({"policy_kwargs": {"full_std": 1}}, TypeError, "policy_kwargs['full_std']=1: expected bool"),
     ({"policy": "CnnPolicy"}, ValueError, "policy='CnnPolicy'"),
     ({"rollout_buffer_class": object}, ValueError, "rollout_buffer_class="),
     ({"learning_rate": lambda progress: 1e-3}, ValueError, "learning_rate=<function"),

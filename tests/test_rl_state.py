@@ -11,6 +11,7 @@ import rl_adapters.agent
 import rl_adapters.normalization
 import rl_adapters.policies
 import rl_adapters.rollout
+import rl_adapters.sde
 import rl_adapters.value
 from rl_adapters import TRPO
 from rl_adapters.checkpoint import flatten_state, read_state, unflatten_state, write_state
@@ -41,12 +42,16 @@ NOT_IN_STATE = {
     "RewardScaler": set(),
     "CategoricalPolicy": {"net", "n_params", "blocks"},  # from sizes, activation, nvec
     "DiagGaussianPolicy": {"net", "n_params"},  # from sizes, activation, act_dim
+    # gSDE: the layout follows from sizes, activation, act_dim and full_std.
+    "StateDependentGaussianPolicy": {"net", "n_params", "latent_dim", "std_shape",
+                                     "hidden_sizes", "hidden_net"},
+    "StateDependentNoise": {"policy", "n_envs"},  # the agent's policy; from the config
 }
 
 
 def _stateful_classes():
     modules = (rl_adapters.agent, rl_adapters.normalization, rl_adapters.policies,
-               rl_adapters.rollout, rl_adapters.value)
+               rl_adapters.rollout, rl_adapters.sde, rl_adapters.value)
     return {cls.__name__ for module in modules for _, cls in inspect.getmembers(module,
             inspect.isclass) if cls.__module__ == module.__name__
             and "state_dict" in vars(cls)}
@@ -54,7 +59,8 @@ def _stateful_classes():
 
 def _components(agent):
     return [agent, agent.collector, *agent.collector.groups, agent.value, agent.value.adam,
-            agent.obs_rms, agent.reward_scaler, agent.reward_scaler.rms, agent.policy]
+            agent.obs_rms, agent.reward_scaler, agent.reward_scaler.rms, agent.policy,
+            *([agent.collector.sde_noise] if agent.collector.sde_noise is not None else [])]
 
 
 @pytest.fixture(scope="module", params=["Pendulum-v1", "CartPole-v1"])
@@ -72,11 +78,13 @@ def test_every_class_with_a_state_dict_is_listed_here():
 def test_state_dict_covers_every_attribute(agent):
     for obj in _components(agent):
         name = type(obj).__name__
-        attributes = {a.lstrip("_") for a in vars(obj)}
+        # An optional component that is off (None: no gSDE noise, no trust-region critic fit)
+        # has nothing to save; when it is on, its state must be there.
+        attributes = {a.lstrip("_") for a, v in vars(obj).items() if v is not None}
         keys = set(obj.state_dict())
         missing = attributes - keys - NOT_IN_STATE[name]
         assert not missing, f"{name}: attributes {sorted(missing)} are not in state_dict()"
-        stale = NOT_IN_STATE[name] - attributes
+        stale = NOT_IN_STATE[name] - {a.lstrip("_") for a in vars(obj)}
         assert not stale, f"{name}: NOT_IN_STATE lists {sorted(stale)}, no such attributes"
 
 

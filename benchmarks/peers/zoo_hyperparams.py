@@ -92,6 +92,13 @@ ZOO_TRPO: dict[str, dict[str, Any]] = {
         "use_sde": True,
         "sde_sample_freq": 4,
     },
+    "Acrobot-v1": {
+        "normalize": True,
+        "n_envs": 2,
+        "n_timesteps": 100_000,
+        "policy": "MlpPolicy",
+        "n_steps": 1024,
+    },
     # zoo key: HalfCheetah-v4 (MuJoCo defaults + target_kl 0.04)
     "HalfCheetah-v5": {**_MUJOCO_DEFAULTS, "target_kl": 0.04},
     # zoo key: Hopper-v4 (MuJoCo defaults)
