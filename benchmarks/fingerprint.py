@@ -70,7 +70,8 @@ def fingerprint(agent: TRPO, obs: np.ndarray) -> dict[str, str]:
     for m in agent.metrics:
         for key in sorted(set(m) - TIMED):
             value = m[key]
-            metric_parts += [key, _status_name(value) if key == "step_status" else float(value)]
+            text = key == "step_status" or isinstance(value, str)  # status names are text
+            metric_parts += [key, _status_name(value) if text else float(value)]
     deterministic = np.asarray(agent.predict(obs, deterministic=True))
     stochastic = np.asarray(agent.predict(obs, deterministic=False))
     return {

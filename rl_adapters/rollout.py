@@ -517,20 +517,26 @@ class Collector:
         env_keys = {str(e) for e in range(E)}
         with nested("rngs"):
             check_keys(state["rngs"], env_keys)
-            rngs = [rng for group in self.groups for rng in group.rngs]
-            for e, rng in enumerate(rngs):
+            for e, rng in enumerate(self._generator_templates()):
                 check_generator_state(state["rngs"][str(e)], rng, str(e))
-        if "snapshots" not in state:
-            return
-        with nested("snapshots"):
-            check_keys(state["snapshots"], (), env_keys)
-            current = [snap for group in self.groups for snap in group.snapshots()]
-            for key, saved in state["snapshots"].items():
-                template = current[int(key)]
-                if template is None:
-                    raise StateError(key, "a saved episode of an environment that has no "
-                                          "snapshot here (another environment?)")
-                check_like(saved, template, key)
+        if "snapshots" in state:
+            with nested("snapshots"):
+                check_keys(state["snapshots"], (), env_keys)
+                self._check_snapshots(state["snapshots"])
+
+    def _generator_templates(self) -> list[np.random.Generator]:
+        """Generators of the kind each environment's saved stream must restore into."""
+        return [rng for group in self.groups for rng in group.rngs]
+
+    def _check_snapshots(self, snapshots: dict[str, Any]) -> None:
+        """Each saved episode against the snapshot its environment takes now."""
+        current = [snap for group in self.groups for snap in group.snapshots()]
+        for key, saved in snapshots.items():
+            template = current[int(key)]
+            if template is None:
+                raise StateError(key, "a saved episode of an environment that has no "
+                                      "snapshot here (another environment?)")
+            check_like(saved, template, key)
 
     def close(self) -> None:
         for group in self.groups:
@@ -632,16 +638,8 @@ class Collector:
         E = self.n_envs
         obs_dim = self.raw_obs.shape[1]
         policy = self.policy
-        act_dim = getattr(policy, "act_dim", None) or len(policy.nvec)
-        act_dtype = np.float64 if hasattr(policy, "act_dim") else np.int64
-        # act_buf[t] must be a contiguous (E, act_dim) block: it is written in place.
-        obs_buf = np.empty((n_steps, E, obs_dim))
-        act_buf = np.empty((n_steps, E, act_dim), dtype=act_dtype)
-        logp_buf = np.empty((n_steps, E))
-        rew_buf = np.empty((n_steps, E))
-        term_buf = np.zeros((n_steps, E), dtype=bool)
-        trunc_buf = np.zeros((n_steps, E), dtype=bool)
-        final_buf = np.zeros((n_steps, E, obs_dim))
+        (obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf,
+         final_buf) = _rollout_buffers(policy, n_steps, E, obs_dim)
         ep_returns: list[float] = []
         ep_lengths: list[int] = []
         env_time = 0.0
@@ -889,6 +887,20 @@ def act_rowwise(policy, theta: NDArray, obs: NDArray, noise: NDArray,
     return np.concatenate(env_parts), np.concatenate(logp_parts)
 
 
+def _rollout_buffers(policy, n_steps: int, E: int, obs_dim: int) -> tuple[NDArray, ...]:
+    """One rollout's time-major buffers: observations, actions, log-probs, rewards, the two
+    episode-end flags and the final observations of truncated episodes.
+
+    ``actions[t]`` is a contiguous ``(E, act_dim)`` block: the policy writes it in place.
+    """
+    act_dim = getattr(policy, "act_dim", None) or len(policy.nvec)
+    act_dtype = np.float64 if hasattr(policy, "act_dim") else np.int64
+    return (np.empty((n_steps, E, obs_dim)), np.empty((n_steps, E, act_dim), dtype=act_dtype),
+            np.empty((n_steps, E)), np.empty((n_steps, E)),
+            np.zeros((n_steps, E), dtype=bool), np.zeros((n_steps, E), dtype=bool),
+            np.zeros((n_steps, E, obs_dim)))
+
+
 _ENV_INDEX = re.compile(r"env index (\d+)")
 
 
@@ -916,15 +928,8 @@ def collect_segment(step, noise: NDArray, policy, theta: NDArray,
     """
     raw = np.array(raw_obs, dtype=np.float64)
     E, obs_dim = raw.shape
-    act_dim = getattr(policy, "act_dim", None) or len(policy.nvec)
-    act_dtype = np.float64 if hasattr(policy, "act_dim") else np.int64
-    obs_buf = np.empty((n_steps, E, obs_dim))
-    act_buf = np.empty((n_steps, E, act_dim), dtype=act_dtype)
-    logp_buf = np.empty((n_steps, E))
-    rew_buf = np.empty((n_steps, E))
-    term_buf = np.zeros((n_steps, E), dtype=bool)
-    trunc_buf = np.zeros((n_steps, E), dtype=bool)
-    final_buf = np.zeros((n_steps, E, obs_dim))
+    (obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf,
+     final_buf) = _rollout_buffers(policy, n_steps, E, obs_dim)
     env_time = policy_time = 0.0
     clock = time.perf_counter
     for t in range(n_steps):
