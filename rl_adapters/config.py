@@ -231,11 +231,6 @@ class TRPOConfig:
         if self.n_workers > self.n_envs:
             raise ValueError(f"config n_workers={self.n_workers}: at most n_envs="
                              f"{self.n_envs} workers (each runs one or more environments)")
-        if self.use_sde and self.obs_norm_update == "per_rollout":
-            raise ValueError(
-                "config use_sde=True: gSDE's exploration matrices are drawn by the learner's "
-                "collector, which the per_rollout collection (and so vector_env='ray') does "
-                "not run yet; use obs_norm_update='per_step' with a local vector env")
 
     # ---------------------------------------------------------------- helpers
     @classmethod

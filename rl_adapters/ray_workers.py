@@ -53,6 +53,7 @@ from rl_adapters.rollout import (
     collect_segment,
     make_env_fn,
 )
+from rl_adapters.sde import StateDependentNoise
 from rl_adapters.seeding import env_generators
 from rl_adapters.validation import EnvOutputError
 
@@ -165,11 +166,15 @@ class RolloutWorker:
     needs.
     """
 
-    def __init__(self, env: Any, start: int, stop: int, seed: int, policy) -> None:
+    def __init__(self, env: Any, start: int, stop: int, seed: int, policy,
+                 sde_sample_freq: int | None = None) -> None:
         fns = [_env_factory(env) for _ in range(stop - start)]
         rngs = env_generators(seed, stop)[start:stop]
         self.group = EnvGroup(LeanSyncVectorEnv(fns), rngs)
         self.policy = policy
+        # gSDE: the exploration matrices of this slice, drawn from its environments' streams.
+        self.sde = (None if sde_sample_freq is None else
+                    StateDependentNoise(policy, stop - start, sde_sample_freq))
         self.raw_obs: NDArray | None = None
         self.start = start
         self.env_name = env if isinstance(env, str) else getattr(env, "__name__", "custom env")
@@ -198,20 +203,34 @@ class RolloutWorker:
         return self._state()
 
     def rollout(self, theta: NDArray, frozen: FrozenObsNorm | None, n_steps: int):
-        """``n_steps`` steps of the slice; the raw :class:`Segment` and the state after."""
+        """``n_steps`` steps of the slice.
+
+        Returns the raw :class:`Segment`, the state after (group state, raw observations)
+        and, with gSDE, ``(matrices, n_draws)``: the slice's exploration matrices at the end
+        and the number of draws in the rollout (else None).
+        """
         assert self.raw_obs is not None, "reset() or load() first"
-        group = self.group
+        group, sde = self.group, self.sde
 
         def step(actions):
             group.send(actions)
             obs, reward, terminated, truncated, info = group.receive()
             return obs, reward, terminated, truncated, info.get("final_obs")
 
-        noise = group.draw_noise(self.policy, n_steps)
-        segment = collect_segment(step, noise, self.policy, theta, frozen, self.raw_obs,
-                                  n_steps, env_name=self.env_name, first_env=self.start)
+        if sde is None:
+            noise = group.draw_noise(self.policy, n_steps)
+            segment = collect_segment(step, noise, self.policy, theta, frozen, self.raw_obs,
+                                      n_steps, env_name=self.env_name, first_env=self.start)
+            exploration = None
+        else:
+            draws = sde.n_draws
+            sde.begin_rollout()
+            segment = collect_segment(step, None, self.policy, theta, frozen, self.raw_obs,
+                                      n_steps, env_name=self.env_name, first_env=self.start,
+                                      sde=sde, rngs=group.rngs)
+            exploration = (sde.matrices.copy(), sde.n_draws - draws)
         self.raw_obs = segment.last_obs
-        return segment, *self._state()
+        return segment, *self._state(), exploration
 
     def close(self) -> None:
         self.group.close()
@@ -227,7 +246,12 @@ class RayCollector(Collector):
     """
 
     def __init__(self, env: Any, config, seed: int, policy, obs_rms, reward_scaler) -> None:
-        super().__init__([], policy, obs_rms, reward_scaler, config.clip_obs, "per_rollout")
+        # gSDE: the workers draw the exploration matrices; this copy of them (gathered after
+        # each rollout) is what the checkpoint holds, as for the local collector.
+        sde_noise = (StateDependentNoise(policy, config.n_envs, config.sde_sample_freq)
+                     if config.use_sde else None)
+        super().__init__([], policy, obs_rms, reward_scaler, config.clip_obs, "per_rollout",
+                         sde_noise=sde_noise)
         self._rayref = _ray()
         connect()  # a local Ray, unless the caller joined a cluster (connect(address))
         self.env = env
@@ -248,7 +272,9 @@ class RayCollector(Collector):
 
     def _new_actor(self, k: int):
         sl = self._slices[k]
-        return self._actor_class.remote(self.env, sl.start, sl.stop, self.seed, self.policy)
+        freq = None if self.sde_noise is None else self.sde_noise.sample_freq
+        return self._actor_class.remote(self.env, sl.start, sl.stop, self.seed, self.policy,
+                                        freq)
 
     def worker_pids(self) -> list[int]:
         """The process ids of the worker actors (for tests and monitoring)."""
@@ -310,8 +336,13 @@ class RayCollector(Collector):
         theta_ref, frozen_ref = ray.put(np.asarray(theta)), ray.put(frozen)
         results = self._call_all("rollout", [(theta_ref, frozen_ref, int(n_steps))]
                                  * self.n_workers)
-        self._states = [(state, raw) for _, state, raw in results]
-        segment = Segment.concatenate([seg for seg, _, _ in results])
+        self._states = [(state, raw) for _, state, raw, _ in results]
+        if self.sde_noise is not None:
+            for (*_, (matrices, _)), sl in zip(results, self._slices, strict=True):
+                self.sde_noise.matrices[sl] = matrices
+            self.sde_noise.n_steps = int(n_steps)
+            self.sde_noise.n_draws += results[0][-1][1]  # the same number on every worker
+        segment = Segment.concatenate([seg for seg, *_ in results])
         return self.finish_rollout(segment, frozen)
 
     def state_dict(self) -> dict[str, Any]:
@@ -326,6 +357,8 @@ class RayCollector(Collector):
                     state[key][str(sl.start + int(j))] = value
         if not state["snapshots"]:
             del state["snapshots"]
+        if self.sde_noise is not None:
+            state["sde_noise"] = self.sde_noise.state_dict()
         return state
 
     # The environments live on the workers: their saved streams are checked against fresh
@@ -337,6 +370,8 @@ class RayCollector(Collector):
         pass
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.sde_noise is not None:
+            self.sde_noise.load_state_dict(state["sde_noise"])
         snaps = state.get("snapshots", {})
         raw_obs = np.asarray(state["raw_obs"], dtype=np.float64)
         resume = len(snaps) == self.n_envs and raw_obs.shape == np.shape(self.raw_obs)

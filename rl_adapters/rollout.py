@@ -751,12 +751,20 @@ class Collector:
 
     def _collect_per_rollout(self, theta: NDArray, n_steps: int) -> RolloutBatch:
         groups = self.groups
-        noise = (groups[0].draw_noise(self.policy, n_steps) if len(groups) == 1 else
-                 np.concatenate([g.draw_noise(self.policy, n_steps) for g in groups], axis=1))
         frozen = self.frozen_norm()
         assert self.raw_obs is not None
-        segment = collect_segment(self._step, noise, self.policy, theta, frozen,
-                                  self.raw_obs, n_steps, env_name=self._env_name(0))
+        if self.sde_noise is None:
+            noise = (groups[0].draw_noise(self.policy, n_steps) if len(groups) == 1 else
+                     np.concatenate([g.draw_noise(self.policy, n_steps) for g in groups],
+                                    axis=1))
+            segment = collect_segment(self._step, noise, self.policy, theta, frozen,
+                                      self.raw_obs, n_steps, env_name=self._env_name(0))
+        else:
+            self.sde_noise.begin_rollout()
+            segment = collect_segment(self._step, None, self.policy, theta, frozen,
+                                      self.raw_obs, n_steps, env_name=self._env_name(0),
+                                      sde=self.sde_noise,
+                                      rngs=[rng for g in groups for rng in g.rngs])
         return self.finish_rollout(segment, frozen)
 
     def finish_rollout(self, segment: Segment, frozen: FrozenObsNorm | None) -> RolloutBatch:
@@ -787,11 +795,8 @@ class Collector:
                 ep_return[e] = 0.0
                 ep_length[e] = 0
         obs = segment.obs if frozen is None else frozen.normalize(segment.obs)
-        final_obs = np.zeros_like(segment.final_obs)
-        trunc = segment.truncated & ~segment.terminated
-        if trunc.any():
-            final_obs[trunc] = (segment.final_obs[trunc] if frozen is None
-                                else frozen.normalize(segment.final_obs[trunc]))
+        final_obs = segment.dense_final_obs(
+            None if frozen is None else frozen.normalize(segment.final_obs))
         last_obs = segment.last_obs if frozen is None else frozen.normalize(segment.last_obs)
         if self.obs_rms is not None:
             self.obs_rms.update(segment.obs.reshape(T * E, obs_dim))
@@ -828,9 +833,11 @@ class Segment:
 
     What a group of environments (in this process or on a Ray worker) hands back to the
     learner: the raw observations the policy acted on, the actions and their
-    log-probabilities, the raw rewards and the episode ends; ``final_obs[t, e]`` is the
-    raw last observation of an episode truncated at ``t`` (zeros elsewhere); ``last_obs``
-    the observations the rollout stops at.
+    log-probabilities, the raw rewards and the episode ends; the raw last observations of
+    the episodes truncated during the rollout, sparse (``final_obs[i]`` ended at step
+    ``final_steps[i]`` in environment ``final_envs[i]``, in (step, env) order: a handful of
+    rows where a dense ``(T, E, obs_dim)`` array would be mostly zeros); ``last_obs`` the
+    observations the rollout stops at.
     """
 
     obs: NDArray  # (T, E, obs_dim), raw
@@ -839,7 +846,9 @@ class Segment:
     rewards: NDArray  # (T, E), raw
     terminated: NDArray  # (T, E) bool
     truncated: NDArray  # (T, E) bool
-    final_obs: NDArray  # (T, E, obs_dim), raw, where truncated and not terminated
+    final_steps: NDArray  # (n,) int64: the step of each truncation (not terminated)
+    final_envs: NDArray  # (n,) int64: its environment (index within the segment)
+    final_obs: NDArray  # (n, obs_dim), raw: the episode's last observation
     last_obs: NDArray  # (E, obs_dim), raw
     env_time: float
     policy_time: float
@@ -853,10 +862,22 @@ class Segment:
         def cat(name: str, axis: int = 1) -> NDArray:
             return np.concatenate([getattr(s, name) for s in segments], axis=axis)
 
+        offsets = np.cumsum([0, *(s.obs.shape[1] for s in segments[:-1])])
+        steps = cat("final_steps", 0)
+        envs = np.concatenate([s.final_envs + off for s, off in zip(segments, offsets,
+                                                                    strict=True)])
+        order = np.lexsort((envs, steps))  # (step, env) order, as one segment has them
         return Segment(cat("obs"), cat("actions"), cat("log_probs"), cat("rewards"),
-                       cat("terminated"), cat("truncated"), cat("final_obs"),
-                       cat("last_obs", axis=0), max(s.env_time for s in segments),
-                       max(s.policy_time for s in segments))
+                       cat("terminated"), cat("truncated"), steps[order], envs[order],
+                       cat("final_obs", 0)[order], cat("last_obs", axis=0),
+                       max(s.env_time for s in segments), max(s.policy_time for s in segments))
+
+    def dense_final_obs(self, rows: NDArray | None = None) -> NDArray:
+        """``(T, E, obs_dim)`` zeros with ``rows`` (default ``final_obs``) at the truncations."""
+        T, E, obs_dim = self.obs.shape
+        out = np.zeros((T, E, obs_dim))
+        out[self.final_steps, self.final_envs] = self.final_obs if rows is None else rows
+        return out
 
 
 #: Rows per call of the policy's fused per-step kernels (``Policy.outputs`` and
@@ -911,9 +932,10 @@ def _raise_env_output(found: tuple[str, str, int], env_name: str, at: str,
     raise EnvOutputError(problem, env=env_name, field=field, at=where)
 
 
-def collect_segment(step, noise: NDArray, policy, theta: NDArray,
+def collect_segment(step, noise: NDArray | None, policy, theta: NDArray,
                     frozen: FrozenObsNorm | None, raw_obs: NDArray, n_steps: int, *,
-                    env_name: str = "", first_env: int = 0) -> Segment:
+                    env_name: str = "", first_env: int = 0, sde=None,
+                    rngs: list[np.random.Generator] | None = None) -> Segment:
     """``n_steps`` steps with the policy at ``theta`` and the ``frozen`` statistics.
 
     Every step's batch is checked before the policy acts on it: an unusable output raises
@@ -923,20 +945,31 @@ def collect_segment(step, noise: NDArray, policy, theta: NDArray,
     ``step(env_actions)`` steps the environments and returns ``(obs, rewards, terminated,
     truncated, final_obs)`` (``final_obs`` an object array, or None when no episode
     ended); ``noise`` is the rollout's sampling noise, ``(n_steps, E, ...)``, drawn from
-    the environments' own streams.  The policy acts row by row (:func:`act_rowwise`), so
-    a slice of the environments gives the same rows as the whole batch.
+    the environments' own streams.  With gSDE, ``noise`` is None and ``sde`` (a
+    :class:`~rl_adapters.sde.StateDependentNoise` for these ``E`` environments, after its
+    ``begin_rollout``) draws each environment's exploration matrices from ``rngs[e]``, at
+    the first step and every ``sde_sample_freq`` steps.  The policy acts row by row
+    (:func:`act_rowwise`), so a slice of the environments gives the same rows as the whole
+    batch.
     """
     raw = np.array(raw_obs, dtype=np.float64)
     E, obs_dim = raw.shape
-    (obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf,
-     final_buf) = _rollout_buffers(policy, n_steps, E, obs_dim)
+    obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf = _rollout_buffers(
+        policy, n_steps, E, obs_dim)[:6]
+    final_steps: list[int] = []
+    final_envs: list[int] = []
+    final_rows: list[NDArray] = []
     env_time = policy_time = 0.0
     clock = time.perf_counter
     for t in range(n_steps):
         t0 = clock()
         obs_buf[t] = raw
         obs = raw if frozen is None else frozen.normalize(raw)
-        env_actions, logp_buf[t] = act_rowwise(policy, theta, obs, noise[t], act_buf[t])
+        if sde is None:
+            env_actions, logp_buf[t] = act_rowwise(policy, theta, obs, noise[t], act_buf[t])
+        else:
+            env_actions, logp_buf[t] = sde.act(theta, obs, rngs, act_buf[t],
+                                               chunk=ROWWISE_CHUNK)
         t1 = clock()
         try:
             next_raw, reward, terminated, truncated, final_obs = step(env_actions)
@@ -967,10 +1000,14 @@ def collect_segment(step, noise: NDArray, policy, theta: NDArray,
                 field, problem, _ = found
                 _raise_env_output((f"final {field}", problem, e), env_name,
                                   f"rollout step {t}", first_env)
-            final_buf[t, e] = row[0]
+            final_steps.append(t)
+            final_envs.append(int(e))
+            final_rows.append(row[0])
         raw = np.array(next_raw, dtype=np.float64)
         policy_time += clock() - t2 + (t1 - t0)
-    return Segment(obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf, final_buf,
+    return Segment(obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf,
+                   np.array(final_steps, dtype=np.int64), np.array(final_envs, dtype=np.int64),
+                   np.array(final_rows, dtype=np.float64).reshape(len(final_rows), obs_dim),
                    raw, env_time, policy_time)
 
 

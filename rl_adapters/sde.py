@@ -419,19 +419,32 @@ class StateDependentNoise:
         self.n_draws += 1
 
     def act(self, theta: NDArray, obs: NDArray, rngs: Sequence[np.random.Generator],
-            actions_out: NDArray) -> tuple[NDArray, NDArray]:
+            actions_out: NDArray, chunk: int | None = None) -> tuple[NDArray, NDArray]:
         """One step of every environment: draw matrices if due, then act.
 
         ``obs`` is ``(n_envs, obs_dim)``.  Writes the unclipped actions into
         ``actions_out`` and returns ``(env_actions, log_probs)``, like
-        :meth:`~rl_adapters.policies.DiagGaussianPolicy.act_from_noise`.
+        :meth:`~rl_adapters.policies.DiagGaussianPolicy.act_from_noise`.  With ``chunk``,
+        the policy acts on at most ``chunk`` rows per call (its fused per-row kernel for
+        ``chunk <= 8``): each row then gets the same bits in any batch, which is what lets
+        a slice of the environments on a worker reproduce the rows of the whole batch
+        (:func:`rl_adapters.rollout.act_rowwise`).
         """
         if obs.shape[0] != self.n_envs:
             raise ValueError(f"obs must have one row per environment ({self.n_envs}), "
                              f"got shape {obs.shape}")
         if self.due():
             self.resample(theta, rngs)
-        result = self.policy.act_with_matrices(theta, obs, self.matrices, actions_out)
+        n = obs.shape[0]
+        if chunk is None or n <= chunk:
+            result = self.policy.act_with_matrices(theta, obs, self.matrices, actions_out)
+        else:
+            parts = [self.policy.act_with_matrices(theta, obs[a : a + chunk],
+                                                   self.matrices[a : a + chunk],
+                                                   actions_out[a : a + chunk])
+                     for a in range(0, n, chunk)]
+            result = (np.concatenate([p[0] for p in parts]),
+                      np.concatenate([p[1] for p in parts]))
         self.n_steps += 1
         return result
 

@@ -6,16 +6,20 @@ the local vector envs do too, so that a run does not depend on how its environme
 grouped (tests/test_rl_ray.py checks the Ray side).
 """
 
+import copy
+import itertools
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rl_adapters import TRPO
 from rl_adapters.config import TRPOConfig
 from rl_adapters.normalization import RunningMeanStd
-from rl_adapters.rollout import act_rowwise, make_vector_env
+from rl_adapters.rollout import Segment, act_rowwise, make_vector_env
 
 SETTINGS = {"n_envs": 4, "n_steps": 64, "normalize_obs": True, "normalize_reward": True,
             "obs_norm_update": "per_rollout", "value_optimizer": "adam", "value_epochs": 2,
@@ -32,12 +36,92 @@ def _trained(env, **overrides):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
-def test_per_rollout_training_does_not_depend_on_the_grouping(env_id):
-    reference = _trained(env_id)
-    assert _trained(env_id, vector_env="async") == reference
+@pytest.mark.parametrize("env_id, overrides", [
+    ("Pendulum-v1", {}), ("CartPole-v1", {}),
+    # gSDE: each env's exploration matrices from its own stream, redrawn every 5 steps.
+    ("Pendulum-v1", {"use_sde": True, "sde_sample_freq": 5}),
+])
+def test_per_rollout_training_does_not_depend_on_the_grouping(env_id, overrides):
+    reference = _trained(env_id, **overrides)
+    assert _trained(env_id, vector_env="async", **overrides) == reference
     groups = [make_vector_env(env_id, 1, "sync"), make_vector_env(env_id, 3, "async")]
-    assert _trained(groups) == reference
+    assert _trained(groups, **overrides) == reference
+
+
+def test_gsde_per_rollout_draws_matrices_from_each_envs_stream():
+    # The matrices the collector holds after a rollout are the last draw of each env's own
+    # stream: redrawn at steps 0, 5, 10 and 15 of a 16-step rollout (4 draws).
+    agent = TRPO("Pendulum-v1", seed=2, **SETTINGS, use_sde=True, sde_sample_freq=5)
+    try:
+        collector = agent.collector
+        streams = [copy.deepcopy(rng) for g in collector.groups for rng in g.rngs]
+        collector.collect(agent.theta, 16)
+        noise = collector.sde_noise
+        assert (noise.n_steps, noise.n_draws) == (16, 4)
+        for e, rng in enumerate(streams):
+            draws = [agent.policy.draw_matrices(agent.theta, rng, 1)[0] for _ in range(4)]
+            np.testing.assert_array_equal(noise.matrices[e], draws[-1])
+            assert not np.array_equal(draws[0], draws[-1])
+    finally:
+        agent.close()
+
+
+@st.composite
+def _segments(draw):
+    """A segment of T steps and E envs with random truncations, and split points."""
+    T = draw(st.integers(1, 6))
+    E = draw(st.integers(1, 7))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    flags = rng.random((T, E))
+    terminated, truncated = flags < 0.2, (flags > 0.6) | (flags < 0.1)
+    cuts = sorted(draw(st.sets(st.integers(1, E - 1), max_size=E - 1)) if E > 1 else [])
+    return T, E, terminated, truncated, rng, cuts
+
+
+@given(_segments())
+@settings(max_examples=40, deadline=None)
+def test_sparse_final_observations_concatenate_like_the_whole_batch(case):
+    # A worker sends the final observations of truncated episodes only, as (step, env, row);
+    # the learner's concatenation must give the whole batch's rows, in its order.
+    T, E, terminated, truncated, rng, cuts = case
+    obs_dim = 3
+    dense = rng.standard_normal((T, E, obs_dim))
+
+    def segment(lo, hi):
+        ends = truncated[:, lo:hi] & ~terminated[:, lo:hi]
+        steps, envs = np.nonzero(ends)
+        return Segment(dense[:, lo:hi], np.zeros((T, hi - lo, 1)), np.zeros((T, hi - lo)),
+                       np.zeros((T, hi - lo)), terminated[:, lo:hi], truncated[:, lo:hi],
+                       steps, envs, dense[steps, lo + envs], dense[-1, lo:hi], 0.0, 0.0)
+
+    whole = segment(0, E)
+    bounds = [0, *cuts, E]
+    joined = Segment.concatenate([segment(a, b) for a, b in itertools.pairwise(bounds)])
+    for name in ("final_steps", "final_envs", "final_obs"):
+        assert getattr(joined, name).tobytes() == getattr(whole, name).tobytes(), name
+    expected = np.where((truncated & ~terminated)[..., None], dense, 0.0)
+    np.testing.assert_array_equal(joined.dense_final_obs(), expected)
+
+
+def test_collected_segments_carry_only_the_truncated_rows():
+    # Pendulum-v1 truncates at step 200: a 210-step rollout from a reset has one final
+    # observation per env, at step 199, and the payload holds just those rows.
+    agent = TRPO("Pendulum-v1", seed=0, **SETTINGS)
+    try:
+        collector, segments = agent.collector, []
+        finish = collector.finish_rollout
+        collector.finish_rollout = lambda seg, frozen: segments.append(seg) or finish(seg, frozen)
+        batch = collector.collect(agent.theta, 210)
+        (seg,) = segments
+        E = SETTINGS["n_envs"]
+        assert seg.final_steps.tolist() == [199] * E
+        assert seg.final_envs.tolist() == list(range(E))
+        assert seg.final_obs.shape == (E, 3)
+        # The learner rebuilds the dense (normalized) array the critic bootstraps from.
+        assert np.count_nonzero(batch.final_obs.any(axis=2)) == E
+        assert np.all(batch.final_obs[199].any(axis=1))
+    finally:
+        agent.close()
 
 
 def test_per_rollout_acts_with_frozen_statistics_then_updates_them():

@@ -129,9 +129,3 @@ def test_from_sb3_maps_the_zoo_pendulum_gsde_entry():
 def test_bad_gsde_settings_name_the_field(overrides, error, needle):
     with pytest.raises(error, match=needle):
         TRPOConfig.for_env("Pendulum-v1", **overrides)
-
-
-def test_gsde_with_per_rollout_collection_is_one_clear_error():
-    """per_rollout (and Ray) collection does not draw gSDE matrices yet: refused up front."""
-    with pytest.raises(ValueError, match=r"use_sde=True.*per_rollout"):
-        TRPO("Pendulum-v1", seed=0, use_sde=True, obs_norm_update="per_rollout")
