@@ -186,7 +186,11 @@ class TRPO:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         if isinstance(env, str) or not isinstance(env, gym.Env | gym.vector.VectorEnv
                                                   | list | tuple):
-            check_env_id(env)
+            # Ray workers also take a picklable factory of one env (docs/ray.md).
+            ray_env = (config.vector_env if config is not None
+                       else overrides.get("vector_env")) == "ray"
+            if isinstance(env, str) or not (callable(env) and ray_env):
+                check_env_id(env)
         self.env_id = _env_id(env)
         if config is None:
             config = TRPOConfig.for_env(self.env_id, **overrides)

@@ -11,12 +11,14 @@ run (K = 4), each against the local synchronous run of the same seed, bit for bi
 Fisher-product tests share one run's shards.
 """
 
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -110,10 +112,12 @@ def test_four_workers_train_bitwise_like_the_local_run_with_gsde(local_ray):
 
 
 def test_a_killed_worker_is_replaced_and_the_run_stays_identical(local_ray):
-    # CartPole-v1 (categorical actions, terminations) on two workers, 5 + 5 envs: the run
-    # must match the local one despite a killed actor and a killed worker process.
+    # CartPole-v1 (categorical actions, terminations) on two workers, 5 + 5 envs, built on
+    # the workers from a picklable factory: the run must match the local one (built from
+    # the id) despite a killed actor and a killed worker process.
     expected = _run("CartPole-v1", vector_env="sync")
-    agent = TRPO("CartPole-v1", seed=3, vector_env="ray", n_workers=2, **SETTINGS)
+    factory = functools.partial(gym.make, "CartPole-v1")
+    agent = TRPO(factory, seed=3, vector_env="ray", n_workers=2, **SETTINGS)
     collector = agent.collector
     submit = collector._submit
     pids = collector.worker_pids()
