@@ -13,7 +13,10 @@ The learner concatenates the segments in env order and finishes the rollout
 (:meth:`~rl_adapters.rollout.Collector.finish_rollout`: episode bookkeeping, reward
 scaling, normalization, the statistics' update).  Nothing the learner computes depends on
 ``K``, so training is bitwise the same for every ``K`` and for the local vector envs with
-``obs_norm_update="per_rollout"``.
+``obs_norm_update="per_rollout"``.  With gSDE (``use_sde``) each worker draws its
+environments' exploration matrices from their streams, at the rollout's first step and
+every ``sde_sample_freq`` steps, as the local collector does, and returns them with the
+segment: the learner's copy is what checkpoints hold.
 
 Faults.  The learner keeps every worker's state at the start of the rollout (generator
 states, environment snapshots, current observations).  A worker that dies (its actor
