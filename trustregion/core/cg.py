@@ -154,7 +154,7 @@ class CGResult:
     # CG's coefficients, kept to build the Lanczos matrix on demand: the step lengths, the
     # values rho_j = r_j^T z_j, and the power of two the operator was scaled by.
     lanczos_alphas: Sequence[float] = field(default=(), repr=False)
-    lanczos_rhos: Sequence[float] = field(default=(), repr=False)
+    lanczos_rhos: Sequence[float] | np.ndarray = field(default=(), repr=False)
     lanczos_scale: float = field(default=1.0, repr=False)
     lanczos_eps: float = field(default=float(np.finfo(np.float64).eps), repr=False)
 
@@ -221,30 +221,33 @@ def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]
 _ROUNDING_FLOOR = 64.0**2
 
 
-def _spectrum(
-    alphas: Sequence[float], rhos: Sequence[float], scale: float, eps: float
-) -> CGSpectrum:
-    k = len(alphas)
-    rho = np.array(rhos[:k], dtype=np.float64)
-    if k:
-        floor = _ROUNDING_FLOOR * eps * eps * rho[0]
-        noise = np.flatnonzero(rho <= floor)
-        if noise.size:
-            k = max(int(noise[0]), 1)
-            rho = rho[:k]
-    alpha = np.array(alphas[:k], dtype=np.float64)
+def _spectrum(alphas: Any, rhos: Any, scale: float, eps: float) -> CGSpectrum:
+    alpha = np.array(alphas, dtype=np.float64)
+    # the squared residual norms are already an array (see finish); a preconditioned run's
+    # rho_j are a list
+    rho = rhos if type(rhos) is np.ndarray else np.array(rhos, dtype=np.float64)
+    k = alpha.shape[0]
     if k == 0:
         lo = hi = condition = None
+        rho = rho[:0]
     else:
-        lo, hi = _k.cg_extreme_ritz_values(alpha, rho)
-        lo, hi = lo / scale, hi / scale  # back from the rescaled operator (exact)
+        # one kernel call: the cut at the rounding floor and both extreme Ritz values
+        kept, lo, hi = _k.cg_spectrum_extremes(alpha, rho, _ROUNDING_FLOOR * eps * eps)
+        if kept < k:
+            alpha = alpha[:kept]
+        rho = rho[:kept]
+        if scale != 1.0:
+            lo, hi = lo / scale, hi / scale  # back from the rescaled operator (exact)
         condition = hi / lo if lo > 0.0 else math.inf
     # filled without the frozen dataclass's __init__ (see _new_result): a few microseconds
     spectrum = object.__new__(CGSpectrum)
-    spectrum.__dict__.update(
-        eig_min=lo, eig_max=hi, condition=condition, lanczos_alphas=alpha, lanczos_rhos=rho,
-        scale=scale,
-    )
+    fields = spectrum.__dict__
+    fields["eig_min"] = lo
+    fields["eig_max"] = hi
+    fields["condition"] = condition
+    fields["lanczos_alphas"] = alpha
+    fields["lanczos_rhos"] = rho
+    fields["scale"] = scale
     return spectrum
 
 
@@ -529,8 +532,7 @@ def _solve(
 
     def finish(status: Status, nit: int, after_matvec: bool = False, **extra: Any) -> CGResult:
         nonlocal x
-        res_scaled = math.sqrt(history[-1])
-        res = res_scaled / c_b
+        res = math.sqrt(history[-1]) / c_b
         fmt: dict[str, Any] = dict(
             res=res, tol=tol / c_b, nit=nit, curv=extra.get("curvature") or 0.0,
             A=name_A, b=name_b, M=name_M, dtype=info.name, big=info.big,
@@ -547,25 +549,29 @@ def _solve(
                         dtype)
                 else:
                     x = np.clip(x, -big, big)
-                fmt["res"] = res
-        rho_list = history if psolve is None else rhos
+        squares = np.array(history)  # once, for the residual history and the spectrum
+        residual_history = np.sqrt(squares)
+        if c_b != 1.0:
+            residual_history /= c_b
+        lanczos_rhos = squares if psolve is None else rhos
         result = _new_result(
             x=x,
             nit=nit,
             n_matvec=n_matvec + nit + after_matvec,
             residual_norm=float(res),
-            residual_history=np.sqrt(history) / c_b if c_b != 1.0 else np.sqrt(history),
+            residual_history=residual_history,
             success=status is Status.CONVERGED,
             status=status,
-            message=render(status, _WHAT_HAPPENED[status].format(**fmt)),
+            message=render(status, _WHAT_HAPPENED[status].format_map(fmt)),
             lanczos_alphas=alphas,
-            lanczos_rhos=rho_list,
+            lanczos_rhos=lanczos_rhos,
             lanczos_scale=c_A * c_M,
             lanczos_eps=eps,
             **extra,
         )
         if spectrum:
-            result.spectrum  # noqa: B018 - computed now, as asked
+            # computed now, as asked (stored where the cached property keeps it)
+            result.__dict__["spectrum"] = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
         return result
 
     if b_is_zero or math.sqrt(rr) <= tol:
