@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -170,6 +170,32 @@ class CGResult:
         """Eigenvalues of the Lanczos matrix, ascending (``spectrum.ritz_values``)."""
         return self.spectrum.ritz_values
 
+    if not TYPE_CHECKING:  # (so that mypy still flags unknown attributes)
+
+        def __getattr__(self, name: str) -> Any:
+            # cg leaves ``message`` out of __dict__ and keeps the facts it measured: the
+            # message is written on first access (formatting the numbers costs a few
+            # microseconds, a tenth of a short solve, and most callers read only `status`)
+            if name == "message":
+                facts = self.__dict__.get("_message_facts")
+                if facts is not None:
+                    message = _render_message(*facts)
+                    self.__dict__["message"] = message
+                    return message
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def _render_message(
+    status: Status, res: float, tol: float, nit: int, curvature: float | None, curv_c: str,
+    where: str | None, name_A: str, name_b: str, name_M: str, info: _DtypeInfo,
+) -> str:
+    """The message of a :class:`CGResult` from the facts :func:`cg` measured."""
+    fmt = dict(
+        res=res, tol=tol, nit=nit, curv=curvature or 0.0, A=name_A, b=name_b, M=name_M,
+        dtype=info.name, big=info.big, curv_c=curv_c, where=where or "matvec " + name_A,
+    )
+    return render(status, _WHAT_HAPPENED[status].format_map(fmt))
+
 
 _RESULT_DEFAULTS = {"direction": None, "curvature": None}
 
@@ -270,6 +296,10 @@ class _DtypeInfo:
         self.big = float(finfo.max)
         self.window = _SAFE_EXP[self.real_dtype]
         self.limit = int(finfo.maxexp) - 8  # largest power of two used as a scale factor
+        # binary exponents of an operator output that leave room for the iteration (3 x the
+        # mantissa's bits from either end of the range)
+        self.q_lo = int(finfo.minexp) + 3 * int(finfo.nmant)
+        self.q_hi = int(finfo.maxexp) - 3 * int(finfo.nmant)
         self.lo_sq = math.ldexp(1.0, -2 * self.window)
         self.hi_sq = math.ldexp(1.0, 2 * self.window)
         self.lo_rq = math.ldexp(1.0, -self.window)
@@ -440,12 +470,29 @@ def _solve(
     b_arg, rtol_arg, atol_arg, maxiter_arg = b, rtol, atol, maxiter
     name_A, name_b, name_M = names["A"], names["b"], names["M"]
     complex_ok = allow_complex
-    b = v.float_vector(name_b, b, allow_complex=complex_ok)
+    # Fast paths for arguments that are already what the checks would return (a call of a
+    # short solve costs about as much as ten iterations, and these checks were a fifth of
+    # it); anything else goes through the full validation and its error messages.
+    b_info = _DTYPES.get(b.dtype) if type(b) is np.ndarray else None
+    if (
+        b_info is not None and not b_info.is_complex and b.ndim == 1 and b.shape[0]
+        and b_info.lo_sq < _k.dot(b, b) < b_info.hi_sq  # finite (and b^T b in range)
+    ):
+        bb_probed = True
+    else:
+        b = v.float_vector(name_b, b, allow_complex=complex_ok)
+        bb_probed = False
     n = b.shape[0]
-    rtol = v.nonnegative(names["rtol"], rtol, allow_inf=True)
-    atol = v.nonnegative(names["atol"], atol, allow_inf=True)
-    damping = v.nonnegative(names["damping"], damping)
-    maxiter = 10 * n if maxiter is None else v.count(names["maxiter"], maxiter)
+    if type(rtol) is not float or not rtol >= 0.0:
+        rtol = v.nonnegative(names["rtol"], rtol, allow_inf=True)
+    if type(atol) is not float or not atol >= 0.0:
+        atol = v.nonnegative(names["atol"], atol, allow_inf=True)
+    if type(damping) is not float or not 0.0 <= damping < math.inf:
+        damping = v.nonnegative(names["damping"], damping)
+    if maxiter is None:
+        maxiter = 10 * n
+    elif type(maxiter) is not int or maxiter < 0:
+        maxiter = v.count(names["maxiter"], maxiter)
     matvec = v.as_matvec(name_A, A, n, allow_complex=complex_ok, vector=name_b)
     psolve = None if M is None else v.as_matvec(name_M, M, n, allow_complex=complex_ok,
                                                 vector=name_b)
@@ -471,7 +518,7 @@ def _solve(
         raise ValueError(
             f"{names['x0']} must have shape {b.shape} like {name_b}, got {x0_arr.shape}"
         )
-    if not is_complex and lo_sq < _k.dot(b, b) < hi_sq:  # the common case, inline
+    if not is_complex and (bb_probed or lo_sq < _k.dot(b, b) < hi_sq):  # the common case
         bb = float(_dot(b, b))
     else:
         bb = _sqnorm_quiet(b, rdot, is_complex, lo_sq, hi_sq)
@@ -533,11 +580,7 @@ def _solve(
     def finish(status: Status, nit: int, after_matvec: bool = False, **extra: Any) -> CGResult:
         nonlocal x
         res = math.sqrt(history[-1]) / c_b
-        fmt: dict[str, Any] = dict(
-            res=res, tol=tol / c_b, nit=nit, curv=extra.get("curvature") or 0.0,
-            A=name_A, b=name_b, M=name_M, dtype=info.name, big=info.big,
-            curv_c=extra.pop("curv_c", ""), where=extra.pop("where", None) or "matvec " + name_A,
-        )
+        curv_c, where = extra.pop("curv_c", ""), extra.pop("where", None)
         if c_b != 1.0 or c_A != 1.0:
             x = unscaled(x)
             if not np.all(np.isfinite(x)):
@@ -562,7 +605,10 @@ def _solve(
             residual_history=residual_history,
             success=status is Status.CONVERGED,
             status=status,
-            message=render(status, _WHAT_HAPPENED[status].format_map(fmt)),
+            _message_facts=(
+                status, res, tol / c_b, nit, extra.get("curvature"), curv_c, where, name_A,
+                name_b, name_M, info,
+            ),
             lanczos_alphas=alphas,
             lanczos_rhos=lanczos_rhos,
             lanczos_scale=c_A * c_M,
@@ -636,7 +682,7 @@ def _solve(
             pq_raw = dot(p, q)
         else:
             p[:] = z
-            pp = sqnorm(p, p)
+            pp = rr if psolve is None else sqnorm(p, p)  # ||p||^2 = ||r||^2, known already
             if explicit:
                 # our own product with the caller's matrix: its overflow is handled below
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):
@@ -661,6 +707,21 @@ def _solve(
                     # an operator far from unit scale (or a p^T q that overflows): rescale
                     # it by a power of two, once, so no later curvature under/overflows
                     e_q, e_p = _exponent(q), _exponent(p)
+                    if (
+                        c_b == 1.0 and not normalize and np.all(np.isfinite(q))
+                        and (e_q is None or not info.q_lo < e_q < info.q_hi)
+                    ):
+                        # Its product with a vector of b's scale is near the end of the
+                        # range, where later products (of smaller residuals) lose digits to
+                        # underflow or overflow: solve again with b brought to unit scale
+                        # (a power of two: the same iterates, scaled exactly), at the cost
+                        # of this one matvec.
+                        return _solve(
+                            A, b_arg, x0=x0, rtol=rtol_arg, atol=atol_arg,
+                            maxiter=maxiter_arg, M=M, damping=damping, callback=callback,
+                            spectrum=spectrum, names=names, allow_complex=allow_complex,
+                            normalize=True, matvecs_before=n_matvec + 1,
+                        )
                     if e_q is not None and e_p is not None and np.all(np.isfinite(q)):
                         c_A = _pow2(e_p - e_q, limit)
                         if x.any():  # a warm start: iterate on the correction from here
