@@ -296,10 +296,10 @@ class _DtypeInfo:
         self.big = float(finfo.max)
         self.window = _SAFE_EXP[self.real_dtype]
         self.limit = int(finfo.maxexp) - 8  # largest power of two used as a scale factor
-        # binary exponents of an operator output that leave room for the iteration (3 x the
-        # mantissa's bits from either end of the range)
-        self.q_lo = int(finfo.minexp) + 3 * int(finfo.nmant)
-        self.q_hi = int(finfo.maxexp) - 3 * int(finfo.nmant)
+        # binary exponents of an operator output that leave room for the iteration (twice
+        # the mantissa's bits from either end of the range)
+        self.q_lo = int(finfo.minexp) + 2 * int(finfo.nmant)
+        self.q_hi = int(finfo.maxexp) - 2 * int(finfo.nmant)
         self.lo_sq = math.ldexp(1.0, -2 * self.window)
         self.hi_sq = math.ldexp(1.0, 2 * self.window)
         self.lo_rq = math.ldexp(1.0, -self.window)
@@ -642,7 +642,7 @@ def _solve(
     explicit = isinstance(A, np.ndarray) or type(A).__module__.startswith("scipy.")
     inf = math.inf  # a local: the loop tests against it every iteration
     ndarray = np.ndarray
-    plain = psolve is None and not is_complex
+    plain = psolve is None
     for k in range(maxiter):
         if psolve is None:
             z, rho = r, rr
@@ -773,10 +773,48 @@ def _solve(
     else:
         return finish(Status.MAX_ITER, maxiter)
 
-    # The plain loop: a real problem without a preconditioner, which is what a cheap operator
-    # runs most. The same arithmetic as above with what cannot happen after the first
-    # iteration taken out (rescaling, the complex and preconditioner branches), so that
-    # nothing but the operator and four calls remain per iteration.
+    # The plain loops, without a preconditioner, which is what a cheap operator runs most:
+    # the same arithmetic as above with what cannot happen after the first iteration taken
+    # out (rescaling, the preconditioner branches), one loop for complex and one for real
+    # systems, so that nothing but the operator and four calls remain per iteration.
+    if is_complex:
+        vdot, update_iterate_sqnorm = _vdot, _k.update_iterate_sqnorm
+        for k in range(1, maxiter):
+            beta = rr / rho_prev
+            update_direction(p, r, beta)
+            pp = rr + beta * beta * pp
+            q = matvec(p)
+            if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+                q = _checked(q, name_A, n, dtype, shape)
+            if damping:
+                add_scaled(q_damped, q, p, damping_typed)
+                q = q_damped
+            pq_raw = vdot(p, q)
+            if abs(pq_raw.imag) > sqrt_eps * abs(pq_raw.real) and np.all(np.isfinite(q)):
+                # not Hermitian (see above)
+                if abs(pq_raw.imag) > sqrt_eps * math.sqrt(pp) * float(np.linalg.norm(q)):
+                    return finish(
+                        Status.NON_REAL_CURVATURE, k, True, curv_c=f"{complex(pq_raw):.3e}"
+                    )
+            pq = float(pq_raw.real)
+            if not (null_threshold * pp < pq < inf):  # also false for NaN
+                if pq != pq or pq == inf:
+                    return finish(Status.NON_FINITE, k, True)
+                return finish(
+                    Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(), curvature=pq / c_A
+                )
+            if pq * eps > null_threshold * pp:
+                null_threshold = eps * pq / pp
+            alpha = rr / pq
+            append_alpha(alpha)
+            rho_prev = rr
+            rr = update_iterate_sqnorm(x, r, p, q, alpha)
+            append_rr(rr)
+            if callback is not None:
+                callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
+            if rr <= tol_sq:
+                return finish(Status.CONVERGED, k + 1)
+        return finish(Status.MAX_ITER, maxiter)
     p_dot, r_dot = p.dot, r.dot  # bound once: p and r are updated in place from here on
     for k in range(1, maxiter):
         beta = rr / rho_prev
