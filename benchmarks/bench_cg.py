@@ -7,13 +7,19 @@ per-iteration *overhead* of each solver (everything but the matvec) can be compa
 what a CG implementation controls. ``tr.cg(..., spectrum=True)`` (Ritz values computed at
 once) is timed in the same interleaved rounds, as the cost of the spectrum when on.
 
-Run:  .venv/bin/python benchmarks/bench_cg.py [--repeats 300] [--json out.json]
+Times are the CPU time of the benchmark's thread by default (``--clock cpu``): on a shared,
+loaded machine wall-clock samples also count the time spent waiting for a core, which no
+contender controls; ``--clock wall`` uses ``time.perf_counter``. Either way the contenders are
+timed in turn within every repeat, so that they share the background load.
+
+Run:  .venv/bin/python benchmarks/bench_cg.py [--repeats 300] [--clock cpu] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -25,22 +31,26 @@ import scipy.sparse.linalg as sla
 
 import trustregion as tr
 
+CLOCKS: dict[str, Callable[[], int]] = {"cpu": time.thread_time_ns, "wall": time.perf_counter_ns}
 
-def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median time of each function, timed in turn within every repeat.
+
+def interleaved_medians(
+    fns: list[Callable[[], object]], repeats: int, clock: Callable[[], int] = time.thread_time_ns
+) -> list[float]:
+    """Median time (seconds) of each function, timed in turn within every repeat.
 
     Interleaving exposes all contenders to the same background load, so their ratio stays
     meaningful on a shared machine even when absolute times drift.
     """
     for fn in fns:
         fn()  # warm-up (and Numba compilation)
-    samples: list[list[float]] = [[] for _ in fns]
+    samples: list[list[int]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, out in zip(fns, samples, strict=True):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            out.append(time.perf_counter() - t0)
-    return [statistics.median(out) for out in samples]
+            out.append(clock() - t0)
+    return [statistics.median(out) * 1e-9 for out in samples]
 
 
 def call_repeatedly(matvec: Callable[[np.ndarray], np.ndarray], b: np.ndarray, k: int) -> None:
@@ -62,7 +72,10 @@ def make_matvec(
     return lambda v: diag * v
 
 
-def measure_case(kind: str, n: int, iters: int, repeats: int, dtype: type) -> dict:
+def measure_case(
+    kind: str, n: int, iters: int, repeats: int, dtype: type,
+    clock: Callable[[], int] = time.thread_time_ns,
+) -> dict:
     rng = np.random.default_rng(0)
     matvec = make_matvec(kind, n, rng, dtype)
     b = rng.standard_normal(n)
@@ -77,6 +90,7 @@ def measure_case(kind: str, n: int, iters: int, repeats: int, dtype: type) -> di
             lambda: sla.cg(op, b, rtol=0.0, maxiter=iters),
         ],
         repeats,
+        clock,
     )
     ours_res = tr.cg(matvec, b, rtol=0.0, maxiter=iters)
     assert ours_res.nit == iters, ours_res.message
@@ -99,7 +113,10 @@ def measure_case(kind: str, n: int, iters: int, repeats: int, dtype: type) -> di
     )
 
 
-def run(sizes: list[int], iters: int, repeats: int, dtypes: list[str]) -> list[dict]:
+def run(
+    sizes: list[int], iters: int, repeats: int, dtypes: list[str],
+    clock: Callable[[], int] = time.thread_time_ns,
+) -> list[dict]:
     rows = []
     for dtype in dtypes:
         for kind in ("diagonal", "dense"):
@@ -107,7 +124,7 @@ def run(sizes: list[int], iters: int, repeats: int, dtypes: list[str]) -> list[d
                 if kind == "dense" and n > 2000:
                     continue  # a 10000^2 dense matvec is all BLAS: nothing left to compare
                 reps = max(20, repeats // (1 + n // 1000))
-                rows.append(measure_case(kind, n, iters, reps, np.dtype(dtype).type))
+                rows.append(measure_case(kind, n, iters, reps, np.dtype(dtype).type, clock))
     return rows
 
 
@@ -117,11 +134,16 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--dtypes", nargs="+", default=["float64", "complex128"])
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="thread CPU time (default) or wall-clock time")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
-    rows = run(args.sizes, args.iters, args.repeats, args.dtypes)
+    load_before = os.getloadavg()
+    rows = run(args.sizes, args.iters, args.repeats, args.dtypes, CLOCKS[args.clock])
+    load_after = os.getloadavg()
     print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
-          f"numpy {np.__version__}, scipy {scipy.__version__}")
+          f"numpy {np.__version__}, scipy {scipy.__version__}; clock {args.clock}; "
+          f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     header = (f"{'dtype':>10} {'matvec':>8} {'n':>6} {'ours us':>9} {'scipy us':>9} "
               f"{'matvec us':>9} {'speedup':>8} {'ovh ours/it':>11} {'ovh scipy/it':>12} "
               f"{'ovh ratio':>9} {'spectrum':>9}")

@@ -291,16 +291,31 @@ def test_spectrum_kernel_cuts_at_the_rounding_floor_like_the_definition():
     assert cg_spectrum_extremes(alphas[:2], np.array([1.0, 0.0]), 1e-28)[:2] == (1, 2.0)
 
 
-@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-def test_fused_update_returns_the_new_residual_norm(dtype):
-    from trustregion.kernels.linalg import update_iterate, update_iterate_sqnorm
+@pytest.mark.parametrize(("dtype", "fused"), [(np.complex64, "update_iterate_sqnorm"),
+                                              (np.complex128, "update_iterate_sqnorm"),
+                                              (np.complex128, "update_iterate_sqnorm_z")])
+@pytest.mark.parametrize("n", [1, 7, 50])
+def test_fused_update_returns_the_new_residual_norm(dtype, fused, n):
+    from trustregion.kernels import linalg
 
     rng = np.random.default_rng(13)
-    x, r, p, q = ((rng.standard_normal(50) + 1j * rng.standard_normal(50)).astype(dtype)
+    x, r, p, q = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(dtype)
                   for _ in range(4))
     x2, r2 = x.copy(), r.copy()
-    rr = update_iterate_sqnorm(x, r, p, q, 0.3)
-    update_iterate(x2, r2, p, q, 0.3)
+    rr = getattr(linalg, fused)(x, r, p, q, 0.3)
+    linalg.update_iterate(x2, r2, p, q, 0.3)
     np.testing.assert_array_equal(x, x2)
     np.testing.assert_array_equal(r, r2)
     assert rr == pytest.approx(float(np.vdot(r2.astype(np.complex128), r2).real), rel=1e-13)
+
+
+@pytest.mark.parametrize("n", [1, 7, 50])
+def test_complex_direction_update_on_real_and_imaginary_parts(n):
+    from trustregion.kernels.linalg import update_direction, update_direction_z
+
+    rng = np.random.default_rng(14)
+    p, z = (rng.standard_normal(n) + 1j * rng.standard_normal(n) for _ in range(2))
+    p2 = p.copy()
+    update_direction_z(p, z, 0.7)
+    update_direction(p2, z, 0.7)
+    np.testing.assert_array_equal(p, p2)

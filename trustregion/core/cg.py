@@ -91,6 +91,7 @@ class CGSpectrum:
     eig_min: float | None
     eig_max: float | None
     condition: float | None
+    # the alpha_j kept (those above the rounding floor) and at least as many rho_j
     lanczos_alphas: np.ndarray = field(repr=False)
     lanczos_rhos: np.ndarray = field(repr=False)
     scale: float = field(default=1.0, repr=False)
@@ -260,8 +261,7 @@ def _spectrum(alphas: Any, rhos: Any, scale: float, eps: float) -> CGSpectrum:
         # one kernel call: the cut at the rounding floor and both extreme Ritz values
         kept, lo, hi = _k.cg_spectrum_extremes(alpha, rho, _ROUNDING_FLOOR * eps * eps)
         if kept < k:
-            alpha = alpha[:kept]
-        rho = rho[:kept]
+            alpha, rho = alpha[:kept], rho[:kept]
         if scale != 1.0:
             lo, hi = lo / scale, hi / scale  # back from the rescaled operator (exact)
         condition = hi / lo if lo > 0.0 else math.inf
@@ -778,13 +778,22 @@ def _solve(
     # out (rescaling, the preconditioner branches), one loop for complex and one for real
     # systems, so that nothing but the operator and four calls remain per iteration.
     if is_complex:
-        vdot, update_iterate_sqnorm = _vdot, _k.update_iterate_sqnorm
+        vdot = _vdot
+        if dtype == np.complex128:  # kernels on the real and imaginary parts
+            update_direction = _k.update_direction_z
+            update_iterate_sqnorm = _k.update_iterate_sqnorm_z
+        else:
+            update_iterate_sqnorm = _k.update_iterate_sqnorm
+        strides = p.strides  # the kernels read q as contiguous
         for k in range(1, maxiter):
             beta = rr / rho_prev
             update_direction(p, r, beta)
             pp = rr + beta * beta * pp
             q = matvec(p)
-            if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+            if (
+                type(q) is not ndarray or q.dtype is not dtype or q.shape != shape
+                or q.strides != strides
+            ):
                 q = _checked(q, name_A, n, dtype, shape)
             if damping:
                 add_scaled(q_damped, q, p, damping_typed)
