@@ -154,7 +154,7 @@ class CGResult:
     curvature: float | None = None
     # CG's coefficients, kept to build the Lanczos matrix on demand: the step lengths, the
     # values rho_j = r_j^T z_j, and the power of two the operator was scaled by.
-    lanczos_alphas: Sequence[float] = field(default=(), repr=False)
+    lanczos_alphas: Sequence[float] | np.ndarray = field(default=(), repr=False)
     lanczos_rhos: Sequence[float] | np.ndarray = field(default=(), repr=False)
     lanczos_scale: float = field(default=1.0, repr=False)
     lanczos_eps: float = field(default=float(np.finfo(np.float64).eps), repr=False)
@@ -249,9 +249,9 @@ _ROUNDING_FLOOR = 64.0**2
 
 
 def _spectrum(alphas: Any, rhos: Any, scale: float, eps: float) -> CGSpectrum:
-    alpha = np.array(alphas, dtype=np.float64)
-    # the squared residual norms are already an array (see finish); a preconditioned run's
-    # rho_j are a list
+    # cg's alpha_j and squared residual norms are already arrays (see finish); a
+    # preconditioned run's rho_j are a list
+    alpha = alphas if type(alphas) is np.ndarray else np.array(alphas, dtype=np.float64)
     rho = rhos if type(rhos) is np.ndarray else np.array(rhos, dtype=np.float64)
     k = alpha.shape[0]
     if k == 0:
@@ -561,8 +561,7 @@ def _solve(
     else:
         b_norm = math.sqrt(bb) if lo_sq < bb < hi_sq else _norm(b, rdot, lo_sq, hi_sq)
         tol = max(rtol * b_norm if rtol else 0.0, atol * c_b)
-    history = [rr]  # squared residual norms; square roots taken once at the end
-    alphas: list[float] = []
+    history = [rr]  # squared residual norms and step lengths in turn (see append_alpha)
     rhos: list[float] = []  # rho_j with a preconditioner (without one, rho_j = history[j])
     c_A = c_M = 1.0
 
@@ -592,8 +591,10 @@ def _solve(
                         dtype)
                 else:
                     x = np.clip(x, -big, big)
-        squares = np.array(history)  # once, for the residual history and the spectrum
+        record = np.array(history)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
+        squares = record[::2]
         residual_history = np.sqrt(squares)
+        alphas = record[1::2]
         if c_b != 1.0:
             residual_history /= c_b
         lanczos_rhos = squares if psolve is None else rhos
@@ -634,7 +635,10 @@ def _solve(
     # and the operator output is checked with a fast path before the full validation.
     update_direction, update_iterate = _k.update_direction, _k.update_iterate
     add_scaled = _k.add_scaled
-    append_alpha, append_rr = alphas.append, history.append
+    # one list for the squared residual norms and the step lengths, in turn (rr_0, alpha_0,
+    # rr_1, ...): a single conversion to an array at the end serves the residual history
+    # and the spectrum
+    append_alpha = append_rr = history.append
     q_damped = np.empty(n, dtype=dtype) if damping else p
     damping_typed = real(damping)  # so float32 arithmetic stays float32, as in NumPy
     sqnorm = _k.dot if not is_complex else (lambda u, _u=None: float(_vdot(u, u).real))
@@ -798,14 +802,12 @@ def _solve(
             if damping:
                 add_scaled(q_damped, q, p, damping_typed)
                 q = q_damped
-            pq_raw = vdot(p, q)
-            if abs(pq_raw.imag) > sqrt_eps * abs(pq_raw.real) and np.all(np.isfinite(q)):
+            pq_c = complex(vdot(p, q))  # a Python complex: its parts are plain floats
+            pq = pq_c.real
+            if abs(pq_c.imag) > sqrt_eps * abs(pq) and np.all(np.isfinite(q)):
                 # not Hermitian (see above)
-                if abs(pq_raw.imag) > sqrt_eps * math.sqrt(pp) * float(np.linalg.norm(q)):
-                    return finish(
-                        Status.NON_REAL_CURVATURE, k, True, curv_c=f"{complex(pq_raw):.3e}"
-                    )
-            pq = float(pq_raw.real)
+                if abs(pq_c.imag) > sqrt_eps * math.sqrt(pp) * float(np.linalg.norm(q)):
+                    return finish(Status.NON_REAL_CURVATURE, k, True, curv_c=f"{pq_c:.3e}")
             if not (null_threshold * pp < pq < inf):  # also false for NaN
                 if pq != pq or pq == inf:
                     return finish(Status.NON_FINITE, k, True)
