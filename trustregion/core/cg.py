@@ -131,7 +131,7 @@ class CGResult:
         ``NON_FINITE``, ``INDEFINITE_PRECONDITIONER``, ``NON_REAL_CURVATURE`` (complex,
         non-Hermitian operator) or ``OUT_OF_RANGE`` (the solution overflows the dtype).
     message : str
-        What happened and what to try.
+        What happened and what to try (written on first access).
     direction : ndarray or None
         With ``NEGATIVE_CURVATURE``: the search direction ``p`` with ``p^T A p <= 0``.
     curvature : float or None
