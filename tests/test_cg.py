@@ -279,6 +279,16 @@ def test_indefinite_preconditioner_is_reported():
         (dict(A=lambda v: np.ones(3)), ValueError, r"A returned shape \(3,\), expected \(2,\)"),
         (dict(x0=np.ones(3)), ValueError, "x0 must have shape"),
         (dict(M=np.eye(5)), ValueError, r"M must have shape \(2, 2\)"),
+        # values the fast paths for already-valid arguments must still send to the checks
+        (dict(b=np.array([np.inf, 1.0])), ValueError, r"b must be finite, got b\[0\] = inf"),
+        (dict(b=np.array([1.0, np.nan], dtype=np.float32)), ValueError, "b must be finite"),
+        (dict(b=np.array([])), ValueError, "b must not be empty"),
+        (dict(b=np.array([1e200, 1e200])), None, None),  # finite: b^T b overflows, still valid
+        (dict(rtol=float("nan")), ValueError, "rtol must be a number >= 0"),
+        (dict(atol=-0.0), None, None),
+        (dict(damping=float("inf")), ValueError, "damping must be finite and >= 0, got inf"),
+        (dict(maxiter=True), TypeError, "maxiter must be an integer, got True"),
+        (dict(maxiter=np.int64(3)), None, None),
     ],
 )
 def test_bad_input_raises_with_a_precise_message(kwargs, error, match):
@@ -286,5 +296,79 @@ def test_bad_input_raises_with_a_precise_message(kwargs, error, match):
     args.update(kwargs)
     A = args.pop("A")
     b = args.pop("b")
+    if error is None:
+        assert tr.cg(A, b, **args).success
+        return
     with pytest.raises(error, match=match):
         tr.cg(A, b, **args)
+
+
+def test_operator_far_below_unit_scale_with_b_far_from_it_converges():
+    """A 1e-255 operator times a 1e-60 right-hand side underflows (subnormal products lose
+    their digits): the solve is redone with b at unit scale instead of reporting zero
+    curvature. Found by hypothesis in tests/test_bad_input_scales.py."""
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    A = (Q * np.logspace(0, 2, 3)) @ Q.T
+    b = np.random.default_rng(1).standard_normal(3)
+    res = tr.cg(A * 1e-255, b * 1e-60, rtol=1e-10, maxiter=150)
+    assert res.status is Status.CONVERGED, res.message
+    x = np.linalg.solve(A, b)
+    assert np.linalg.norm(res.x * 1e-195 - x) <= 1e-8 * np.linalg.norm(x)
+    # the retry costs one matvec, and a power-of-two rescaling of b changes no iterate
+    plain = tr.cg(A, b, rtol=1e-10, maxiter=150)
+    assert res.n_matvec == plain.n_matvec + 1
+
+
+def test_unit_scale_retry_leaves_the_iterates_exact():
+    """The same problem with b scaled by a power of two: the same iterates, scaled exactly."""
+    A = spd_matrix(8, 50.0, np.random.default_rng(3))
+    b = np.random.default_rng(4).standard_normal(8)
+    ref = tr.cg(A, b, rtol=1e-12)
+    scaled = tr.cg(A * 2.0**-850, b * 2.0**-180, rtol=1e-12)
+    assert scaled.nit == ref.nit
+    np.testing.assert_array_equal(scaled.x, ref.x * 2.0**670)
+
+
+def test_message_is_written_on_first_access_and_is_the_same():
+    res = tr.cg(np.diag([1.0, 2.0, -1.0]), np.ones(3))
+    assert "message" not in res.__dict__
+    message = res.message
+    assert message.startswith("non-positive curvature p^T A p = ")
+    assert message.endswith(Status.NEGATIVE_CURVATURE.remedy)
+    assert res.__dict__["message"] is message and res.message is message
+    assert f"message={message!r}" in repr(tr.cg(np.diag([1.0, 2.0, -1.0]), np.ones(3)))
+    import pickle
+
+    assert pickle.loads(pickle.dumps(res)).message == message
+    with pytest.raises(AttributeError, match="has no attribute 'mesage'"):
+        res.mesage  # noqa: B018
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_first_and_later_iterations_agree(dtype):
+    """The plain loop (no preconditioner, after the first iteration) computes what the
+    general loop does: the identity preconditioner takes the general loop all the way."""
+    rng = np.random.default_rng(5)
+    A = spd_matrix(12, 100.0, rng).astype(dtype)
+    b = rng.standard_normal(12).astype(dtype)
+    if np.dtype(dtype).kind == "c":
+        A = (A + 1j * 0.0).astype(dtype)
+        b = (b + 1j * rng.standard_normal(12)).astype(dtype)
+    plain = tr.cg(lambda v: A @ v, b, rtol=1e-5, maxiter=40)
+    general = tr.cg(lambda v: A @ v, b, rtol=1e-5, maxiter=40, M=lambda v: v)
+    assert plain.status is general.status is Status.CONVERGED
+    tol = 1e-3 if np.finfo(dtype).bits == 32 else 1e-9  # single or double precision
+    np.testing.assert_allclose(plain.x, general.x, rtol=tol, atol=tol * np.abs(general.x).max())
+    if np.dtype(dtype).kind == "f":
+        assert plain.nit == general.nit
+        np.testing.assert_array_equal(plain.x, general.x)
+
+
+def test_non_hermitian_direction_found_after_the_first_iteration():
+    """p_0 = b sees a Hermitian operator, p_1 does not: the plain complex loop checks too."""
+    H = np.array([[2.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 4.0]], dtype=np.complex128)
+    K = np.diag([0.0, 1.0, 1.0]) * 1j  # K b = 0 for b = e_0
+    res = tr.cg(lambda v: (H + K) @ v, np.array([1.0, 0.0, 0.0], dtype=np.complex128))
+    assert res.status is Status.NON_REAL_CURVATURE and res.nit == 1
+    assert np.all(np.isfinite(res.x))

@@ -233,3 +233,89 @@ def test_ritz_kernels_match_lapack(k, seed, ghosts):
     np.testing.assert_allclose(cg_ritz_values(alphas, rhos), ref, rtol=0, atol=1e-13 * scale)
     lo, hi = cg_extreme_ritz_values(alphas, rhos)
     assert abs(lo - ref[0]) <= 1e-13 * scale and abs(hi - ref[-1]) <= 1e-13 * scale
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 8), runs=st.integers(2, 15), seed=st.integers(0, 2**32 - 1))
+def test_extreme_ritz_values_of_long_runs_with_many_ghosts_match_lapack(n, runs, seed):
+    """CG run many times past n repeats each Ritz value ("ghosts"): extremes that are tight
+    clusters, towards which plain Laguerre steps converge only linearly (the accelerated
+    steps must still land on the extreme root, to rounding)."""
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    from trustregion.core.cg import lanczos_tridiagonal
+    from trustregion.kernels.linalg import cg_extreme_ritz_values
+
+    rng = np.random.default_rng(seed)
+    d = rng.uniform(1.0, 10.0 ** rng.uniform(0.5, 4.0), n)
+    res = tr.cg(lambda v: d * v, rng.standard_normal(n), rtol=0.0, maxiter=runs * n)
+    alphas = np.array(res.lanczos_alphas)
+    rhos = np.array(res.lanczos_rhos[: alphas.shape[0]])
+    if alphas.shape[0] < 2:
+        return
+    ref = eigvalsh_tridiagonal(*lanczos_tridiagonal(alphas, rhos))
+    scale = np.abs(ref).max()
+    lo, hi = cg_extreme_ritz_values(alphas, rhos)
+    assert abs(lo - ref[0]) <= 1e-12 * scale and abs(hi - ref[-1]) <= 1e-12 * scale
+
+
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(2, 40), seed=st.integers(0, 2**32 - 1))
+def test_extreme_ritz_values_of_an_indefinite_tridiagonal(k, seed):
+    """The lower chain starts at 0, below CG's positive definite Lanczos matrix; coefficients
+    that do not come from CG (a negative step length) make T indefinite: the Sturm count
+    at 0 says so and the chain starts from the Gershgorin bound instead."""
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    from trustregion.core.cg import lanczos_tridiagonal
+    from trustregion.kernels.linalg import cg_extreme_ritz_values
+
+    rng = np.random.default_rng(seed)
+    alphas = 10.0 ** rng.uniform(-2, 2, k) * np.where(rng.random(k) < 0.3, -1.0, 1.0)
+    rhos = np.cumprod(10.0 ** rng.uniform(-2, 1, k))
+    ref = eigvalsh_tridiagonal(*lanczos_tridiagonal(alphas, rhos))
+    scale = np.abs(ref).max()
+    lo, hi = cg_extreme_ritz_values(alphas, rhos)
+    assert abs(lo - ref[0]) <= 1e-12 * scale and abs(hi - ref[-1]) <= 1e-12 * scale
+
+
+def test_spectrum_kernel_cuts_at_the_rounding_floor_like_the_definition():
+    from trustregion.kernels.linalg import cg_extreme_ritz_values, cg_spectrum_extremes
+
+    alphas = np.array([0.5, 0.4, 0.3, 0.2, 0.1])
+    rhos = np.array([1.0, 1e-3, 1e-6, 1e-29, 1e-31, 1e-33])  # rho_3 <= 1e-28 * rho_0
+    kept, lo, hi = cg_spectrum_extremes(alphas, rhos, 1e-28)
+    assert kept == 3
+    assert (lo, hi) == cg_extreme_ritz_values(alphas[:3], rhos[:3])
+    assert cg_spectrum_extremes(alphas, rhos * 1e-40, 0.0)[0] == 5  # nothing below 0
+    assert cg_spectrum_extremes(alphas[:2], np.array([1.0, 0.0]), 1e-28)[:2] == (1, 2.0)
+
+
+@pytest.mark.parametrize(("dtype", "fused"), [(np.complex64, "update_iterate_sqnorm"),
+                                              (np.complex128, "update_iterate_sqnorm"),
+                                              (np.complex128, "update_iterate_sqnorm_z")])
+@pytest.mark.parametrize("n", [1, 7, 50])
+def test_fused_update_returns_the_new_residual_norm(dtype, fused, n):
+    from trustregion.kernels import linalg
+
+    rng = np.random.default_rng(13)
+    x, r, p, q = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(dtype)
+                  for _ in range(4))
+    x2, r2 = x.copy(), r.copy()
+    rr = getattr(linalg, fused)(x, r, p, q, 0.3)
+    linalg.update_iterate(x2, r2, p, q, 0.3)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(r, r2)
+    assert rr == pytest.approx(float(np.vdot(r2.astype(np.complex128), r2).real), rel=1e-13)
+
+
+@pytest.mark.parametrize("n", [1, 7, 50])
+def test_complex_direction_update_on_real_and_imaginary_parts(n):
+    from trustregion.kernels.linalg import update_direction, update_direction_z
+
+    rng = np.random.default_rng(14)
+    p, z = (rng.standard_normal(n) + 1j * rng.standard_normal(n) for _ in range(2))
+    p2 = p.copy()
+    update_direction_z(p, z, 0.7)
+    update_direction(p2, z, 0.7)
+    np.testing.assert_array_equal(p, p2)

@@ -6,7 +6,12 @@ six to eight NumPy calls per iteration on temporaries (``alpha * p``, ``x += ...
 call each. The inner products that decide ``alpha`` and ``beta`` stay with NumPy's BLAS
 ``dot``, exactly as scipy computes them, so in float64 the iterates are scipy's bit for bit
 (CG amplifies rounding differences, so matching the reductions is what keeps the two
-sequences together). ``dot`` here, with four partial sums, serves the bookkeeping.
+sequences together). ``dot`` here, with four partial sums, serves the bookkeeping; complex
+systems, which scipy solves with complex step lengths and so never bit for bit, sum the new
+residual norm in the update's pass (:func:`update_iterate_sqnorm`).
+
+The rest is the spectrum of CG's Lanczos matrix: all its eigenvalues (:func:`cg_ritz_values`)
+and, cheaper, the extreme ones (:func:`cg_extreme_ritz_values`, :func:`cg_spectrum_extremes`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,59 @@ def update_iterate(
     for i in range(x.shape[0]):
         x[i] += alpha * p[i]
         r[i] -= alpha * q[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def update_iterate_sqnorm(
+    x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, alpha: float
+) -> float:
+    """:func:`update_iterate` for complex vectors, returning ``||r||^2`` of the new residual.
+
+    For complex systems, whose iterates are not scipy's bit for bit anyway (scipy divides
+    complex inner products), this saves the separate pass and call of ``vdot(r, r)``.
+    """
+    s = 0.0
+    for i in range(x.shape[0]):
+        x[i] += alpha * p[i]
+        r[i] -= alpha * q[i]
+        re = np.float64(r[i].real)
+        im = np.float64(r[i].imag)
+        s += re * re + im * im
+    return s
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def update_iterate_sqnorm_z(
+    x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, alpha: float
+) -> float:
+    """:func:`update_iterate_sqnorm` for C-contiguous complex128 vectors only.
+
+    Read as real and imaginary parts, which a real step length scales separately: the same
+    values as the complex products at half the multiplications. The sum of squares may be
+    reassociated (vectorized); the updates of ``x`` and ``r`` have nothing to reassociate and
+    are :func:`update_iterate`'s to the bit.
+    """
+    xf = x.view(np.float64)
+    rf = r.view(np.float64)
+    pf = p.view(np.float64)
+    qf = q.view(np.float64)
+    s = 0.0
+    for i in range(xf.shape[0]):
+        xf[i] += alpha * pf[i]
+        a = rf[i] - alpha * qf[i]
+        rf[i] = a
+        s += a * a
+    return s
+
+
+@numba.njit(cache=True, nogil=True)
+def update_direction_z(p: np.ndarray, z: np.ndarray, beta: float) -> None:
+    """:func:`update_direction` for C-contiguous complex128 vectors only (as real and
+    imaginary parts: the same values at half the multiplications)."""
+    pf = p.view(np.float64)
+    zf = z.view(np.float64)
+    for i in range(pf.shape[0]):
+        pf[i] = pf[i] * beta + zf[i]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -134,62 +192,195 @@ def _lanczos_entries(alphas: np.ndarray, rhos: np.ndarray) -> tuple[np.ndarray, 
     return d, e
 
 
-@numba.njit(cache=True, nogil=True)
-def _laguerre_extreme(d: np.ndarray, e: np.ndarray, x: float, norm: float) -> float:
-    """The eigenvalue of the tridiagonal (d, e) nearest to ``x`` outside its spectrum.
+_BIG = 2.0**600  # rescale the characteristic-polynomial recurrences beyond these
+_SMALL = 2.0**-600
 
-    Laguerre's method on the characteristic polynomial p(x) = prod of the LDL^T pivots of
-    T - x I, with G = p'/p and H = G^2 - p''/p from the pivots' recurrences (no overflow: only
-    ratios are formed). For a polynomial with real roots, started outside them, Laguerre's
-    iteration converges monotonically (cubically near the root) to the nearest root; it stops
-    when a step is at the rounding level of ``norm`` (an estimate of ``||T||``) or turns back
-    (rounding noise, since the exact iteration is monotone).
+
+@numba.njit(cache=True, nogil=True)
+def _inertia_sums(
+    d: np.ndarray, e: np.ndarray, x: float, y: float
+) -> tuple[float, float, int, bool, float, float, int, bool]:
+    """Laguerre's sums and the Sturm count of the tridiagonal (d, e) at two points at once.
+
+    For each point ``x``: ``G = p'/p`` and ``H = G^2 - p''/p`` of the characteristic
+    polynomial p(x) = det(T - x I); the number of eigenvalues below ``x`` (sign changes of
+    the leading principal minors, the negative pivots of T - x I = L D L^T); and whether
+    p(x) = 0 (``x`` an eigenvalue to rounding: G and H are not formed). The minors
+    ``P_{i+1} = (d_i - x) P_i - e_{i-1}^2 P_{i-1}`` and their first two derivatives are
+    three-term recurrences without a division (the pivots' recurrence has one per entry, a
+    long chain of latencies); they are rescaled by powers of two (exact) far from unit
+    scale. The two points' recurrences are independent: run side by side, the processor
+    overlaps them.
     """
     k = d.shape[0]
-    eps = 2.220446049250313e-16
-    direction = 0.0
-    for _ in range(60):
-        g = 0.0  # p'/p
-        h = 0.0  # -(p'/p)'
-        piv = d[0] - x
-        dp = -1.0  # derivative of the pivot
-        ddp = 0.0  # second derivative
-        hit = piv == 0.0
-        inv = 0.0
-        if not hit:
-            inv = 1.0 / piv  # one division per pivot: the rest are products
-            t = dp * inv
-            g += t
-            h += t * t - ddp * inv
-        for i in range(1, k):
-            if hit:
-                break
-            ratio = e[i - 1] * e[i - 1] * inv
-            new_dp = -1.0 + ratio * dp * inv
-            ddp = ratio * (ddp - 2.0 * dp * dp * inv) * inv
-            dp = new_dp
-            piv = d[i] - x - ratio
-            if piv == 0.0:
-                hit = True
-                break
-            inv = 1.0 / piv
-            t = dp * inv
-            g += t
-            h += t * t - ddp * inv
-        if hit:
-            return x  # x is an eigenvalue (to rounding)
-        disc = math.sqrt(max((k - 1) * (k * h - g * g), 0.0))
-        denom = g + disc if g >= 0.0 else g - disc
-        if denom == 0.0:
-            return x
-        step = k / denom
-        if direction * step < 0.0:
-            break  # turned back: x is the root to rounding
-        direction = step
-        x -= step
-        if abs(step) <= 4.0 * eps * norm:
+    # P_1 and P_0 = 1, with first and second derivatives (P_1' = -1)
+    px, qx, p1x, q1x, p2x, q2x = d[0] - x, 1.0, -1.0, 0.0, 0.0, 0.0
+    py, qy, p1y, q1y, p2y, q2y = d[0] - y, 1.0, -1.0, 0.0, 0.0, 0.0
+    # signs of the minors: sign changes count the negative pivots (a zero minor, x an
+    # eigenvalue of a leading block, puts x inside the spectrum by interlacing: then only
+    # "not outside" matters, not the exact count)
+    sx = px < 0.0
+    sy = py < 0.0
+    negx = 1 if sx else 0
+    negy = 1 if sy else 0
+    for i in range(1, k):
+        e2 = e[i - 1] * e[i - 1]
+        ax = d[i] - x
+        ay = d[i] - y
+        px, qx, p1x, q1x, p2x, q2x = (
+            ax * px - e2 * qx, px, ax * p1x - px - e2 * q1x, p1x,
+            ax * p2x - 2.0 * p1x - e2 * q2x, p2x,
+        )
+        py, qy, p1y, q1y, p2y, q2y = (
+            ay * py - e2 * qy, py, ay * p1y - py - e2 * q1y, p1y,
+            ay * p2y - 2.0 * p1y - e2 * q2y, p2y,
+        )
+        nx = px < 0.0
+        ny = py < 0.0
+        negx += nx != sx
+        negy += ny != sy
+        sx = nx
+        sy = ny
+        if not (_SMALL < abs(px) < _BIG):  # also 0: harmless (f = 1)
+            f = math.ldexp(1.0, -math.frexp(px)[1])
+            px, qx, p1x, q1x, p2x, q2x = px * f, qx * f, p1x * f, q1x * f, p2x * f, q2x * f
+        if not (_SMALL < abs(py) < _BIG):
+            f = math.ldexp(1.0, -math.frexp(py)[1])
+            py, qy, p1y, q1y, p2y, q2y = py * f, qy * f, p1y * f, q1y * f, p2y * f, q2y * f
+    hitx = px == 0.0
+    hity = py == 0.0
+    gx = hx = gy = hy = 0.0
+    if not hitx:
+        gx = p1x / px
+        hx = gx * gx - p2x / px
+    if not hity:
+        gy = p1y / py
+        hy = gy * gy - p2y / py
+    return gx, hx, negx, hitx, gy, hy, negy, hity
+
+
+@numba.njit(cache=True, nogil=True)
+def _laguerre_step(k: int, g: float, h: float, m: float) -> float:
+    """Laguerre's step for a root of multiplicity ``m`` (0 when undefined)."""
+    disc = math.sqrt(max((k / m - 1.0) * (k * h - g * g), 0.0))
+    denom = g + disc if g >= 0.0 else g - disc
+    return 0.0 if denom == 0.0 else k / denom
+
+
+@numba.njit(cache=True, nogil=True)
+def _multiplicity(q: float, k: int) -> float:
+    """The root multiplicity m for which Laguerre's step shrinks the distance by ``q``.
+
+    Near a cluster of m equal roots (far from the others) Laguerre's iteration converges
+    linearly, the distance shrinking by ``q = 1 - k / (m + sqrt((k-1) m (k-m)))`` per step;
+    this inverts that relation (the smaller root of ``m^2 - (2/t + k - 1) m + k/t^2``,
+    ``t = 1 - q``).
+    """
+    t = 1.0 - q
+    b = 2.0 / t + k - 1.0
+    return 0.5 * (b - math.sqrt(max(b * b - 4.0 * k / (t * t), 0.0)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _laguerre_extremes(
+    d: np.ndarray, e: np.ndarray, lower: float, upper: float, norm: float
+) -> tuple[float, float]:
+    """The smallest and the largest eigenvalue of the tridiagonal (d, e), from outside.
+
+    Laguerre's method on the characteristic polynomial, started at ``lower`` and ``upper``
+    (outside the spectrum). For a polynomial with real roots, started outside them,
+    Laguerre's iteration converges monotonically (cubically near a simple root) to the nearest
+    root; each chain stops when a step is at the rounding level of ``norm`` (an estimate of
+    ``||T||``) or turns back (rounding noise, since the exact iteration is monotone).
+
+    CG run past the dimension of the operator repeats Ritz values ("ghosts", Lanczos's loss
+    of orthogonality), so an extreme eigenvalue of T can be a tight cluster, towards which
+    Laguerre's iteration is only linear (17 steps where 5 do otherwise). When two steps
+    shrink at a steady rate, the multiplicity it implies (:func:`_multiplicity`) gives the
+    modified step, cubic for a multiple root. That step can overshoot the extreme root of a
+    cluster that is not exactly multiple; the Sturm count at the next point tells (a
+    negative pivot below the spectrum, a positive one above), and the chain then goes on with
+    plain steps from the last point outside.
+    """
+    k = d.shape[0]
+    tiny = 4.0 * 2.220446049250313e-16 * norm  # a step at the rounding level of ||T||
+    # per chain: the point; the last point known outside, with its sums; the last step; the
+    # last plain step and the ratio of the last two (0: none); the multiplicity used; done
+    # CG's Lanczos matrix is positive definite (its LDL^T pivots at 0 are CG's 1/alpha_j > 0),
+    # so 0 is below its spectrum and, unlike the Gershgorin bound, close to it. Rounding in
+    # forming T can break that: the Sturm count at 0 tells, and then the chain starts over
+    # from the Gershgorin bound.
+    start = max(lower, 0.0)
+    x0, s0, gs0, hs0, dir0, pl0, q0, m0, done0 = start, start, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, False
+    x1, s1, gs1, hs1, dir1, pl1, q1, m1, done1 = upper, upper, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, False
+    for i in range(60):
+        g0, h0, neg0, hit0, g1, h1, neg1, hit1 = _inertia_sums(d, e, x0, x1)
+        if i == 0 and neg0 != 0:
+            x0 = s0 = lower
+        elif not done0:
+            x0, s0, gs0, hs0, dir0, pl0, q0, m0, done0 = _laguerre_advance(
+                k, x0, g0, h0, hit0, neg0 == 0, s0, gs0, hs0, dir0, pl0, q0, m0, tiny
+            )
+        if not done1:
+            x1, s1, gs1, hs1, dir1, pl1, q1, m1, done1 = _laguerre_advance(
+                k, x1, g1, h1, hit1, neg1 == k, s1, gs1, hs1, dir1, pl1, q1, m1, tiny
+            )
+        if done0 and done1:
             break
-    return x
+    return x0, x1
+
+
+@numba.njit(cache=True, nogil=True)
+def _laguerre_advance(
+    k: int, x: float, g: float, h: float, hit: bool, outside: bool, safe: float,
+    g_safe: float, h_safe: float, direction: float, plain: float, q_prev: float, m: float,
+    tiny: float,
+) -> tuple[float, float, float, float, float, float, float, float, bool]:
+    """One step of a chain of :func:`_laguerre_extremes`, from the sums at ``x``."""
+    if m != 1.0 and not outside:
+        # the modified step overshot the extreme root: back, and plain steps from there
+        x, g, h = safe, g_safe, h_safe
+        m, plain, q_prev = 1.0, 0.0, 0.0
+    elif hit:
+        return x, safe, g_safe, h_safe, direction, plain, q_prev, m, True  # an eigenvalue
+    else:
+        safe, g_safe, h_safe = x, g, h
+    step = _laguerre_step(k, g, h, m)
+    if step == 0.0 or direction * step < 0.0:
+        # undefined, or turned back: x is the root to rounding
+        return x, safe, g_safe, h_safe, direction, plain, q_prev, m, True
+    done = abs(step) <= tiny
+    if m == 1.0:
+        if plain != 0.0:
+            q = step / plain  # how two consecutive plain steps shrink
+            if q > 0.15 and abs(q - q_prev) <= 0.05 * q:
+                # a steady linear rate: the signature of a multiple root
+                mult = _multiplicity(q, k)
+                if mult > 1.25:
+                    m = mult
+                    step = _laguerre_step(k, g, h, m)
+            elif q < 0.01 and abs(step) * q * q * q <= tiny:
+                # cubic convergence (the error shrinks as the cube of the step ratio): the
+                # next step would be below the rounding level, no need to take it
+                done = True
+            q_prev = q
+        plain = step if m == 1.0 else 0.0
+    x -= step
+    return x, safe, g_safe, h_safe, step, plain, q_prev, m, done
+
+
+@numba.njit(cache=True, nogil=True)
+def _gershgorin_extremes(d: np.ndarray, e: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest eigenvalue of the tridiagonal (d, e), k >= 2."""
+    k = d.shape[0]
+    lower = math.inf
+    upper = -math.inf
+    for i in range(k):
+        radius = abs(e[i]) + (abs(e[i - 1]) if i > 0 else 0.0)
+        lower = min(lower, d[i] - radius)
+        upper = max(upper, d[i] + radius)
+    norm = max(abs(lower), abs(upper))
+    return _laguerre_extremes(d, e, lower, upper, norm)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -201,14 +392,30 @@ def cg_extreme_ritz_values(alphas: np.ndarray, rhos: np.ndarray) -> tuple[float,
     values (:func:`cg_ritz_values`) cost O(k^2).
     """
     d, e = _lanczos_entries(alphas, rhos)
-    k = d.shape[0]
-    if k == 1:
+    if d.shape[0] == 1:
         return d[0], d[0]
-    lower = math.inf
-    upper = -math.inf
-    for i in range(k):
-        radius = abs(e[i]) + (abs(e[i - 1]) if i > 0 else 0.0)
-        lower = min(lower, d[i] - radius)
-        upper = max(upper, d[i] + radius)
-    norm = max(abs(lower), abs(upper))
-    return _laguerre_extreme(d, e, lower, norm), _laguerre_extreme(d, e, upper, norm)
+    return _gershgorin_extremes(d, e)
+
+
+@numba.njit(cache=True, nogil=True)
+def cg_spectrum_extremes(
+    alphas: np.ndarray, rhos: np.ndarray, floor: float
+) -> tuple[int, float, float]:
+    """:func:`cg_extreme_ritz_values` on the iterations above the rounding floor, in one call.
+
+    Iterations from the first with ``rhos[j] <= floor * rhos[0]`` on are left out (at least
+    one is kept); returns how many are kept and the extreme Ritz values of those.
+    """
+    k = alphas.shape[0]
+    floor = floor * rhos[0] if k else 0.0
+    for j in range(k):
+        if rhos[j] <= floor:
+            k = max(j, 1)
+            break
+    if k == 0:
+        return 0, math.nan, math.nan
+    d, e = _lanczos_entries(alphas[:k], rhos[:k])
+    if k == 1:
+        return 1, d[0], d[0]
+    lo, hi = _gershgorin_extremes(d, e)
+    return k, lo, hi
