@@ -546,10 +546,12 @@ _ENV_TWEAKS: dict[str, dict[str, Any]] = {
     # tuning seeds 0-2, -99.2 against -105.6 on the report seeds 100-104 (learning.md).
     "Acrobot": {"normalize_obs": True},
     # Plain Gaussian exploration; the critic needs many small Adam steps, else one seed in
-    # three stalls near -700. gSDE (every 4 steps, 2 envs x 1024 steps) with the trust-region
-    # critic won on the tuning seeds 0-2 (mean -196 against -245) but lost on the report
-    # seeds 100-104 (mean -340 against -252), so it is not the default:
-    # docs/benchmarks/learning.md, benchmarks/results/sweeps/pendulum_gsde.
+    # three stalls near -700. Three candidates won on the tuning seeds 0-2 and lost on the
+    # report seeds 100-104 (means there: -340, -281, -436 against -247): gSDE every 4 steps
+    # with 2 envs x 1024 steps and the trust-region critic; gSDE every 4 steps alone; gamma
+    # 0.95. The deterministic policy's failure is one start in ten held near the bottom by
+    # saturated torque (sin(theta) = 0.4): docs/benchmarks/learning.md,
+    # benchmarks/results/sweeps/pendulum_gsde and pendulum_r2.
     "Pendulum": {
         "n_envs": 4,
         "n_steps": 256,
