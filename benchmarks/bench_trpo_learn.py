@@ -9,8 +9,9 @@ with ``"status": "running"``, a last time with ``"finished"``). Tuning runs (``-
 The zoo's settings (one table, ``benchmarks/peers/zoo_hyperparams.py``, configures both
 sides) are translated by :meth:`rl_adapters.TRPOConfig.from_sb3`: SB3-contrib's KL of a
 Gaussian policy is a mean over action dimensions, so ``target_kl`` and ``cg_damping`` are
-multiplied by the action dimension. The zoo's Pendulum entry uses gSDE, which we do not
-implement; there our own Pendulum defaults apply and the JSON says so.
+multiplied by the action dimension. The zoo's Pendulum entry uses gSDE (``use_sde=True,
+sde_sample_freq=4``), which ``from_sb3`` maps onto our gSDE (``docs/gsde.md``); the JSON's
+notes say so. Our own defaults (``TRPOConfig.for_env``) are what ``compare.py`` runs.
 
 Run from the repository root::
 
@@ -42,18 +43,16 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def zoo_config(env_id: str) -> tuple[TRPOConfig, list[str]]:
-    """Our config equal to the zoo's TRPO settings for ``env_id``, and what could not map.
+    """Our config equal to the zoo's TRPO settings for ``env_id``, and notes on the mapping.
 
-    ``TRPOConfig.from_sb3`` does the translation. The zoo's Pendulum entry uses gSDE, which
-    ``from_sb3`` refuses: there our own defaults for the env apply, and the notes say so.
+    ``TRPOConfig.from_sb3`` does the translation, gSDE included (Pendulum-v1).
     """
     z = effective_config(env_id)
-    if z.get("use_sde"):
-        return TRPOConfig.for_env(env_id), [
-            "zoo uses gSDE (use_sde=True), not implemented here: plain Gaussian exploration "
-            "with our own defaults for this env (TRPOConfig.for_env)"]
     config = TRPOConfig.from_sb3(env_id, **from_sb3_kwargs(env_id))
     notes = []
+    if z.get("use_sde"):
+        notes.append(f"zoo uses gSDE (use_sde=True, sde_sample_freq={z['sde_sample_freq']}): "
+                     "our gSDE policy (rl_adapters.sde, SB3's conventions)")
     if config.max_kl != z["target_kl"]:
         scale = round(config.max_kl / z["target_kl"])
         notes.append(
