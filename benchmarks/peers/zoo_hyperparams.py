@@ -5,9 +5,10 @@ peer and our agent are configured from one place: the peer passes :func:`trpo_kw
 ``sb3_contrib.TRPO``, our side passes the same entry to ``rl_adapters.TRPOConfig.from_sb3``.
 
 Source: ``DLR-RM/rl-baselines3-zoo``, file ``hyperparams/trpo.yml`` (read at commit
-13a3fe74510342bc368b09d459d8117e470ab620). The zoo lists ``HalfCheetah-v4`` and ``Hopper-v4``
-(MuJoCo block, which inherits the ``HalfCheetahBulletEnv-v0`` block through YAML anchors); we
-use those values, with the anchors resolved, on the ``-v5`` environments.
+13a3fe74510342bc368b09d459d8117e470ab620). The zoo lists ``HalfCheetah-v4``, ``Hopper-v4``,
+``Walker2d-v4`` and ``Swimmer-v4`` (MuJoCo block, which inherits the ``HalfCheetahBulletEnv-v0``
+block through YAML anchors); we use those values, with the anchors resolved, on the ``-v5``
+environments.
 
 Each entry of :data:`ZOO_TRPO` holds exactly the zoo's keys:
 
@@ -103,6 +104,10 @@ ZOO_TRPO: dict[str, dict[str, Any]] = {
     "HalfCheetah-v5": {**_MUJOCO_DEFAULTS, "target_kl": 0.04},
     # zoo key: Hopper-v4 (MuJoCo defaults)
     "Hopper-v5": dict(_MUJOCO_DEFAULTS),
+    # zoo key: Walker2d-v4 (MuJoCo defaults)
+    "Walker2d-v5": dict(_MUJOCO_DEFAULTS),
+    # zoo key: Swimmer-v4 (MuJoCo defaults + gamma 0.9999)
+    "Swimmer-v5": {**_MUJOCO_DEFAULTS, "gamma": 0.9999},
 }
 
 # The zoo keys that are not arguments of ``TRPO(...)``.
