@@ -638,8 +638,9 @@ class Collector:
         E = self.n_envs
         obs_dim = self.raw_obs.shape[1]
         policy = self.policy
-        (obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf,
-         final_buf) = _rollout_buffers(policy, n_steps, E, obs_dim)
+        obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf = _rollout_buffers(
+            policy, n_steps, E, obs_dim)
+        final_buf = np.zeros((n_steps, E, obs_dim))  # last observations of truncated episodes
         ep_returns: list[float] = []
         ep_lengths: list[int] = []
         env_time = 0.0
@@ -651,12 +652,11 @@ class Collector:
         sde = self.sde_noise
         if sde is None:
             # The rollout's sampling noise, one draw per environment from its own stream.
-            noise = (groups[0].draw_noise(policy, n_steps) if len(groups) == 1 else
-                     np.concatenate([g.draw_noise(policy, n_steps) for g in groups], axis=1))
+            noise = self._draw_noise(n_steps)
         else:
             # gSDE: exploration matrices drawn from each environment's stream, in env order,
             # at the rollout's start and every sde_sample_freq steps.
-            env_rngs = [rng for g in groups for rng in g.rngs]
+            env_rngs = self._env_rngs()
             sde.begin_rollout()
         rms = self.obs_rms
         clip_obs = float(self.clip_obs)
@@ -749,22 +749,31 @@ class Collector:
         return FrozenObsNorm(rms.mean.copy(), rms.var.copy(), float(rms.epsilon),
                              float(self.clip_obs))
 
-    def _collect_per_rollout(self, theta: NDArray, n_steps: int) -> RolloutBatch:
+    def _draw_noise(self, n_steps: int) -> NDArray:
+        """The rollout's sampling noise, ``(n_steps, n_envs, ...)``: each environment's from
+        its own stream, in env order."""
         groups = self.groups
+        if len(groups) == 1:
+            return groups[0].draw_noise(self.policy, n_steps)
+        return np.concatenate([g.draw_noise(self.policy, n_steps) for g in groups], axis=1)
+
+    def _env_rngs(self) -> list[np.random.Generator]:
+        """Every environment's generator, in env order (gSDE draws its matrices from them)."""
+        return [rng for g in self.groups for rng in g.rngs]
+
+    def _collect_per_rollout(self, theta: NDArray, n_steps: int) -> RolloutBatch:
         frozen = self.frozen_norm()
         assert self.raw_obs is not None
         if self.sde_noise is None:
-            noise = (groups[0].draw_noise(self.policy, n_steps) if len(groups) == 1 else
-                     np.concatenate([g.draw_noise(self.policy, n_steps) for g in groups],
-                                    axis=1))
-            segment = collect_segment(self._step, noise, self.policy, theta, frozen,
+            segment = collect_segment(self._step, self._draw_noise(n_steps), self.policy,
+                                      theta, frozen,
                                       self.raw_obs, n_steps, env_name=self._env_name(0))
         else:
             self.sde_noise.begin_rollout()
             segment = collect_segment(self._step, None, self.policy, theta, frozen,
                                       self.raw_obs, n_steps, env_name=self._env_name(0),
                                       sde=self.sde_noise,
-                                      rngs=[rng for g in groups for rng in g.rngs])
+                                      rngs=self._env_rngs())
         return self.finish_rollout(segment, frozen)
 
     def finish_rollout(self, segment: Segment, frozen: FrozenObsNorm | None) -> RolloutBatch:
@@ -909,8 +918,8 @@ def act_rowwise(policy, theta: NDArray, obs: NDArray, noise: NDArray,
 
 
 def _rollout_buffers(policy, n_steps: int, E: int, obs_dim: int) -> tuple[NDArray, ...]:
-    """One rollout's time-major buffers: observations, actions, log-probs, rewards, the two
-    episode-end flags and the final observations of truncated episodes.
+    """One rollout's time-major buffers: observations, actions, log-probs, rewards and the
+    two episode-end flags.
 
     ``actions[t]`` is a contiguous ``(E, act_dim)`` block: the policy writes it in place.
     """
@@ -918,8 +927,7 @@ def _rollout_buffers(policy, n_steps: int, E: int, obs_dim: int) -> tuple[NDArra
     act_dtype = np.float64 if hasattr(policy, "act_dim") else np.int64
     return (np.empty((n_steps, E, obs_dim)), np.empty((n_steps, E, act_dim), dtype=act_dtype),
             np.empty((n_steps, E)), np.empty((n_steps, E)),
-            np.zeros((n_steps, E), dtype=bool), np.zeros((n_steps, E), dtype=bool),
-            np.zeros((n_steps, E, obs_dim)))
+            np.zeros((n_steps, E), dtype=bool), np.zeros((n_steps, E), dtype=bool))
 
 
 _ENV_INDEX = re.compile(r"env index (\d+)")
@@ -955,7 +963,7 @@ def collect_segment(step, noise: NDArray | None, policy, theta: NDArray,
     raw = np.array(raw_obs, dtype=np.float64)
     E, obs_dim = raw.shape
     obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf = _rollout_buffers(
-        policy, n_steps, E, obs_dim)[:6]
+        policy, n_steps, E, obs_dim)
     final_steps: list[int] = []
     final_envs: list[int] = []
     final_rows: list[NDArray] = []
