@@ -31,6 +31,14 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_value_fit.py learn Pendulum-v1 --seeds 0 1 2 \\
         --fitters adam tr:eps=0.1,iters=3
     .venv/bin/python benchmarks/bench_value_fit.py summary
+    .venv/bin/python benchmarks/bench_value_fit.py micro --baseline /path/to/old/checkout
+
+``micro``
+    CPU time of one compiled minibatch-Adam fit (``rl_adapters._kernels.adam_fit``, what
+    ``ValueFunction.fit`` runs) on synthetic data of the MuJoCo (2048 x 17, 20 epochs) and
+    Pendulum (1024 x 3, 60 epochs) default shapes, batch 128, critic (64, 64) tanh; with
+    ``--baseline DIR``, also the ``adam_fit`` of ``DIR/rl_adapters/_kernels.py`` (another
+    checkout), interleaved with ours in the same process, and the ratio.
 """
 
 from __future__ import annotations
@@ -274,6 +282,56 @@ def learn_table(results: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------- main
+def load_kernels(checkout: Path):
+    """``rl_adapters/_kernels.py`` of another checkout, as a module of its own."""
+    import importlib.util
+
+    path = checkout / "rl_adapters" / "_kernels.py"
+    spec = importlib.util.spec_from_file_location("baseline_kernels", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline: no {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def micro(baseline: Path | None, repeats: int) -> None:
+    """Interleaved CPU timings of the compiled Adam fit (ours and the baseline's)."""
+    from rl_adapters import _kernels
+
+    kernels = {"ours": _kernels.adam_fit}
+    if baseline is not None:
+        kernels["baseline"] = load_kernels(baseline).adam_fit
+    for label, (n, obs_dim, epochs) in {"mujoco": (2048, 17, 20),
+                                        "pendulum": (1024, 3, 60)}.items():
+        rng = np.random.default_rng(0)
+        obs = rng.standard_normal((n, obs_dim))
+        targets = np.sin(obs[:, 0]) + obs[:, -1]
+        vf = ValueFunction(obs_dim, (64, 64))
+        vf.init(rng)
+        orders = np.stack([rng.permutation(n) for _ in range(epochs)])
+        times: dict[str, list[float]] = {k: [] for k in kernels}
+        thetas = {}
+        for rep in range(repeats + 1):
+            for name, fit in kernels.items():
+                theta = vf.theta.copy()
+                m, v = np.zeros_like(theta), np.zeros_like(theta)
+                t0 = time.process_time()
+                fit(theta, obs, targets, orders, 128, vf.net.sizes_array, False, 1e-3, 0.9,
+                    0.999, 1e-5, m, v, 0, 0.0, vf._weight_mask)
+                if rep > 0:  # the first round compiles (or loads the cache)
+                    times[name].append(time.process_time() - t0)
+                thetas[name] = theta
+        line = f"{label} {n}x{obs_dim}, {epochs} epochs, batch 128:"
+        for name, ts in times.items():
+            line += f" {name} {1e3 * np.median(ts):.1f} ms (min {1e3 * min(ts):.1f})"
+        if baseline is not None:
+            ratio = np.median(times["baseline"]) / np.median(times["ours"])
+            diff = np.max(np.abs(thetas["ours"] - thetas["baseline"]))
+            line += f"; baseline/ours {ratio:.2f}x, max |theta diff| {diff:.1e}"
+        print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -290,7 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--fitters", nargs="+", default=list(FITTERS))
     pl.add_argument("--force", action="store_true")
     sub.add_parser("summary", help="tables of every result file")
+    pm = sub.add_parser("micro", help="CPU time of the compiled Adam fit")
+    pm.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout whose adam_fit is timed alongside")
+    pm.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
+
+    if args.command == "micro":
+        micro(args.baseline, args.repeats)
+        return 0
 
     if args.command == "summary":
         files = sorted(RESULTS_DIR.glob("value_fit_*.json"))

@@ -162,7 +162,7 @@ def gae_advantages(rewards, values, next_values, episode_ends, gamma, lam):
     return adv
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def adam_step(theta, grad, m, v, lr, beta1, beta2, eps, t):
     """In-place Adam update of ``theta`` (step number ``t`` >= 1), fused in one pass."""
     c1 = 1.0 - beta1**t
@@ -175,29 +175,172 @@ def adam_step(theta, grad, m, v, lr, beta1, beta2, eps, t):
         theta[i] -= step * m[i] / (np.sqrt(v[i]) + eps * np.sqrt(c2))
 
 
-@numba.njit(cache=True)
-def tanh_rows(z):
-    """tanh from one exp per entry: twice as fast as Numba's ``np.tanh`` here, within 1 ulp."""
-    out = np.empty_like(z)
+# tanh, branch-free so that LLVM vectorizes the loops that call it (Numba has no SVML
+# here, and a libm call per entry keeps a loop scalar).  Kernels calling it compile with
+# ``error_model="numpy"``: Python's error model checks every float division for a zero
+# divisor, and that branch alone stops the vectorizer (the denominators here are >= 1).
+#
+# |x| < 0.625: Cephes' rational form x + x^3 P(x^2) / Q(x^2); otherwise
+# 1 - 2 / (exp(2|x|) + 1), with exp(y) = 2^n (q + p) / (q - p) from Cephes' exp
+# (Cody-Waite reduction y = n ln2 + r, |r| <= ln2 / 2, p = r P(r^2), q = Q(r^2)).  |x| is
+# clamped to 22 first (tanh(22) rounds to 1), so 0 <= n <= 64 and 2^n is a product of
+# the powers 2^(2^k) picked by n's bits, exact and without bit casts.  Both branches end
+# in one division: t = base + num / den.  The sign is copied from x last (tanh(-0) = -0);
+# NaN propagates through the arithmetic, +-inf gives +-1.  Within 2 ulp of np.tanh
+# (tests/test_rl_kernels.py).
+_TANH_P = (-9.64399179425052238628e-1, -9.92877231001918586564e1,
+           -1.61468768441708447952e3)
+_TANH_Q = (1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3)
+_EXP_P = (1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1)
+_EXP_Q = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1,
+          2.00000000000000000009e0)
+_LOG2E = 1.4426950408889634074
+_LN2_HI = 6.93145751953125e-1  # ln 2 = _LN2_HI + _LN2_LO, _LN2_HI with 11 zero low bits
+_LN2_LO = 1.42860682030941723212e-6
+_ROUND = 6755399441055744.0  # 1.5 * 2^52: (y + _ROUND) - _ROUND rounds y to an integer
+
+
+@numba.njit(inline="always")
+def tanh(x):
+    """tanh(x) in branch-free arithmetic, within 2 ulp of ``np.tanh`` (see above)."""
+    a = abs(x)
+    z = a * a
+    small = a < 0.625
+    y = 2.0 * (22.0 if a > 22.0 else a)  # NaN stays NaN
+    n = (y * _LOG2E + _ROUND) - _ROUND
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    rr = r * r
+    p = r * ((_EXP_P[0] * rr + _EXP_P[1]) * rr + _EXP_P[2])
+    q = ((_EXP_Q[0] * rr + _EXP_Q[1]) * rr + _EXP_Q[2]) * rr + _EXP_Q[3]
+    scale = 1.0  # 2^n
+    bit = n >= 64.0
+    scale *= 18446744073709551616.0 if bit else 1.0
+    n -= 64.0 if bit else 0.0
+    bit = n >= 32.0
+    scale *= 4294967296.0 if bit else 1.0
+    n -= 32.0 if bit else 0.0
+    bit = n >= 16.0
+    scale *= 65536.0 if bit else 1.0
+    n -= 16.0 if bit else 0.0
+    bit = n >= 8.0
+    scale *= 256.0 if bit else 1.0
+    n -= 8.0 if bit else 0.0
+    bit = n >= 4.0
+    scale *= 16.0 if bit else 1.0
+    n -= 4.0 if bit else 0.0
+    bit = n >= 2.0
+    scale *= 4.0 if bit else 1.0
+    n -= 2.0 if bit else 0.0
+    scale *= 2.0 if n >= 1.0 else 1.0
+    qm = q - p
+    num = a * z * ((_TANH_P[0] * z + _TANH_P[1]) * z + _TANH_P[2]) if small else -2.0 * qm
+    den = (((z + _TANH_Q[0]) * z + _TANH_Q[1]) * z + _TANH_Q[2]) if small \
+        else scale * (q + p) + qm
+    return math.copysign((a if small else 1.0) + num / den, x)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def tanh_into(z, out):
+    """``out[...] = tanh(z)`` for 2-d arrays (the kernel tests check it against np.tanh)."""
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
-            x = z[i, j]
-            e = math.exp(-2.0 * abs(x))
-            t = (1.0 - e) / (1.0 + e)
-            out[i, j] = t if x >= 0.0 else -t
-    return out
+            out[i, j] = tanh(z[i, j])
 
 
 @numba.njit(cache=True)
+def _fit_buffers(rows, sizes):
+    """Per-layer activations ``(rows, sizes[l])`` and their cotangents, allocated once."""
+    acts = [np.empty((rows, sizes[0]))]
+    grads = [np.empty((rows, sizes[0]))]
+    for layer in range(1, sizes.shape[0]):
+        acts.append(np.empty((rows, sizes[layer])))
+        grads.append(np.empty((rows, sizes[layer])))
+    return acts, grads
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, grads, w_t):
+    """Gradient of the minibatch ``idx``'s mean squared error into ``grad`` (no L2).
+
+    Forward: ``z = h W`` by BLAS into the layer's buffer, then ``+ b`` and the activation
+    in one pass; reverse: ``dW = h^T G`` straight into ``grad``, ``G W^T`` into the
+    buffer of the layer below, times ``sigma'`` (``1 - h^2`` for tanh, ``h > 0`` for relu).
+    ``w_t[l]`` is scratch space for ``W_l^T``.
+    """
+    n_layers = sizes.shape[0] - 1
+    rows = idx.shape[0]
+    x = acts[0]
+    for i in range(rows):
+        r = idx[i]
+        for j in range(sizes[0]):
+            x[i, j] = obs[r, j]
+    for layer in range(n_layers):
+        n_in = sizes[layer]
+        n_out = sizes[layer + 1]
+        w0 = offsets[layer]
+        b0 = w0 + n_in * n_out
+        W = theta[w0:b0].reshape((n_in, n_out))
+        z = acts[layer + 1]
+        np.dot(acts[layer], W, z)
+        if layer < n_layers - 1:
+            if relu:
+                for i in range(rows):
+                    for o in range(n_out):
+                        v = z[i, o] + theta[b0 + o]
+                        z[i, o] = v if v > 0.0 else 0.0
+            else:
+                for i in range(rows):
+                    for o in range(n_out):
+                        z[i, o] = tanh(z[i, o] + theta[b0 + o])
+        else:
+            for i in range(rows):
+                for o in range(n_out):
+                    z[i, o] += theta[b0 + o]
+    out = acts[n_layers]
+    g = grads[n_layers]
+    c = 2.0 / rows
+    for i in range(rows):
+        g[i, 0] = c * (out[i, 0] - targets[idx[i]])
+    for layer in range(n_layers - 1, -1, -1):
+        n_in = sizes[layer]
+        n_out = sizes[layer + 1]
+        w0 = offsets[layer]
+        b0 = w0 + n_in * n_out
+        h = acts[layer]
+        np.dot(h.T, g, grad[w0:b0].reshape((n_in, n_out)))
+        for o in range(n_out):
+            grad[b0 + o] = 0.0
+        for i in range(rows):
+            for o in range(n_out):
+                grad[b0 + o] += g[i, o]
+        if layer > 0:
+            # G W^T as a plain product with W^T copied: OpenBLAS's transposed-operand
+            # path is slower, and with more than one thread hundreds of times slower.
+            WT = w_t[layer]
+            for k in range(n_in):
+                for o in range(n_out):
+                    WT[o, k] = theta[w0 + k * n_out + o]
+            g_below = grads[layer]
+            np.dot(g, WT, g_below)
+            for i in range(rows):
+                for k in range(n_in):
+                    hk = h[i, k]
+                    d = (1.0 if hk > 0.0 else 0.0) if relu else 1.0 - hk * hk
+                    g_below[i, k] *= d
+            g = g_below
+
+
+@numba.njit(cache=True, error_model="numpy")
 def adam_fit(theta, obs, targets, orders, batch_size, sizes, relu, lr, beta1, beta2, eps,
-              m, v, t, l2, weight_mask):
+             m, v, t, l2, weight_mask):
     """Minibatch Adam on the mean squared error, all epochs in one compiled loop.
 
     Same arithmetic as :meth:`rl_adapters.value.ValueFunction.loss_and_grad` + :func:`adam_step` per
     minibatch (forward, reverse pass, optional L2 on weights, Adam), without the
-    per-minibatch Python and NumPy call overhead (tanh agrees with NumPy's to 1 ulp).
-    ``orders[e]`` is epoch ``e``'s permutation of the rows.  Returns the new Adam step
-    count.
+    per-minibatch Python and NumPy call overhead and without allocations (the
+    activations and cotangents live in buffers allocated once; tanh is :func:`tanh`,
+    within 2 ulp of NumPy's).  ``orders[e]`` is epoch ``e``'s permutation of the rows.
+    Returns the new Adam step count.
     """
     n_layers = sizes.shape[0] - 1
     n = obs.shape[0]
@@ -205,38 +348,20 @@ def adam_fit(theta, obs, targets, orders, batch_size, sizes, relu, lr, beta1, be
     offsets = np.zeros(n_layers + 1, dtype=np.int64)
     for layer in range(n_layers):
         offsets[layer + 1] = offsets[layer] + sizes[layer] * sizes[layer + 1] + sizes[layer + 1]
+    full = min(batch_size, n)
+    acts, grads = _fit_buffers(full, sizes)
+    rest = n % full
+    acts_rest, grads_rest = _fit_buffers(rest if rest > 0 else 1, sizes)
+    w_t = [np.empty((sizes[layer + 1], sizes[layer])) for layer in range(n_layers)]
     for epoch in range(orders.shape[0]):
-        for start in range(0, n, batch_size):
-            idx = orders[epoch, start : min(start + batch_size, n)]
-            rows = idx.shape[0]
-            acts = []
-            acts.append(obs[idx])
-            for layer in range(n_layers):
-                n_in = sizes[layer]
-                n_out = sizes[layer + 1]
-                w0 = offsets[layer]
-                W = theta[w0 : w0 + n_in * n_out].reshape((n_in, n_out))
-                b = theta[w0 + n_in * n_out : w0 + n_in * n_out + n_out]
-                z = acts[layer] @ W + b
-                if layer < n_layers - 1:
-                    z = np.maximum(z, 0.0) if relu else tanh_rows(z)
-                acts.append(z)
-            g = (2.0 / rows) * (acts[n_layers][:, 0] - targets[idx]).reshape((rows, 1))
-            for layer in range(n_layers - 1, -1, -1):
-                n_in = sizes[layer]
-                n_out = sizes[layer + 1]
-                w0 = offsets[layer]
-                h = acts[layer]
-                gW = np.ascontiguousarray(h.T) @ g
-                grad[w0 : w0 + n_in * n_out] = gW.ravel()
-                grad[w0 + n_in * n_out : w0 + n_in * n_out + n_out] = g.sum(axis=0)
-                if layer > 0:
-                    W = theta[w0 : w0 + n_in * n_out].reshape((n_in, n_out))
-                    g = g @ np.ascontiguousarray(W.T)
-                    if relu:
-                        g = g * (h > 0.0)
-                    else:
-                        g = g * (1.0 - h * h)
+        for start in range(0, n, full):
+            idx = orders[epoch, start : min(start + full, n)]
+            if idx.shape[0] == full:
+                _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts,
+                               grads, w_t)
+            else:
+                _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu,
+                               acts_rest, grads_rest, w_t)
             if l2 > 0.0:
                 for i in range(theta.shape[0]):
                     if weight_mask[i]:
