@@ -22,8 +22,71 @@ import math
 import numba
 import numpy as np
 
+# tanh, branch-free so that LLVM vectorizes the loops that call it (Numba has no SVML
+# here, and a libm call per entry keeps a loop scalar).  Kernels calling it compile with
+# ``error_model="numpy"``: Python's error model checks every float division for a zero
+# divisor, and that branch alone stops the vectorizer (the denominators here are >= 1).
+#
+# |x| < 0.625: Cephes' rational form x + x^3 P(x^2) / Q(x^2); otherwise
+# 1 - 2 / (exp(2|x|) + 1), with exp(y) = 2^n (q + p) / (q - p) from Cephes' exp
+# (Cody-Waite reduction y = n ln2 + r, |r| <= ln2 / 2, p = r P(r^2), q = Q(r^2)).  |x| is
+# clamped to 22 first (tanh(22) rounds to 1), so 0 <= n <= 64 and 2^n is a product of
+# the powers 2^(2^k) picked by n's bits, exact and without bit casts.  Both branches end
+# in one division: t = base + num / den.  The sign is copied from x last (tanh(-0) = -0);
+# NaN propagates through the arithmetic, +-inf gives +-1.  Within 2 ulp of np.tanh
+# (tests/test_rl_kernels.py).
+_TANH_P = (-9.64399179425052238628e-1, -9.92877231001918586564e1,
+           -1.61468768441708447952e3)
+_TANH_Q = (1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3)
+_EXP_P = (1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1)
+_EXP_Q = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1,
+          2.00000000000000000009e0)
+_LOG2E = 1.4426950408889634074
+_LN2_HI = 6.93145751953125e-1  # ln 2 = _LN2_HI + _LN2_LO, _LN2_HI with 11 zero low bits
+_LN2_LO = 1.42860682030941723212e-6
+_ROUND = 6755399441055744.0  # 1.5 * 2^52: (y + _ROUND) - _ROUND rounds y to an integer
 
-@numba.njit(cache=True)
+
+@numba.njit(inline="always")
+def tanh(x):
+    """tanh(x) in branch-free arithmetic, within 2 ulp of ``np.tanh`` (see above)."""
+    a = abs(x)
+    z = a * a
+    small = a < 0.625
+    y = 2.0 * (22.0 if a > 22.0 else a)  # NaN stays NaN
+    n = (y * _LOG2E + _ROUND) - _ROUND
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    rr = r * r
+    p = r * ((_EXP_P[0] * rr + _EXP_P[1]) * rr + _EXP_P[2])
+    q = ((_EXP_Q[0] * rr + _EXP_Q[1]) * rr + _EXP_Q[2]) * rr + _EXP_Q[3]
+    scale = 1.0  # 2^n
+    bit = n >= 64.0
+    scale *= 18446744073709551616.0 if bit else 1.0
+    n -= 64.0 if bit else 0.0
+    bit = n >= 32.0
+    scale *= 4294967296.0 if bit else 1.0
+    n -= 32.0 if bit else 0.0
+    bit = n >= 16.0
+    scale *= 65536.0 if bit else 1.0
+    n -= 16.0 if bit else 0.0
+    bit = n >= 8.0
+    scale *= 256.0 if bit else 1.0
+    n -= 8.0 if bit else 0.0
+    bit = n >= 4.0
+    scale *= 16.0 if bit else 1.0
+    n -= 4.0 if bit else 0.0
+    bit = n >= 2.0
+    scale *= 4.0 if bit else 1.0
+    n -= 2.0 if bit else 0.0
+    scale *= 2.0 if n >= 1.0 else 1.0
+    qm = q - p
+    num = a * z * ((_TANH_P[0] * z + _TANH_P[1]) * z + _TANH_P[2]) if small else -2.0 * qm
+    den = (((z + _TANH_Q[0]) * z + _TANH_Q[1]) * z + _TANH_Q[2]) if small \
+        else scale * (q + p) + qm
+    return math.copysign((a if small else 1.0) + num / den, x)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def mlp_forward_rows(x, theta, sizes, relu):
     """Outputs of the MLP (flat ``theta``, layer ``sizes``) for the rows of ``x``."""
     n = x.shape[0]
@@ -55,7 +118,7 @@ def mlp_forward_rows(x, theta, sizes, relu):
             for o in range(n_out):
                 v = z[i, o]
                 if not last:
-                    v = (v if v > 0.0 else 0.0) if relu else math.tanh(v)
+                    v = (v if v > 0.0 else 0.0) if relu else tanh(v)
                 h[i, o] = v
         offset = b0 + n_out
     return h[:, : sizes[n_layers]].copy()
@@ -173,70 +236,6 @@ def adam_step(theta, grad, m, v, lr, beta1, beta2, eps, t):
         m[i] = beta1 * m[i] + (1.0 - beta1) * g
         v[i] = beta2 * v[i] + (1.0 - beta2) * g * g
         theta[i] -= step * m[i] / (np.sqrt(v[i]) + eps * np.sqrt(c2))
-
-
-# tanh, branch-free so that LLVM vectorizes the loops that call it (Numba has no SVML
-# here, and a libm call per entry keeps a loop scalar).  Kernels calling it compile with
-# ``error_model="numpy"``: Python's error model checks every float division for a zero
-# divisor, and that branch alone stops the vectorizer (the denominators here are >= 1).
-#
-# |x| < 0.625: Cephes' rational form x + x^3 P(x^2) / Q(x^2); otherwise
-# 1 - 2 / (exp(2|x|) + 1), with exp(y) = 2^n (q + p) / (q - p) from Cephes' exp
-# (Cody-Waite reduction y = n ln2 + r, |r| <= ln2 / 2, p = r P(r^2), q = Q(r^2)).  |x| is
-# clamped to 22 first (tanh(22) rounds to 1), so 0 <= n <= 64 and 2^n is a product of
-# the powers 2^(2^k) picked by n's bits, exact and without bit casts.  Both branches end
-# in one division: t = base + num / den.  The sign is copied from x last (tanh(-0) = -0);
-# NaN propagates through the arithmetic, +-inf gives +-1.  Within 2 ulp of np.tanh
-# (tests/test_rl_kernels.py).
-_TANH_P = (-9.64399179425052238628e-1, -9.92877231001918586564e1,
-           -1.61468768441708447952e3)
-_TANH_Q = (1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3)
-_EXP_P = (1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1)
-_EXP_Q = (3.00198505138664455042e-6, 2.52448340349684104192e-3, 2.27265548208155028766e-1,
-          2.00000000000000000009e0)
-_LOG2E = 1.4426950408889634074
-_LN2_HI = 6.93145751953125e-1  # ln 2 = _LN2_HI + _LN2_LO, _LN2_HI with 11 zero low bits
-_LN2_LO = 1.42860682030941723212e-6
-_ROUND = 6755399441055744.0  # 1.5 * 2^52: (y + _ROUND) - _ROUND rounds y to an integer
-
-
-@numba.njit(inline="always")
-def tanh(x):
-    """tanh(x) in branch-free arithmetic, within 2 ulp of ``np.tanh`` (see above)."""
-    a = abs(x)
-    z = a * a
-    small = a < 0.625
-    y = 2.0 * (22.0 if a > 22.0 else a)  # NaN stays NaN
-    n = (y * _LOG2E + _ROUND) - _ROUND
-    r = (y - n * _LN2_HI) - n * _LN2_LO
-    rr = r * r
-    p = r * ((_EXP_P[0] * rr + _EXP_P[1]) * rr + _EXP_P[2])
-    q = ((_EXP_Q[0] * rr + _EXP_Q[1]) * rr + _EXP_Q[2]) * rr + _EXP_Q[3]
-    scale = 1.0  # 2^n
-    bit = n >= 64.0
-    scale *= 18446744073709551616.0 if bit else 1.0
-    n -= 64.0 if bit else 0.0
-    bit = n >= 32.0
-    scale *= 4294967296.0 if bit else 1.0
-    n -= 32.0 if bit else 0.0
-    bit = n >= 16.0
-    scale *= 65536.0 if bit else 1.0
-    n -= 16.0 if bit else 0.0
-    bit = n >= 8.0
-    scale *= 256.0 if bit else 1.0
-    n -= 8.0 if bit else 0.0
-    bit = n >= 4.0
-    scale *= 16.0 if bit else 1.0
-    n -= 4.0 if bit else 0.0
-    bit = n >= 2.0
-    scale *= 4.0 if bit else 1.0
-    n -= 2.0 if bit else 0.0
-    scale *= 2.0 if n >= 1.0 else 1.0
-    qm = q - p
-    num = a * z * ((_TANH_P[0] * z + _TANH_P[1]) * z + _TANH_P[2]) if small else -2.0 * qm
-    den = (((z + _TANH_Q[0]) * z + _TANH_Q[1]) * z + _TANH_Q[2]) if small \
-        else scale * (q + p) + qm
-    return math.copysign((a if small else 1.0) + num / den, x)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -371,7 +370,7 @@ def adam_fit(theta, obs, targets, orders, batch_size, sizes, relu, lr, beta1, be
     return t
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def sde_act_rows(obs, theta, hidden_sizes, relu, n_net, full_std, use_expln, epsilon,
                  matrices, low, high, clip_actions, actions_out, env_actions_out, logp_out):
     """:meth:`StateDependentGaussianPolicy.act_with_matrices` for a few rows, fused.
@@ -400,7 +399,7 @@ def sde_act_rows(obs, theta, hidden_sizes, relu, n_net, full_std, use_expln, eps
     for r in range(n):
         for i in range(h):
             x = pre[r, i]
-            phi[i] = (x if x > 0.0 else 0.0) if relu else math.tanh(x)
+            phi[i] = (x if x > 0.0 else 0.0) if relu else tanh(x)
         total = 0.0
         for j in range(d):
             mean = theta[b0 + j]
