@@ -210,6 +210,49 @@ def scale_rewards(rewards, dones, returns, mean, var, count, gamma, clip, epsilo
 
 
 @numba.njit(cache=True)
+def normalize_and_act_rows(raw, mean, var, count, epsilon, clip, obs_out, theta, sizes, relu,
+                           n_net, noise, low, high, clip_actions, actions_out,
+                           env_actions_out, logp_out):
+    """One rollout step before the env, fused: :func:`rms_update` with the raw
+    observations, :func:`rms_normalize_into` ``obs_out``, :func:`gaussian_act_rows` on
+    them (the same calls in the same order, so the same bits).  Returns the new count."""
+    count = rms_update(mean, var, count, raw)
+    rms_normalize_into(raw, mean, var, epsilon, clip, obs_out)
+    gaussian_act_rows(obs_out, theta, sizes, relu, n_net, noise, low, high, clip_actions,
+                      actions_out, env_actions_out, logp_out)
+    return count
+
+
+@numba.njit(cache=True)
+def record_step(reward, terminated, truncated, ep_return, ep_length, raw_reward_out,
+                reward_out, terminated_out, truncated_out, done, scale, returns, mean, var,
+                count, gamma, clip, epsilon):
+    """One rollout step after the env, fused: store the raw reward and the episode-end
+    flags, add to the episode accumulators, and the reward (scaled with
+    :func:`scale_rewards` if ``scale``) into ``reward_out``.  Returns ``(count, any
+    episode ended)``; ``done`` is scratch space for ``terminated | truncated``."""
+    n = reward.shape[0]
+    any_done = False
+    for i in range(n):
+        r = reward[i]
+        raw_reward_out[i] = r
+        d = terminated[i] or truncated[i]
+        done[i] = d
+        any_done = any_done or d
+        ep_return[i] += r
+        ep_length[i] += 1
+        terminated_out[i] = terminated[i]
+        truncated_out[i] = truncated[i]
+    if scale:
+        count = scale_rewards(reward, done, returns, mean, var, count, gamma, clip, epsilon,
+                              reward_out)
+    else:
+        for i in range(n):
+            reward_out[i] = reward[i]
+    return count, any_done
+
+
+@numba.njit(cache=True)
 def gae_advantages(rewards, values, next_values, episode_ends, gamma, lam):
     """The GAE recursion backwards in time, per environment (see ``compute_gae``)."""
     steps, n_envs = rewards.shape

@@ -34,7 +34,14 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
-from rl_adapters._kernels import gae_advantages, rms_normalize, rms_normalize_into, rms_update
+from rl_adapters._kernels import (
+    gae_advantages,
+    normalize_and_act_rows,
+    record_step,
+    rms_normalize,
+    rms_normalize_into,
+    rms_update,
+)
 from rl_adapters.env_checks import (
     CheckedEnv,
     check_batch,
@@ -42,6 +49,7 @@ from rl_adapters.env_checks import (
     env_name,
     insert_innermost,
 )
+from rl_adapters.policies import DiagGaussianPolicy
 from rl_adapters.seeding import env_generators, generator_state_dict, load_generator_state_dict
 from rl_adapters.validation import (
     EnvOutputError,
@@ -670,19 +678,49 @@ class Collector:
         vdot, isfinite, ndarray = np.vdot, math.isfinite, np.ndarray
         # Gymnasium's vector envs and ours return arrays of the right shapes and dtypes.
         trusted = all(isinstance(g.venv, _TRUSTED_VECTOR_ENVS) for g in groups)
+        # The common case (normalized observations, a Gaussian policy, a few rows) in one
+        # compiled call before the env and one after it, where the general path makes a
+        # dozen NumPy and kernel calls per step: the same arithmetic in the same order.
+        fused_act = (sde is None and rms is not None and type(policy) is DiagGaussianPolicy
+                     and E <= ROWWISE_CHUNK)
+        if fused_act:
+            net = policy.net
+            sizes, relu, n_net = net.sizes_array, net.activation == "relu", net.n_params
+            has_bounds = policy.low is not None
+            low = policy.low if has_bounds else np.zeros(0)
+            high = policy.high if has_bounds else np.zeros(0)
+            env_act_buf = np.empty_like(act_buf)
+        scale = scaler is not None
+        if scale:
+            returns, s_mean, s_var = (scaler.returns, scaler.rms.mean.reshape(-1),
+                                      scaler.rms.var.reshape(-1))
+            s_gamma, s_clip, s_eps = float(scaler.gamma), float(scaler.clip), \
+                float(scaler.epsilon)
+            s_count = scaler.rms.count
+        else:
+            returns, s_mean, s_var = np.zeros(E), np.zeros(1), np.ones(1)
+            s_gamma, s_clip, s_eps, s_count = 0.0, 0.0, 0.0, 0.0
+        done = np.zeros(E, dtype=bool)
         for t in range(n_steps):
             t0 = clock()
             obs = obs_buf[t]
-            if rms is None:
-                obs[...] = raw
+            if fused_act:
+                rms.count = normalize_and_act_rows(
+                    raw, rms.mean, rms.var, rms.count, rms.epsilon, clip_obs, obs, theta,
+                    sizes, relu, n_net, noise[t], low, high, has_bounds, act_buf[t],
+                    env_act_buf[t], logp_buf[t])
+                env_actions = env_act_buf[t]
             else:
-                rms.count = rms_update(rms.mean, rms.var, rms.count, raw)
-                rms_normalize_into(raw, rms.mean, rms.var, rms.epsilon, clip_obs, obs)
-            if sde is None:
-                env_actions, logp_buf[t] = policy.act_from_noise(theta, obs, noise[t],
-                                                                 act_buf[t])
-            else:
-                env_actions, logp_buf[t] = sde.act(theta, obs, env_rngs, act_buf[t])
+                if rms is None:
+                    obs[...] = raw
+                else:
+                    rms.count = rms_update(rms.mean, rms.var, rms.count, raw)
+                    rms_normalize_into(raw, rms.mean, rms.var, rms.epsilon, clip_obs, obs)
+                if sde is None:
+                    env_actions, logp_buf[t] = policy.act_from_noise(theta, obs, noise[t],
+                                                                     act_buf[t])
+                else:
+                    env_actions, logp_buf[t] = sde.act(theta, obs, env_rngs, act_buf[t])
             t1 = clock()
             try:
                 next_raw, reward, terminated, truncated, final_obs = step(env_actions)
@@ -699,14 +737,13 @@ class Collector:
                     or type(truncated) is not ndarray or truncated.dtype is not bool_
                     or terminated.shape != rew_shape or truncated.shape != rew_shape)):
                 self._check(next_raw, reward, terminated, truncated, f"rollout step {t}")
-            raw_rewards[t] = reward
-            done = terminated | truncated
-            ep_return += reward
-            ep_length += 1
-            rew_buf[t] = reward if scaler is None else scaler(reward, done)
-            term_buf[t] = terminated
-            trunc_buf[t] = truncated
-            if done.any():
+            s_count, any_done = record_step(
+                reward, terminated, truncated, ep_return, ep_length, raw_rewards[t],
+                rew_buf[t], term_buf[t], trunc_buf[t], done, scale, returns, s_mean, s_var,
+                s_count, s_gamma, s_clip, s_eps)
+            if scale:
+                scaler.rms.count = s_count
+            if any_done:
                 for e in np.flatnonzero(done):
                     ep_returns.append(float(ep_return[e]))
                     ep_lengths.append(int(ep_length[e]))

@@ -85,3 +85,60 @@ def test_step_kernel_forward_matches_the_numpy_network(activation):
     ours = mlp_forward_rows(x, theta, net.sizes_array, activation == "relu")
     ref, _ = net.forward(theta, x, keep_cache=False)
     np.testing.assert_allclose(ours, ref, rtol=1e-13, atol=1e-14)
+
+
+def test_fused_step_kernels_equal_the_separate_calls_bitwise():
+    from rl_adapters._kernels import (
+        gaussian_act_rows,
+        normalize_and_act_rows,
+        record_step,
+        rms_normalize_into,
+        rms_update,
+    )
+    from rl_adapters.normalization import RewardScaler
+
+    rng = np.random.default_rng(6)
+    net = MLP((5, 16, 16, 2))
+    theta = np.concatenate([net.init(rng), [-0.5, 0.3]])
+    low, high = -np.ones(2), np.ones(2)
+    raw, noise = 4.0 * rng.standard_normal((3, 5)), rng.standard_normal((3, 2))
+    mean, var = rng.standard_normal(5), rng.uniform(0.5, 2.0, 5)
+    fused = [np.empty((3, 5)), np.empty((3, 2)), np.empty((3, 2)), np.empty(3)]
+    sep = [np.empty((3, 5)), np.empty((3, 2)), np.empty((3, 2)), np.empty(3)]
+    m1, v1, m2, v2 = mean.copy(), var.copy(), mean.copy(), var.copy()
+    c1 = normalize_and_act_rows(raw, m1, v1, 7.0, 1e-8, 10.0, fused[0], theta,
+                                net.sizes_array, False, net.n_params, noise, low, high, True,
+                                *fused[1:])
+    c2 = rms_update(m2, v2, 7.0, raw)
+    rms_normalize_into(raw, m2, v2, 1e-8, 10.0, sep[0])
+    gaussian_act_rows(sep[0], theta, net.sizes_array, False, net.n_params, noise, low, high,
+                      True, *sep[1:])
+    assert c1 == c2
+    for a, b in zip([m1, v1, *fused], [m2, v2, *sep], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    # After the env: the bookkeeping of Collector._collect's general path, then the scaler.
+    reward = rng.standard_normal(3)
+    terminated, truncated = np.array([False, True, False]), np.array([False, False, True])
+    scaler = RewardScaler(3, gamma=0.99, clip=10.0)
+    scaler.returns[:] = rng.standard_normal(3)
+    returns = scaler.returns.copy()
+    ep_return, ep_length = rng.standard_normal(3), np.array([3, 4, 5])
+    outs = [np.empty(3), np.empty(3), np.zeros(3, dtype=bool), np.zeros(3, dtype=bool),
+            np.zeros(3, dtype=bool)]
+    ep_r, ep_l = ep_return.copy(), ep_length.copy()
+    s_mean, s_var = np.zeros(1), np.ones(1)
+    count, any_done = record_step(reward, terminated, truncated, ep_r, ep_l, *outs, True,
+                                  returns, s_mean, s_var, 1e-4, 0.99, 10.0, 1e-8)
+    done = terminated | truncated
+    expected = scaler(reward, done)
+    assert any_done and count == scaler.rms.count
+    np.testing.assert_array_equal(outs[0], reward)
+    np.testing.assert_array_equal(outs[1], expected)
+    np.testing.assert_array_equal(outs[2], terminated)
+    np.testing.assert_array_equal(outs[3], truncated)
+    np.testing.assert_array_equal(outs[4], done)
+    np.testing.assert_array_equal(ep_r, ep_return + reward)
+    np.testing.assert_array_equal(ep_l, ep_length + 1)
+    np.testing.assert_array_equal(returns, scaler.returns)
+    np.testing.assert_array_equal(s_var, scaler.rms.var.reshape(-1))
