@@ -36,7 +36,8 @@ Run from the repository root::
 ``micro``
     CPU time of one compiled minibatch-Adam fit (``rl_adapters._kernels.adam_fit``, what
     ``ValueFunction.fit`` runs) on synthetic data of the MuJoCo (2048 x 17, 20 epochs) and
-    Pendulum (1024 x 3, 60 epochs) default shapes, batch 128, critic (64, 64) tanh; with
+    Pendulum (1024 x 3, 60 epochs) default shapes, batch 128, critic (64, 64) tanh, one BLAS
+    thread as in training; with
     ``--baseline DIR``, also the ``adam_fit`` of ``DIR/rl_adapters/_kernels.py`` (another
     checkout), interleaved with ours in the same process, and the ratio.
 """
@@ -355,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "micro":
-        micro(args.baseline, args.repeats)
+        with blas_one_thread():  # as TRPO trains (TRPOConfig.blas_threads = 1)
+            micro(args.baseline, args.repeats)
         return 0
 
     if args.command == "summary":
