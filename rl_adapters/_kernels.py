@@ -210,28 +210,34 @@ def scale_rewards(rewards, dones, returns, mean, var, count, gamma, clip, epsilo
 
 
 @numba.njit(cache=True)
-def normalize_and_act_rows(raw, mean, var, count, epsilon, clip, obs_out, theta, sizes, relu,
-                           n_net, noise, low, high, clip_actions, actions_out,
-                           env_actions_out, logp_out):
-    """One rollout step before the env, fused: :func:`rms_update` with the raw
-    observations, :func:`rms_normalize_into` ``obs_out``, :func:`gaussian_act_rows` on
-    them (the same calls in the same order, so the same bits).  Returns the new count."""
+def normalize_and_act_rows(raw, mean, var, count, epsilon, clip, obs_buf, theta, sizes, relu,
+                           n_net, noise, low, high, clip_actions, actions_buf,
+                           env_actions_buf, logp_buf, t):
+    """Rollout step ``t`` before the env, fused: :func:`rms_update` with the raw
+    observations, :func:`rms_normalize_into` ``obs_buf[t]``, :func:`gaussian_act_rows` on
+    them into ``actions_buf[t]``, ``env_actions_buf[t]`` and ``logp_buf[t]`` (the same calls
+    in the same order, so the same bits).  Returns the new count."""
     count = rms_update(mean, var, count, raw)
-    rms_normalize_into(raw, mean, var, epsilon, clip, obs_out)
-    gaussian_act_rows(obs_out, theta, sizes, relu, n_net, noise, low, high, clip_actions,
-                      actions_out, env_actions_out, logp_out)
+    obs = obs_buf[t]
+    rms_normalize_into(raw, mean, var, epsilon, clip, obs)
+    gaussian_act_rows(obs, theta, sizes, relu, n_net, noise[t], low, high, clip_actions,
+                      actions_buf[t], env_actions_buf[t], logp_buf[t])
     return count
 
 
 @numba.njit(cache=True)
-def record_step(reward, terminated, truncated, ep_return, ep_length, raw_reward_out,
-                reward_out, terminated_out, truncated_out, done, scale, returns, mean, var,
+def record_step(reward, terminated, truncated, ep_return, ep_length, raw_reward_buf,
+                reward_buf, terminated_buf, truncated_buf, t, done, scale, returns, mean, var,
                 count, gamma, clip, epsilon):
-    """One rollout step after the env, fused: store the raw reward and the episode-end
-    flags, add to the episode accumulators, and the reward (scaled with
-    :func:`scale_rewards` if ``scale``) into ``reward_out``.  Returns ``(count, any
-    episode ended)``; ``done`` is scratch space for ``terminated | truncated``."""
+    """Rollout step ``t`` after the env, fused: store the raw reward and the episode-end
+    flags (row ``t`` of the buffers), add to the episode accumulators, and the reward
+    (scaled with :func:`scale_rewards` if ``scale``) into ``reward_buf[t]``.  Returns
+    ``(count, any episode ended)``; ``done`` receives ``terminated | truncated``."""
     n = reward.shape[0]
+    raw_reward_out = raw_reward_buf[t]
+    reward_out = reward_buf[t]
+    terminated_out = terminated_buf[t]
+    truncated_out = truncated_buf[t]
     any_done = False
     for i in range(n):
         r = reward[i]

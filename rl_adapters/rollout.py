@@ -703,14 +703,14 @@ class Collector:
         done = np.zeros(E, dtype=bool)
         for t in range(n_steps):
             t0 = clock()
-            obs = obs_buf[t]
             if fused_act:
                 rms.count = normalize_and_act_rows(
-                    raw, rms.mean, rms.var, rms.count, rms.epsilon, clip_obs, obs, theta,
-                    sizes, relu, n_net, noise[t], low, high, has_bounds, act_buf[t],
-                    env_act_buf[t], logp_buf[t])
+                    raw, rms.mean, rms.var, rms.count, rms.epsilon, clip_obs, obs_buf, theta,
+                    sizes, relu, n_net, noise, low, high, has_bounds, act_buf, env_act_buf,
+                    logp_buf, t)
                 env_actions = env_act_buf[t]
             else:
+                obs = obs_buf[t]
                 if rms is None:
                     obs[...] = raw
                 else:
@@ -738,9 +738,9 @@ class Collector:
                     or terminated.shape != rew_shape or truncated.shape != rew_shape)):
                 self._check(next_raw, reward, terminated, truncated, f"rollout step {t}")
             s_count, any_done = record_step(
-                reward, terminated, truncated, ep_return, ep_length, raw_rewards[t],
-                rew_buf[t], term_buf[t], trunc_buf[t], done, scale, returns, s_mean, s_var,
-                s_count, s_gamma, s_clip, s_eps)
+                reward, terminated, truncated, ep_return, ep_length, raw_rewards, rew_buf,
+                term_buf, trunc_buf, t, done, scale, returns, s_mean, s_var, s_count, s_gamma,
+                s_clip, s_eps)
             if scale:
                 scaler.rms.count = s_count
             if any_done:

@@ -106,9 +106,9 @@ def test_fused_step_kernels_equal_the_separate_calls_bitwise():
     fused = [np.empty((3, 5)), np.empty((3, 2)), np.empty((3, 2)), np.empty(3)]
     sep = [np.empty((3, 5)), np.empty((3, 2)), np.empty((3, 2)), np.empty(3)]
     m1, v1, m2, v2 = mean.copy(), var.copy(), mean.copy(), var.copy()
-    c1 = normalize_and_act_rows(raw, m1, v1, 7.0, 1e-8, 10.0, fused[0], theta,
-                                net.sizes_array, False, net.n_params, noise, low, high, True,
-                                *fused[1:])
+    c1 = normalize_and_act_rows(raw, m1, v1, 7.0, 1e-8, 10.0, fused[0][None], theta,
+                                net.sizes_array, False, net.n_params, noise[None], low, high,
+                                True, *(a[None] for a in fused[1:]), 0)
     c2 = rms_update(m2, v2, 7.0, raw)
     rms_normalize_into(raw, m2, v2, 1e-8, 10.0, sep[0])
     gaussian_act_rows(sep[0], theta, net.sizes_array, False, net.n_params, noise, low, high,
@@ -128,8 +128,9 @@ def test_fused_step_kernels_equal_the_separate_calls_bitwise():
             np.zeros(3, dtype=bool)]
     ep_r, ep_l = ep_return.copy(), ep_length.copy()
     s_mean, s_var = np.zeros(1), np.ones(1)
-    count, any_done = record_step(reward, terminated, truncated, ep_r, ep_l, *outs, True,
-                                  returns, s_mean, s_var, 1e-4, 0.99, 10.0, 1e-8)
+    count, any_done = record_step(reward, terminated, truncated, ep_r, ep_l,
+                                  *(a[None] for a in outs[:4]), 0, outs[4], True, returns,
+                                  s_mean, s_var, 1e-4, 0.99, 10.0, 1e-8)
     done = terminated | truncated
     expected = scaler(reward, done)
     assert any_done and count == scaler.rms.count
