@@ -396,6 +396,8 @@ def adam_fit(theta, obs, targets, orders, batch_size, sizes, relu, lr, beta1, be
     offsets = np.zeros(n_layers + 1, dtype=np.int64)
     for layer in range(n_layers):
         offsets[layer + 1] = offsets[layer] + sizes[layer] * sizes[layer + 1] + sizes[layer + 1]
+    if n == 0 or batch_size < 1:
+        return t
     full = min(batch_size, n)
     acts, grads = _fit_buffers(full, sizes)
     rest = n % full
