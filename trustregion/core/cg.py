@@ -24,6 +24,7 @@ import numpy as np
 
 from trustregion.core import _validation as v
 from trustregion.core.status import Status, render
+from trustregion.kernels import cg as _kc
 from trustregion.kernels import linalg as _k
 
 # What cg measured, per status; render() appends the remedy (trustregion.core.status).
@@ -307,6 +308,8 @@ class _DtypeInfo:
         self.name = dtype.name
 
 
+_FLOAT64 = np.dtype(np.float64)
+_UNIT_STRIDE = (8,)  # of a C-contiguous float64 vector
 _DTYPES = {
     np.dtype(t): _DtypeInfo(np.dtype(t))
     for t in (np.float64, np.float32, np.complex128, np.complex64)
@@ -474,14 +477,16 @@ def _solve(
     # short solve costs about as much as ten iterations, and these checks were a fifth of
     # it); anything else goes through the full validation and its error messages.
     b_info = _DTYPES.get(b.dtype) if type(b) is np.ndarray else None
-    if (
-        b_info is not None and not b_info.is_complex and b.ndim == 1 and b.shape[0]
-        and b_info.lo_sq < _k.dot(b, b) < b_info.hi_sq  # finite (and b^T b in range)
-    ):
-        bb_probed = True
-    else:
+    bb_probed = False  # b^T b was found finite (and in range): b is a valid vector
+    bb_fused = -1.0  # b^T b by NumPy's ddot, when that was the probe (float64)
+    if b_info is not None and not b_info.is_complex and b.ndim == 1 and b.shape[0]:
+        if b.dtype is _FLOAT64 and b.strides == _UNIT_STRIDE and _kc.numpy_ddot_found():
+            bb_fused = _kc.numpy_ddot(b, b)  # b.dot(b) without NumPy's FP checks
+            bb_probed = b_info.lo_sq < bb_fused < b_info.hi_sq
+        else:
+            bb_probed = b_info.lo_sq < _k.dot(b, b) < b_info.hi_sq
+    if not bb_probed:
         b = v.float_vector(name_b, b, allow_complex=complex_ok)
-        bb_probed = False
     n = b.shape[0]
     if type(rtol) is not float or not rtol >= 0.0:
         rtol = v.nonnegative(names["rtol"], rtol, allow_inf=True)
@@ -518,7 +523,9 @@ def _solve(
         raise ValueError(
             f"{names['x0']} must have shape {b.shape} like {name_b}, got {x0_arr.shape}"
         )
-    if not is_complex and (bb_probed or lo_sq < _k.dot(b, b) < hi_sq):  # the common case
+    if bb_probed and bb_fused >= 0.0 and dtype is _FLOAT64:
+        bb = bb_fused
+    elif not is_complex and (bb_probed or lo_sq < _k.dot(b, b) < hi_sq):  # the common case
         bb = float(_dot(b, b))
     else:
         bb = _sqnorm_quiet(b, rdot, is_complex, lo_sq, hi_sq)
@@ -647,6 +654,9 @@ def _solve(
     inf = math.inf  # a local: the loop tests against it every iteration
     ndarray = np.ndarray
     plain = psolve is None
+    # float64 without a preconditioner: fused kernels calling NumPy's own ddot (see below)
+    fused = plain and dtype is _FLOAT64 and _kc.numpy_ddot_found()
+    p_strides = p.strides
     for k in range(maxiter):
         if psolve is None:
             z, rho = r, rr
@@ -701,7 +711,12 @@ def _solve(
             # The operator's scale is not known yet: p^T A p may overflow, which is handled
             # below (rescaled) and so is not a warning. A Numba probe (which raises no
             # floating-point warnings) spares the cost of np.errstate on ordinary problems.
-            if not is_complex and pp > 0.0 and lo_rq < abs(_k.dot(p, q)) / pp < hi_rq:
+            if (
+                fused and pp > 0.0 and q.strides == p_strides
+                and lo_rq < abs(pq_fused := _kc.numpy_ddot(p, q)) / pp < hi_rq
+            ):
+                pq_raw = pq_fused  # dot(p, q), the same BLAS call, without its FP checks
+            elif not is_complex and pp > 0.0 and lo_rq < abs(_k.dot(p, q)) / pp < hi_rq:
                 pq_raw = dot(p, q)
             else:
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):
@@ -764,8 +779,17 @@ def _solve(
             null_threshold = eps * pq / pp
         alpha = rho / pq
         append_alpha(alpha)
-        update_iterate(x, r, p, q, alpha)
-        rr = float(rdot(r, r))
+        if fused:
+            # the rest of this iteration and the next direction in one kernel (the
+            # operations of the lines below and of the plain loop's first lines)
+            state = np.array([
+                rho, pp, null_threshold, eps, tol_sq, damping_typed, 1.0 if damping else 0.0,
+                0.0, min(maxiter, 2**53),
+            ])
+            rr = _kc.cg_update_real(x, r, p, q, alpha, state)
+        else:
+            update_iterate(x, r, p, q, alpha)
+            rr = float(rdot(r, r))
         rho_prev = rho
         append_rr(rr)
         if callback is not None:
@@ -826,14 +850,53 @@ def _solve(
             if rr <= tol_sq:
                 return finish(Status.CONVERGED, k + 1)
         return finish(Status.MAX_ITER, maxiter)
+    k_start = 1
+    pending: np.ndarray | None = None  # an operator output the fused loop hands over
+    if fused:
+        # float64: after the operator, one fused kernel does the rest of the iteration (the
+        # same operations in the same order, its inner products NumPy's own BLAS ddot: see
+        # trustregion.kernels.cg), so that a large operator, which leaves the vectors and
+        # the interpreter cold, is followed by one call instead of four. The first
+        # iteration's kernel (cg_update_real) has prepared p and the state.
+        iteration = _kc.cg_iteration_real
+        for k in range(1, maxiter):
+            q = matvec(p)
+            if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+                q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
+            elif q.strides != p_strides:
+                # ndarray.dot reads a strided vector with its strides, which sums in
+                # another order: the unfused loop takes over, from this iteration
+                pending, k_start = q, k
+                rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
+                null_threshold = float(state[_kc.NULL_THRESHOLD])
+                break
+            stepped, alpha, rr = iteration(x, r, p, q, q_damped, state)
+            if not stepped:
+                pq = alpha  # p^T q, which failed the curvature test
+                if pq != pq or pq == inf:
+                    return finish(Status.NON_FINITE, k, True)
+                return finish(
+                    Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(), curvature=pq / c_A
+                )
+            append_alpha(alpha)
+            append_rr(rr)
+            if callback is not None:
+                callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
+            if rr <= tol_sq:
+                return finish(Status.CONVERGED, k + 1)
+        else:
+            return finish(Status.MAX_ITER, maxiter)
     p_dot, r_dot = p.dot, r.dot  # bound once: p and r are updated in place from here on
-    for k in range(1, maxiter):
-        beta = rr / rho_prev
-        update_direction(p, r, beta)
-        pp = rr + beta * beta * pp
-        q = matvec(p)
-        if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
-            q = _checked(q, name_A, n, dtype, shape)
+    for k in range(k_start, maxiter):
+        if pending is None:
+            beta = rr / rho_prev
+            update_direction(p, r, beta)
+            pp = rr + beta * beta * pp
+            q = matvec(p)
+            if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+                q = _checked(q, name_A, n, dtype, shape)
+        else:
+            q, pending = pending, None
         if damping:
             add_scaled(q_damped, q, p, damping_typed)
             q = q_damped
