@@ -309,7 +309,9 @@ class _DtypeInfo:
 
 
 _FLOAT64 = np.dtype(np.float64)
+_COMPLEX128 = np.dtype(np.complex128)
 _UNIT_STRIDE = (8,)  # of a C-contiguous float64 vector
+_UNIT_STRIDE_C = (16,)  # of a C-contiguous complex128 vector
 _DTYPES = {
     np.dtype(t): _DtypeInfo(np.dtype(t))
     for t in (np.float64, np.float32, np.complex128, np.complex64)
@@ -479,12 +481,19 @@ def _solve(
     b_info = _DTYPES.get(b.dtype) if type(b) is np.ndarray else None
     bb_probed = False  # b^T b was found finite (and in range): b is a valid vector
     bb_fused = -1.0  # b^T b by NumPy's ddot, when that was the probe (float64)
-    if b_info is not None and not b_info.is_complex and b.ndim == 1 and b.shape[0]:
-        if b.dtype is _FLOAT64 and b.strides == _UNIT_STRIDE and _kc.numpy_ddot_found():
+    if b_info is not None and b.ndim == 1 and b.shape[0]:
+        if b.dtype is _FLOAT64 and b.strides == _UNIT_STRIDE and _kc.numpy_blas_found():
             bb_fused = _kc.numpy_ddot(b, b)  # b.dot(b) without NumPy's FP checks
             bb_probed = b_info.lo_sq < bb_fused < b_info.hi_sq
-        else:
+        elif (
+            b.dtype is _COMPLEX128 and complex_ok and b.strides == _UNIT_STRIDE_C
+            and _kc.numpy_blas_found()
+        ):
+            bb_fused = _kc.numpy_zdotc(b, b).real  # np.vdot(b, b).real, the same
+            bb_probed = b_info.lo_sq < bb_fused < b_info.hi_sq
+        elif not b_info.is_complex:
             bb_probed = b_info.lo_sq < _k.dot(b, b) < b_info.hi_sq
+    bb_dtype = b.dtype
     if not bb_probed:
         b = v.float_vector(name_b, b, allow_complex=complex_ok)
     n = b.shape[0]
@@ -523,7 +532,7 @@ def _solve(
         raise ValueError(
             f"{names['x0']} must have shape {b.shape} like {name_b}, got {x0_arr.shape}"
         )
-    if bb_probed and bb_fused >= 0.0 and dtype is _FLOAT64:
+    if bb_probed and bb_fused >= 0.0 and dtype is bb_dtype:
         bb = bb_fused
     elif not is_complex and (bb_probed or lo_sq < _k.dot(b, b) < hi_sq):  # the common case
         bb = float(_dot(b, b))
@@ -655,7 +664,10 @@ def _solve(
     ndarray = np.ndarray
     plain = psolve is None
     # float64 without a preconditioner: fused kernels calling NumPy's own ddot (see below)
-    fused = plain and dtype is _FLOAT64 and _kc.numpy_ddot_found()
+    # float64 and complex128: NumPy's own BLAS dot products called from Numba kernels, which
+    # without a preconditioner do all of an iteration after the operator (see below)
+    blas = (dtype is _FLOAT64 or dtype is _COMPLEX128) and _kc.numpy_blas_found()
+    fused = plain and blas
     p_strides = p.strides
     for k in range(maxiter):
         if psolve is None:
@@ -711,11 +723,12 @@ def _solve(
             # The operator's scale is not known yet: p^T A p may overflow, which is handled
             # below (rescaled) and so is not a warning. A Numba probe (which raises no
             # floating-point warnings) spares the cost of np.errstate on ordinary problems.
-            if (
-                fused and pp > 0.0 and q.strides == p_strides
-                and lo_rq < abs(pq_fused := _kc.numpy_ddot(p, q)) / pp < hi_rq
-            ):
-                pq_raw = pq_fused  # dot(p, q), the same BLAS call, without its FP checks
+            pq_fused: Any = None
+            if blas and pp > 0.0 and q.strides == p_strides:
+                # dot(p, q), the same BLAS calls, without NumPy's FP checks
+                pq_fused = _kc.numpy_zdotc(p, q) if is_complex else _kc.numpy_ddot(p, q)
+            if pq_fused is not None and lo_rq < abs(pq_fused.real) / pp < hi_rq:
+                pq_raw = pq_fused
             elif not is_complex and pp > 0.0 and lo_rq < abs(_k.dot(p, q)) / pp < hi_rq:
                 pq_raw = dot(p, q)
             else:
@@ -784,9 +797,10 @@ def _solve(
             # operations of the lines below and of the plain loop's first lines)
             state = np.array([
                 rho, pp, null_threshold, eps, tol_sq, damping_typed, 1.0 if damping else 0.0,
-                0.0, min(maxiter, 2**53),
+                0.0, min(maxiter, 2**53), sqrt_eps, 0.0, 0.0,
             ])
-            rr = _kc.cg_update_real(x, r, p, q, alpha, state)
+            update = _kc.cg_update_complex if is_complex else _kc.cg_update_real
+            rr = update(x, r, p, q, alpha, state)
         else:
             update_iterate(x, r, p, q, alpha)
             rr = float(rdot(r, r))
@@ -813,6 +827,45 @@ def _solve(
         else:
             update_iterate_sqnorm = _k.update_iterate_sqnorm
         strides = p.strides  # the kernels read q as contiguous
+        if fused:
+            # as the float64 loop below: one kernel after the operator, p^H q by NumPy's
+            # own zdotc (np.vdot's), the rest the kernels of the unfused loop (the first
+            # iteration's kernel has prepared p and the state)
+            iteration, resume = _kc.cg_iteration_complex, _kc.cg_resume_complex
+            for k in range(1, maxiter):
+                q = matvec(p)
+                if (
+                    type(q) is not ndarray or q.dtype is not dtype or q.shape != shape
+                    or q.strides != strides
+                ):
+                    q = _checked(q, name_A, n, dtype, shape)
+                done, alpha, rr = iteration(x, r, p, q, q_damped, state)
+                if done == _kc.CHECK_HERMITIAN:
+                    # not Hermitian? (see the unfused loop)
+                    q = q_damped if damping else q
+                    pq_c = complex(state[_kc.PQ_REAL], state[_kc.PQ_IMAG])
+                    if np.all(np.isfinite(q)) and abs(pq_c.imag) > (
+                        sqrt_eps * math.sqrt(state[_kc.PP]) * float(np.linalg.norm(q))
+                    ):
+                        return finish(
+                            Status.NON_REAL_CURVATURE, k, True, curv_c=f"{pq_c:.3e}"
+                        )
+                    done, alpha, rr = resume(x, r, p, q, state)
+                if done == _kc.CURVATURE:
+                    pq = alpha  # Re p^H q, which failed the curvature test
+                    if pq != pq or pq == inf:
+                        return finish(Status.NON_FINITE, k, True)
+                    return finish(
+                        Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(),
+                        curvature=pq / c_A,
+                    )
+                append_alpha(alpha)
+                append_rr(rr)
+                if callback is not None:
+                    callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
+                if rr <= tol_sq:
+                    return finish(Status.CONVERGED, k + 1)
+            return finish(Status.MAX_ITER, maxiter)
         for k in range(1, maxiter):
             beta = rr / rho_prev
             update_direction(p, r, beta)

@@ -18,7 +18,7 @@ round as NumPy's ``p *= beta; p += r`` and ``x += alpha * p`` do.
 
 Where NumPy's ``ddot`` cannot be found (a NumPy built against a BLAS exporting other names),
 or where the found function does not reproduce ``ndarray.dot`` bit for bit on a probe,
-:func:`numpy_ddot_found` is False and :func:`trustregion.cg` keeps its unfused loop.
+:func:`numpy_blas_found` is False and :func:`trustregion.cg` keeps its unfused loop.
 """
 
 from __future__ import annotations
@@ -33,22 +33,28 @@ import numba
 import numpy as np
 from numba import types
 
-# The names of cblas_ddot in the BLAS libraries NumPy is built with, with the width of
-# their integer arguments: NumPy's wheels (scipy-openblas, ILP64), other ILP64 builds, then
-# LP64 builds. The ILP64 names come first: a library exporting both is used as NumPy uses it.
-_DDOT_NAMES = (
-    ("scipy_cblas_ddot64_", types.int64),
-    ("cblas_ddot64_", types.int64),
-    ("scipy_cblas_ddot", types.int32),
-    ("cblas_ddot", types.int32),
+from trustregion.kernels.linalg import update_direction_z, update_iterate_sqnorm_z
+
+# How NumPy's BLAS names its CBLAS functions, with the width of their integer arguments:
+# NumPy's wheels (scipy-openblas, ILP64), other ILP64 builds, then LP64 builds. The ILP64
+# names come first: a library exporting both is used as NumPy uses it.
+_NAMINGS = (
+    ("scipy_{}64_", types.int64),
+    ("{}64_", types.int64),
+    ("scipy_{}", types.int32),
+    ("{}", types.int32),
 )
 # LLVM symbols of our own, so that the cached object code names them independently of
 # which library provides them in this process
-_SYMBOL = "trustregion_numpy_cblas_ddot"
+_SYMBOLS = {"cblas_ddot": "trustregion_numpy_cblas_ddot",
+            "cblas_zdotc_sub": "trustregion_numpy_cblas_zdotc_sub"}
 
 
-def _find_numpy_ddot() -> tuple[bool, types.Integer]:
-    """Register NumPy's ``cblas_ddot`` as :data:`_SYMBOL`: found, and the width of its integers."""
+def _find_numpy_blas() -> tuple[bool, types.Integer]:
+    """Register NumPy's ``cblas_ddot`` and ``cblas_zdotc_sub`` under :data:`_SYMBOLS`.
+
+    Returns whether both were found (in one naming) and the width of their integers.
+    """
     try:
         numpy_c = importlib.import_module("numpy._core._multiarray_umath")
     except ImportError:  # pragma: no cover - NumPy 1.x
@@ -57,26 +63,78 @@ def _find_numpy_ddot() -> tuple[bool, types.Integer]:
         library = ctypes.CDLL(numpy_c.__file__)
     except (OSError, TypeError):  # pragma: no cover - an extension without a loadable file
         return False, types.int64
-    for name, width in _DDOT_NAMES:
-        function = getattr(library, name, None)
-        if function is not None:
-            ll.add_symbol(_SYMBOL, ctypes.cast(function, ctypes.c_void_p).value)
+    for naming, width in _NAMINGS:
+        functions: dict[str, Any] = {
+            name: getattr(library, naming.format(name), None) for name in _SYMBOLS
+        }
+        if all(f is not None for f in functions.values()):
+            for name, function in functions.items():
+                ll.add_symbol(_SYMBOLS[name], ctypes.cast(function, ctypes.c_void_p).value)
             return True, width
-    # Not found: the kernels below are never called (see numpy_ddot_found), so never
-    # compiled and never linked against the missing symbol.
+    # Not found: the kernels below are never called (see numpy_blas_found), so never
+    # compiled and never linked against the missing symbols.
     return False, types.int64  # pragma: no cover
 
 
-_SYMBOL_FOUND, _INT = _find_numpy_ddot()
+_SYMBOLS_FOUND, _INT = _find_numpy_blas()
+# double cblas_ddot(n, x, incx, y, incy); void cblas_zdotc_sub(n, x, incx, y, incy, *result)
 _ddot: Any = types.ExternalFunction(
-    _SYMBOL, types.float64(_INT, types.voidptr, _INT, types.voidptr, _INT)
+    _SYMBOLS["cblas_ddot"], types.float64(_INT, types.voidptr, _INT, types.voidptr, _INT)
 )
+_zdotc_sub: Any = types.ExternalFunction(
+    _SYMBOLS["cblas_zdotc_sub"],
+    types.void(_INT, types.voidptr, _INT, types.voidptr, _INT, types.voidptr),
+)
+
+
+# NumPy calls BLAS on at most this many elements at a time and adds the parts to 0.0
+# (NPY_CBLAS_CHUNK: 2^30 with 32-bit BLAS integers, no limit with 64-bit ones)
+_CHUNK = 2**30 if _INT is types.int32 else 2**62
+
+
+@numba.njit(cache=True, nogil=True)
+def _dot(n: int, a: int, b: int) -> float:
+    """NumPy's ``DOUBLE_dot`` on C-contiguous float64 data at addresses ``a`` and ``b``."""
+    total = 0.0
+    done = 0
+    while done < n:
+        chunk = min(n - done, _CHUNK)
+        offset = np.uintp(8 * done)
+        total += _ddot(chunk, a + offset, 1, b + offset, 1)
+        done += chunk
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _vdot(n: int, a: int, b: int, out: np.ndarray) -> None:
+    """NumPy's ``CDOUBLE_vdot`` on C-contiguous complex128 data at addresses ``a``, ``b``:
+    ``out[0] + 1j out[1]``."""
+    out[0] = 0.0
+    out[1] = 0.0
+    part = np.empty(2)
+    done = 0
+    while done < n:
+        chunk = min(n - done, _CHUNK)
+        offset = np.uintp(16 * done)
+        _zdotc_sub(chunk, a + offset, 1, b + offset, 1, part.ctypes.data)
+        out[0] += part[0]
+        out[1] += part[1]
+        done += chunk
 
 
 @numba.njit(cache=True, nogil=True)
 def numpy_ddot(a: np.ndarray, b: np.ndarray) -> float:
-    """``a @ b`` for C-contiguous float64 vectors: the BLAS call of ``ndarray.dot``."""
-    return _ddot(a.shape[0], a.ctypes.data, 1, b.ctypes.data, 1)
+    """``a.dot(b)`` for C-contiguous float64 vectors: the same BLAS calls, without NumPy's
+    floating-point error checks."""
+    return _dot(a.shape[0], a.ctypes.data, b.ctypes.data)
+
+
+@numba.njit(cache=True, nogil=True)
+def numpy_zdotc(a: np.ndarray, b: np.ndarray) -> complex:
+    """``np.vdot(a, b)`` for C-contiguous complex128 vectors (the same BLAS calls)."""
+    out = np.empty(2)
+    _vdot(a.shape[0], a.ctypes.data, b.ctypes.data, out)
+    return complex(out[0], out[1])
 
 
 # The layout of the ``state`` vector the kernels read and update (float64 entries).
@@ -117,7 +175,7 @@ def cg_iteration_real(
 def _iteration(
     x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, state: np.ndarray
 ) -> tuple[bool, float, float]:
-    pq = _ddot(x.shape[0], p.ctypes.data, 1, q.ctypes.data, 1)
+    pq = _dot(x.shape[0], p.ctypes.data, q.ctypes.data)
     pp = state[PP]
     null_threshold = state[NULL_THRESHOLD]
     if not (null_threshold * pp < pq < math.inf):  # also false for NaN
@@ -147,7 +205,7 @@ def cg_update_real(
     for i in range(n):
         x[i] += alpha * p[i]
         r[i] -= alpha * q[i]
-    rr_new = _ddot(n, r.ctypes.data, 1, r.ctypes.data, 1)
+    rr_new = _dot(n, r.ctypes.data, r.ctypes.data)
     rr = state[RR]
     state[RR] = rr_new
     state[DONE] += 1.0
@@ -159,10 +217,102 @@ def cg_update_real(
     return rr_new
 
 
+# More entries of ``state`` for the complex kernels: sqrt(eps), and p^H q (real, imaginary).
+SQRT_EPS, PQ_REAL, PQ_IMAG = 9, 10, 11
+ITERATED, CURVATURE, CHECK_HERMITIAN = 0, 1, 2  # what cg_iteration_complex did
+
+
+@numba.njit(cache=True, nogil=True)
+def cg_iteration_complex(
+    x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, q_damped: np.ndarray,
+    state: np.ndarray,
+) -> tuple[int, float, float]:
+    r""":func:`cg_iteration_real` for C-contiguous complex128 vectors (Hermitian operators).
+
+    :math:`p^H q` is NumPy's ``zdotc`` (as ``np.vdot``), stored at ``state[PQ_REAL]`` and
+    ``state[PQ_IMAG]``. If its imaginary part exceeds ``sqrt(eps)`` times its real part,
+    nothing else is done and ``CHECK_HERMITIAN`` is returned: the caller decides whether the
+    operator is Hermitian (which needs ``||q||``) and, if so, resumes with
+    :func:`cg_resume_complex`. The rest is :func:`cg_iteration_real`'s, with the updates on
+    the real and imaginary parts (:mod:`.linalg`'s ``_z`` kernels, whose new ``||r||^2`` is
+    summed in the update's pass); returns ``(ITERATED, alpha, rr_new)`` or
+    ``(CURVATURE, Re p^H q, 0.0)``.
+    """
+    if state[DAMPED] != 0.0:
+        damping = state[DAMPING]
+        for i in range(x.shape[0]):
+            q_damped[i] = q[i] + damping * p[i]
+        return _iteration_complex(x, r, p, q_damped, state, True)
+    return _iteration_complex(x, r, p, q, state, True)
+
+
+@numba.njit(cache=True, nogil=True)
+def cg_resume_complex(
+    x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, state: np.ndarray
+) -> tuple[int, float, float]:
+    """The rest of :func:`cg_iteration_complex` after ``CHECK_HERMITIAN`` found the operator
+    Hermitian (``q`` the damped product if damped)."""
+    return _iteration_complex(x, r, p, q, state, False)
+
+
+@numba.njit(cache=True, nogil=True)
+def _iteration_complex(
+    x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, state: np.ndarray, fresh: bool
+) -> tuple[int, float, float]:
+    n = x.shape[0]
+    if fresh:
+        _vdot(n, p.ctypes.data, q.ctypes.data, state[PQ_REAL:])
+        if abs(state[PQ_IMAG]) > state[SQRT_EPS] * abs(state[PQ_REAL]):
+            return CHECK_HERMITIAN, 0.0, 0.0
+    pq = state[PQ_REAL]
+    pp = state[PP]
+    null_threshold = state[NULL_THRESHOLD]
+    if not (null_threshold * pp < pq < math.inf):  # also false for NaN
+        return CURVATURE, pq, 0.0
+    eps = state[EPS]
+    if pq * eps > null_threshold * pp:
+        state[NULL_THRESHOLD] = eps * pq / pp
+    rr = state[RR]
+    alpha = rr / pq
+    rr_new = update_iterate_sqnorm_z(x, r, p, q, alpha)
+    state[RR] = rr_new
+    state[DONE] += 1.0
+    if state[DONE] < state[MAXITER] and not rr_new <= state[TOL_SQ]:
+        beta = rr_new / rr
+        update_direction_z(p, r, beta)
+        state[PP] = rr_new + beta * beta * pp
+    return ITERATED, alpha, rr_new
+
+
+@numba.njit(cache=True, nogil=True)
+def cg_update_complex(
+    x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, alpha: float,
+    state: np.ndarray,
+) -> float:
+    """:func:`cg_update_real` for complex128 (``x``, ``r``, ``p`` C-contiguous), the new
+    ``||r||^2`` as ``np.vdot(r, r).real``: the first iteration's update (later ones sum
+    ``||r||^2`` in the update's pass, see :func:`cg_iteration_complex`)."""
+    n = x.shape[0]
+    for i in range(n):
+        x[i] += alpha * p[i]
+        r[i] -= alpha * q[i]
+    _vdot(n, r.ctypes.data, r.ctypes.data, state[PQ_REAL:])
+    rr_new = state[PQ_REAL]
+    rr = state[RR]
+    state[RR] = rr_new
+    state[DONE] += 1.0
+    if state[DONE] < state[MAXITER] and not rr_new <= state[TOL_SQ]:
+        beta = rr_new / rr
+        update_direction_z(p, r, beta)
+        state[PP] = rr_new + beta * beta * state[PP]
+    return rr_new
+
+
 def _probe() -> bool:
-    """Whether :func:`numpy_ddot` reproduces ``ndarray.dot`` here (lengths around the SIMD
-    widths and unrolling of BLAS kernels, values of mixed magnitude)."""
-    if not _SYMBOL_FOUND:
+    """Whether :func:`numpy_ddot` and :func:`numpy_zdotc` reproduce ``ndarray.dot`` and
+    ``np.vdot`` here (lengths around the SIMD widths and unrolling of BLAS kernels, values of
+    mixed magnitude)."""
+    if not _SYMBOLS_FOUND:
         return False
     rng = np.random.default_rng(20261130)
     for n in (*range(1, 40), 63, 64, 65, 127, 128, 129, 255, 257, 1000, 1001, 4099):
@@ -170,14 +320,18 @@ def _probe() -> bool:
         b = rng.standard_normal(n) * np.exp(rng.uniform(-8.0, 8.0, n))
         if numpy_ddot(a, b) != float(a.dot(b)) or numpy_ddot(a, a) != float(a.dot(a)):
             return False
+        u, w = a[: n // 2 * 2].view(np.complex128), b[: n // 2 * 2].view(np.complex128)
+        if numpy_zdotc(u, w) != complex(np.vdot(u, w)):
+            return False
     return True
 
 
 _FOUND: bool | None = None
 
 
-def numpy_ddot_found() -> bool:
-    """True when the fused kernels call NumPy's own ``ddot`` (probed once, on first use)."""
+def numpy_blas_found() -> bool:
+    """True when the fused kernels call NumPy's own ``ddot`` and ``zdotc`` (probed once, on
+    first use); otherwise :func:`trustregion.cg` keeps its unfused loops."""
     global _FOUND
     if _FOUND is None:
         _FOUND = _probe()
