@@ -717,7 +717,31 @@ def _solve(
                 q = matvec(p)
                 if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
                     q = _checked(q, name_A, n, dtype, shape)
-            if damping:
+            if fused and pp > 0.0 and q.strides == p_strides:
+                # The whole iteration in one kernel, as in the plain loops below, with the
+                # scale check of p^T q added: if it fails (or the curvature test does, or
+                # the operator may not be Hermitian), the kernel changes nothing but
+                # q_damped and the general code below takes over.
+                state = np.array([
+                    rr, pp, null_threshold, eps, tol_sq, damping_typed,
+                    1.0 if damping else 0.0, 0.0, min(maxiter, 2**53), sqrt_eps, 0.0, 0.0,
+                    1.0, lo_rq, hi_rq,
+                ])
+                iteration = _kc.cg_iteration_complex if is_complex else _kc.cg_iteration_real
+                done, alpha, rr_next = iteration(x, r, p, q, q_damped, state)
+                state[_kc.CHECK_RANGE] = 0.0
+                if done == _kc.ITERATED:
+                    rr = rr_next
+                    append_alpha(alpha)
+                    append_rr(rr)
+                    if callback is not None:
+                        callback(x if c_b == 1.0 else unscaled(x))
+                    if rr <= tol_sq:
+                        return finish(Status.CONVERGED, 1)
+                    break  # on to the plain loop (p and state are ready)
+                if damping:
+                    q = q_damped  # formed by the kernel
+            elif damping:
                 add_scaled(q_damped, q, p, damping_typed)
                 q = q_damped
             # The operator's scale is not known yet: p^T A p may overflow, which is handled
@@ -797,7 +821,7 @@ def _solve(
             # operations of the lines below and of the plain loop's first lines)
             state = np.array([
                 rho, pp, null_threshold, eps, tol_sq, damping_typed, 1.0 if damping else 0.0,
-                0.0, min(maxiter, 2**53), sqrt_eps, 0.0, 0.0,
+                0.0, min(maxiter, 2**53), sqrt_eps, 0.0, 0.0, 0.0, lo_rq, hi_rq,
             ])
             update = _kc.cg_update_complex if is_complex else _kc.cg_update_real
             rr = update(x, r, p, q, alpha, state)
@@ -923,8 +947,8 @@ def _solve(
                 rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
                 null_threshold = float(state[_kc.NULL_THRESHOLD])
                 break
-            stepped, alpha, rr = iteration(x, r, p, q, q_damped, state)
-            if not stepped:
+            done, alpha, rr = iteration(x, r, p, q, q_damped, state)
+            if done:  # (CURVATURE)
                 pq = alpha  # p^T q, which failed the curvature test
                 if pq != pq or pq == inf:
                     return finish(Status.NON_FINITE, k, True)

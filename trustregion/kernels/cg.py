@@ -137,28 +137,34 @@ def numpy_zdotc(a: np.ndarray, b: np.ndarray) -> complex:
     return complex(out[0], out[1])
 
 
-# The layout of the ``state`` vector the kernels read and update (float64 entries).
-RR, PP, NULL_THRESHOLD, EPS, TOL_SQ, DAMPING, DAMPED, DONE, MAXITER = range(9)
+# The layout of the ``state`` vector the kernels read and update (float64 entries):
+# r^T r, the estimate of ||p||^2, the curvature below which a direction counts as null,
+# eps, the squared tolerance, the damping and whether it is added (nonzero: a damping that
+# rescaling took to 0.0 is still added, as in the unfused loop), the iterations done and the
+# limit, sqrt(eps), p^H q (real and imaginary parts, complex only), and whether to check that
+# |p^T q| / pp lies in (LO_RQ, HI_RQ) (the first iteration's scale check).
+(RR, PP, NULL_THRESHOLD, EPS, TOL_SQ, DAMPING, DAMPED, DONE, MAXITER, SQRT_EPS, PQ_REAL,
+ PQ_IMAG, CHECK_RANGE, LO_RQ, HI_RQ) = range(15)
+STATE_SIZE = 15
+# What an iteration kernel did: the iteration, or nothing (but q_damped) because p^T q
+# failed the curvature test, or because the caller must check that the operator is
+# Hermitian, or because the first iteration's p^T q is out of the safe range.
+ITERATED, CURVATURE, CHECK_HERMITIAN, OUT_OF_RANGE = range(4)
 
 
 @numba.njit(cache=True, nogil=True)
 def cg_iteration_real(
     x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, q_damped: np.ndarray,
     state: np.ndarray,
-) -> tuple[bool, float, float]:
+) -> tuple[int, float, float]:
     r"""One CG iteration on C-contiguous float64 vectors, after the operator: ``q = A p``.
 
-    ``state`` holds, at the indices named above, :math:`r^T r`, the estimate of
-    :math:`\|p\|^2`, the curvature below which a direction counts as null, the machine
-    epsilon, the squared tolerance, the damping :math:`\lambda` and whether it is added
-    (``DAMPED`` nonzero: ``q_damped = q + lambda p`` is formed and used as ``q``; a damping
-    that rescaling took to 0.0 is still added, as in the unfused loop), the number of
-    iterations done and the iteration limit.
-
-    If ``null_threshold * pp < p^T q < inf`` fails, nothing is changed and
-    ``(False, p^T q, 0.0)`` is returned, for the caller to report. Otherwise
-    :math:`\alpha = r^T r / p^T q` and :func:`cg_update_real` does the rest;
-    ``(True, alpha, rr_new)`` is returned.
+    ``state`` as described at :data:`STATE_SIZE`. With damping, ``q_damped = q + lambda p``
+    is formed first and used as ``q``. If ``null_threshold * pp < p^T q < inf`` fails,
+    nothing else is changed and ``(CURVATURE, p^T q, 0.0)`` is returned, for the caller to
+    report (``(OUT_OF_RANGE, p^T q, 0.0)`` likewise when the scale check is on and fails).
+    Otherwise :math:`\alpha = r^T r / p^T q`, :func:`cg_update_real` does the rest, and
+    ``(ITERATED, alpha, rr_new)`` is returned.
 
     Every operation is the one :func:`trustregion.cg`'s unfused loop does, in the same order:
     its results are that loop's bit for bit.
@@ -174,17 +180,19 @@ def cg_iteration_real(
 @numba.njit(cache=True, nogil=True)
 def _iteration(
     x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, state: np.ndarray
-) -> tuple[bool, float, float]:
+) -> tuple[int, float, float]:
     pq = _dot(x.shape[0], p.ctypes.data, q.ctypes.data)
     pp = state[PP]
+    if state[CHECK_RANGE] != 0.0 and not (state[LO_RQ] < abs(pq) / pp < state[HI_RQ]):
+        return OUT_OF_RANGE, pq, 0.0
     null_threshold = state[NULL_THRESHOLD]
     if not (null_threshold * pp < pq < math.inf):  # also false for NaN
-        return False, pq, 0.0
+        return CURVATURE, pq, 0.0
     eps = state[EPS]
     if pq * eps > null_threshold * pp:
         state[NULL_THRESHOLD] = eps * pq / pp
     alpha = state[RR] / pq
-    return True, alpha, cg_update_real(x, r, p, q, alpha, state)
+    return ITERATED, alpha, cg_update_real(x, r, p, q, alpha, state)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -215,11 +223,6 @@ def cg_update_real(
             p[i] = p[i] * beta + r[i]
         state[PP] = rr_new + beta * beta * state[PP]
     return rr_new
-
-
-# More entries of ``state`` for the complex kernels: sqrt(eps), and p^H q (real, imaginary).
-SQRT_EPS, PQ_REAL, PQ_IMAG = 9, 10, 11
-ITERATED, CURVATURE, CHECK_HERMITIAN = 0, 1, 2  # what cg_iteration_complex did
 
 
 @numba.njit(cache=True, nogil=True)
@@ -262,6 +265,10 @@ def _iteration_complex(
     n = x.shape[0]
     if fresh:
         _vdot(n, p.ctypes.data, q.ctypes.data, state[PQ_REAL:])
+        if state[CHECK_RANGE] != 0.0 and not (
+            state[LO_RQ] < abs(state[PQ_REAL]) / state[PP] < state[HI_RQ]
+        ):
+            return OUT_OF_RANGE, state[PQ_REAL], 0.0
         if abs(state[PQ_IMAG]) > state[SQRT_EPS] * abs(state[PQ_REAL]):
             return CHECK_HERMITIAN, 0.0, 0.0
     pq = state[PQ_REAL]
@@ -274,6 +281,8 @@ def _iteration_complex(
         state[NULL_THRESHOLD] = eps * pq / pp
     rr = state[RR]
     alpha = rr / pq
+    if state[CHECK_RANGE] != 0.0:  # the first iteration: ||r||^2 as np.vdot, as unfused
+        return ITERATED, alpha, cg_update_complex(x, r, p, q, alpha, state)
     rr_new = update_iterate_sqnorm_z(x, r, p, q, alpha)
     state[RR] = rr_new
     state[DONE] += 1.0
