@@ -842,7 +842,8 @@ def _solve(
     # The plain loops, without a preconditioner, which is what a cheap operator runs most:
     # the same arithmetic as above with what cannot happen after the first iteration taken
     # out (rescaling, the preconditioner branches), one loop for complex and one for real
-    # systems, so that nothing but the operator and four calls remain per iteration.
+    # systems, so that nothing but the operator and four calls remain per iteration; for
+    # float64 and complex128 (the `fused` loops), the operator and one kernel call.
     if is_complex:
         vdot = _vdot
         if dtype == np.complex128:  # kernels on the real and imaginary parts

@@ -109,6 +109,11 @@ def _dot(n: int, a: int, b: int) -> float:
 def _vdot(n: int, a: int, b: int, out: np.ndarray) -> None:
     """NumPy's ``CDOUBLE_vdot`` on C-contiguous complex128 data at addresses ``a``, ``b``:
     ``out[0] + 1j out[1]``."""
+    if n <= _CHUNK:  # one call (what the result is written to need not be allocated)
+        _zdotc_sub(n, a, 1, b, 1, out.ctypes.data)
+        out[0] = 0.0 + out[0]
+        out[1] = 0.0 + out[1]
+        return
     out[0] = 0.0
     out[1] = 0.0
     part = np.empty(2)
