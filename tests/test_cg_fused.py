@@ -164,19 +164,25 @@ def test_non_hermitian_after_the_first_iteration_is_the_unfused():
 
 
 def test_the_fused_kernels_are_the_ones_running(monkeypatch):
-    calls = {"real": 0, "complex": 0}
-    for kind, name in (("real", "cg_iteration_real"), ("complex", "cg_iteration_complex")):
+    # the first iteration's kernel once, then one step kernel per iteration (299), and once
+    # more at each of the two times the record of step lengths and residual norms is full
+    # and grows (after 128 and 256 iterations)
+    calls = dict.fromkeys(
+        ["cg_iteration_real", "cg_step_real", "cg_iteration_complex", "cg_step_complex"], 0
+    )
+    for name in calls:
         kernel = getattr(kc, name)
 
-        def counted(*args, _kernel=kernel, _kind=kind):
-            calls[_kind] += 1
+        def counted(*args, _kernel=kernel, _name=name):
+            calls[_name] += 1
             return _kernel(*args)
 
         monkeypatch.setattr(kc, name, counted)
-    A, b = _problem(20, np.float64, "diagonal", 0)
-    res = tr.cg(A, b, rtol=0.0, maxiter=10)
-    assert calls == {"real": 10, "complex": 0}
+    A, b = _problem(200, np.float64, "diagonal", 0)
+    res = tr.cg(A, b, rtol=0.0, maxiter=300)
+    assert res.nit == 300 and res.residual_history.shape == (301,)
+    assert calls == dict(cg_iteration_real=1, cg_step_real=301, cg_iteration_complex=0,
+                         cg_step_complex=0)
     A, b = _problem(20, np.complex128, "diagonal", 0)
     tr.cg(A, b, rtol=0.0, maxiter=10)
-    assert calls == {"real": 10, "complex": 10}
-    assert res.nit == 10
+    assert calls["cg_iteration_complex"] == 1 and calls["cg_step_complex"] == 9

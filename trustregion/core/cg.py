@@ -578,6 +578,7 @@ def _solve(
         b_norm = math.sqrt(bb) if lo_sq < bb < hi_sq else _norm(b, rdot, lo_sq, hi_sq)
         tol = max(rtol * b_norm if rtol else 0.0, atol * c_b)
     history = [rr]  # squared residual norms and step lengths in turn (see append_alpha)
+    fused_record: np.ndarray | None = None  # the fused loops' record instead (see there)
     rhos: list[float] = []  # rho_j with a preconditioner (without one, rho_j = history[j])
     c_A = c_M = 1.0
 
@@ -594,7 +595,12 @@ def _solve(
 
     def finish(status: Status, nit: int, after_matvec: bool = False, **extra: Any) -> CGResult:
         nonlocal x
-        res = math.sqrt(history[-1]) / c_b
+        # the fused loops record rr_0, alpha_0, rr_1, ... in an array
+        squares_and_steps = (
+            history if fused_record is None
+            else fused_record[: 2 * int(state[_kc.DONE]) + 1]
+        )
+        res = math.sqrt(squares_and_steps[-1]) / c_b
         curv_c, where = extra.pop("curv_c", ""), extra.pop("where", None)
         if c_b != 1.0 or c_A != 1.0:
             x = unscaled(x)
@@ -607,7 +613,9 @@ def _solve(
                         dtype)
                 else:
                     x = np.clip(x, -big, big)
-        record = np.array(history)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
+        if x.base is not None:
+            x = x.copy()  # a row of the fused loops' work array: the caller's own array
+        record = np.array(squares_and_steps)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
         squares = record[::2]
         residual_history = np.sqrt(squares)
         alphas = record[1::2]
@@ -844,6 +852,70 @@ def _solve(
     # out (rescaling, the preconditioner branches), one loop for complex and one for real
     # systems, so that nothing but the operator and four calls remain per iteration; for
     # float64 and complex128 (the `fused` loops), the operator and one kernel call.
+    k_start = 1
+    pending: np.ndarray | None = None  # an operator output the fused loop hands over
+    if fused:
+        # float64 and complex128: after the operator, one kernel call does the rest of the
+        # iteration (the same operations in the same order, its inner products NumPy's own
+        # BLAS calls: see trustregion.kernels.cg), so that a large operator, which leaves the
+        # vectors and the interpreter cold, is followed by one call instead of four. x, r, p
+        # (and the damped product) are the rows of one array and the kernel writes the step
+        # lengths and residual norms to `record`: fewer arguments, nothing returned but what
+        # happened, which is what such a call costs. The first iteration's kernel has
+        # prepared p and the state.
+        work = np.empty((4 if damping else 3, n), dtype=dtype)
+        work[0], work[1], work[2] = x, r, p
+        x, r, p = work[0], work[1], work[2]
+        record = np.empty(2 * min(maxiter, 128) + 1)
+        record[: len(history)] = history  # rr_0, alpha_0, rr_1
+        fused_record = record
+        step = _kc.cg_step_complex if is_complex else _kc.cg_step_real
+        for k in range(1, maxiter):
+            q = matvec(p)
+            if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+                q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
+            elif q.strides != p_strides:
+                if is_complex:
+                    q = _checked(q, name_A, n, dtype, shape)  # as the unfused loop
+                else:
+                    # ndarray.dot reads a strided vector with its strides, which sums in
+                    # another order: the unfused loop takes over, from this iteration
+                    history[:] = record[: 2 * k + 1].tolist()
+                    fused_record = None
+                    rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
+                    null_threshold = float(state[_kc.NULL_THRESHOLD])
+                    pending, k_start = q, k
+                    break
+            done = step(work, q, state, record)
+            if done == _kc.RECORD_FULL:
+                record = fused_record = np.concatenate((record, np.empty(record.shape[0] - 1)))
+                done = step(work, q, state, record)
+            if done > _kc.CONVERGED:
+                if done == _kc.CHECK_HERMITIAN:
+                    # not Hermitian? (see the unfused loop)
+                    q = work[3] if damping else q
+                    pq_c = complex(state[_kc.PQ_REAL], state[_kc.PQ_IMAG])
+                    if np.all(np.isfinite(q)) and abs(pq_c.imag) > (
+                        sqrt_eps * math.sqrt(state[_kc.PP]) * float(np.linalg.norm(q))
+                    ):
+                        return finish(
+                            Status.NON_REAL_CURVATURE, k, True, curv_c=f"{pq_c:.3e}"
+                        )
+                    done = _kc.cg_resume_step_complex(work, q, state, record)
+                if done == _kc.CURVATURE:
+                    pq = float(state[_kc.PQ_REAL])  # p^T q, which failed the curvature test
+                    if pq != pq or pq == inf:
+                        return finish(Status.NON_FINITE, k, True)
+                    return finish(
+                        Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(),
+                        curvature=pq / c_A,
+                    )
+            if callback is not None:
+                callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
+            if done:  # (CONVERGED)
+                return finish(Status.CONVERGED, k + 1)
+        else:
+            return finish(Status.MAX_ITER, maxiter)
     if is_complex:
         vdot = _vdot
         if dtype == np.complex128:  # kernels on the real and imaginary parts
@@ -852,45 +924,6 @@ def _solve(
         else:
             update_iterate_sqnorm = _k.update_iterate_sqnorm
         strides = p.strides  # the kernels read q as contiguous
-        if fused:
-            # as the float64 loop below: one kernel after the operator, p^H q by NumPy's
-            # own zdotc (np.vdot's), the rest the kernels of the unfused loop (the first
-            # iteration's kernel has prepared p and the state)
-            iteration, resume = _kc.cg_iteration_complex, _kc.cg_resume_complex
-            for k in range(1, maxiter):
-                q = matvec(p)
-                if (
-                    type(q) is not ndarray or q.dtype is not dtype or q.shape != shape
-                    or q.strides != strides
-                ):
-                    q = _checked(q, name_A, n, dtype, shape)
-                done, alpha, rr = iteration(x, r, p, q, q_damped, state)
-                if done == _kc.CHECK_HERMITIAN:
-                    # not Hermitian? (see the unfused loop)
-                    q = q_damped if damping else q
-                    pq_c = complex(state[_kc.PQ_REAL], state[_kc.PQ_IMAG])
-                    if np.all(np.isfinite(q)) and abs(pq_c.imag) > (
-                        sqrt_eps * math.sqrt(state[_kc.PP]) * float(np.linalg.norm(q))
-                    ):
-                        return finish(
-                            Status.NON_REAL_CURVATURE, k, True, curv_c=f"{pq_c:.3e}"
-                        )
-                    done, alpha, rr = resume(x, r, p, q, state)
-                if done == _kc.CURVATURE:
-                    pq = alpha  # Re p^H q, which failed the curvature test
-                    if pq != pq or pq == inf:
-                        return finish(Status.NON_FINITE, k, True)
-                    return finish(
-                        Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(),
-                        curvature=pq / c_A,
-                    )
-                append_alpha(alpha)
-                append_rr(rr)
-                if callback is not None:
-                    callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
-                if rr <= tol_sq:
-                    return finish(Status.CONVERGED, k + 1)
-            return finish(Status.MAX_ITER, maxiter)
         for k in range(1, maxiter):
             beta = rr / rho_prev
             update_direction(p, r, beta)
@@ -928,42 +961,6 @@ def _solve(
             if rr <= tol_sq:
                 return finish(Status.CONVERGED, k + 1)
         return finish(Status.MAX_ITER, maxiter)
-    k_start = 1
-    pending: np.ndarray | None = None  # an operator output the fused loop hands over
-    if fused:
-        # float64: after the operator, one fused kernel does the rest of the iteration (the
-        # same operations in the same order, its inner products NumPy's own BLAS ddot: see
-        # trustregion.kernels.cg), so that a large operator, which leaves the vectors and
-        # the interpreter cold, is followed by one call instead of four. The first
-        # iteration's kernel (cg_update_real) has prepared p and the state.
-        iteration = _kc.cg_iteration_real
-        for k in range(1, maxiter):
-            q = matvec(p)
-            if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
-                q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
-            elif q.strides != p_strides:
-                # ndarray.dot reads a strided vector with its strides, which sums in
-                # another order: the unfused loop takes over, from this iteration
-                pending, k_start = q, k
-                rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
-                null_threshold = float(state[_kc.NULL_THRESHOLD])
-                break
-            done, alpha, rr = iteration(x, r, p, q, q_damped, state)
-            if done:  # (CURVATURE)
-                pq = alpha  # p^T q, which failed the curvature test
-                if pq != pq or pq == inf:
-                    return finish(Status.NON_FINITE, k, True)
-                return finish(
-                    Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(), curvature=pq / c_A
-                )
-            append_alpha(alpha)
-            append_rr(rr)
-            if callback is not None:
-                callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
-            if rr <= tol_sq:
-                return finish(Status.CONVERGED, k + 1)
-        else:
-            return finish(Status.MAX_ITER, maxiter)
     p_dot, r_dot = p.dot, r.dot  # bound once: p and r are updated in place from here on
     for k in range(k_start, maxiter):
         if pending is None:

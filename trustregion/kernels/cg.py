@@ -151,10 +151,11 @@ def numpy_zdotc(a: np.ndarray, b: np.ndarray) -> complex:
 (RR, PP, NULL_THRESHOLD, EPS, TOL_SQ, DAMPING, DAMPED, DONE, MAXITER, SQRT_EPS, PQ_REAL,
  PQ_IMAG, CHECK_RANGE, LO_RQ, HI_RQ) = range(15)
 STATE_SIZE = 15
-# What an iteration kernel did: the iteration, or nothing (but q_damped) because p^T q
-# failed the curvature test, or because the caller must check that the operator is
-# Hermitian, or because the first iteration's p^T q is out of the safe range.
-ITERATED, CURVATURE, CHECK_HERMITIAN, OUT_OF_RANGE = range(4)
+# What an iteration kernel did: the iteration (and the new residual is within the
+# tolerance: CONVERGED), or nothing (but q_damped) because p^T q failed the curvature test,
+# or because the caller must check that the operator is Hermitian, or because the first
+# iteration's p^T q is out of the safe range, or because the record is full.
+ITERATED, CONVERGED, CURVATURE, CHECK_HERMITIAN, OUT_OF_RANGE, RECORD_FULL = range(6)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -241,7 +242,7 @@ def cg_iteration_complex(
     ``state[PQ_IMAG]``. If its imaginary part exceeds ``sqrt(eps)`` times its real part,
     nothing else is done and ``CHECK_HERMITIAN`` is returned: the caller decides whether the
     operator is Hermitian (which needs ``||q||``) and, if so, resumes with
-    :func:`cg_resume_complex`. The rest is :func:`cg_iteration_real`'s, with the updates on
+    :func:`cg_resume_step_complex`. The rest is :func:`cg_iteration_real`'s, with the updates on
     the real and imaginary parts (:mod:`.linalg`'s ``_z`` kernels, whose new ``||r||^2`` is
     summed in the update's pass); returns ``(ITERATED, alpha, rr_new)`` or
     ``(CURVATURE, Re p^H q, 0.0)``.
@@ -252,15 +253,6 @@ def cg_iteration_complex(
             q_damped[i] = q[i] + damping * p[i]
         return _iteration_complex(x, r, p, q_damped, state, True)
     return _iteration_complex(x, r, p, q, state, True)
-
-
-@numba.njit(cache=True, nogil=True)
-def cg_resume_complex(
-    x: np.ndarray, r: np.ndarray, p: np.ndarray, q: np.ndarray, state: np.ndarray
-) -> tuple[int, float, float]:
-    """The rest of :func:`cg_iteration_complex` after ``CHECK_HERMITIAN`` found the operator
-    Hermitian (``q`` the damped product if damped)."""
-    return _iteration_complex(x, r, p, q, state, False)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -320,6 +312,75 @@ def cg_update_complex(
         update_direction_z(p, r, beta)
         state[PP] = rr_new + beta * beta * state[PP]
     return rr_new
+
+
+@numba.njit(cache=True, nogil=True)
+def cg_step_real(
+    work: np.ndarray, q: np.ndarray, state: np.ndarray, record: np.ndarray
+) -> int:
+    """:func:`cg_iteration_real` on the rows of ``work`` (``x``, ``r``, ``p`` and, damped,
+    ``q_damped``: one argument instead of four, which a call pays for), writing the step
+    length and the new ``r^T r`` to ``record`` (``rr_0, alpha_0, rr_1, ...``) instead of
+    returning them. ``RECORD_FULL`` (nothing done) asks for a longer ``record``; with
+    ``CURVATURE``, ``p^T q`` is at ``state[PQ_REAL]``."""
+    done = int(state[DONE])
+    if 2 * done + 2 >= record.shape[0]:
+        return RECORD_FULL
+    x, r, p = work[0], work[1], work[2]
+    if state[DAMPED] != 0.0:
+        q_damped = work[3]
+        damping = state[DAMPING]
+        for i in range(x.shape[0]):
+            q_damped[i] = q[i] + damping * p[i]
+        what, alpha, rr = _iteration(x, r, p, q_damped, state)
+    else:
+        what, alpha, rr = _iteration(x, r, p, q, state)
+    return _recorded(what, alpha, rr, done, state, record)
+
+
+@numba.njit(cache=True, nogil=True)
+def _recorded(
+    what: int, alpha: float, rr: float, done: int, state: np.ndarray, record: np.ndarray
+) -> int:
+    if what != ITERATED:
+        if what == CURVATURE:
+            state[PQ_REAL] = alpha  # (p^T q)
+        return what
+    record[2 * done + 1] = alpha
+    record[2 * done + 2] = rr
+    return CONVERGED if rr <= state[TOL_SQ] else ITERATED
+
+
+@numba.njit(cache=True, nogil=True)
+def cg_step_complex(
+    work: np.ndarray, q: np.ndarray, state: np.ndarray, record: np.ndarray
+) -> int:
+    """:func:`cg_step_real` for complex128 (:func:`cg_iteration_complex` on the rows of
+    ``work``); after ``CHECK_HERMITIAN`` resume with :func:`cg_resume_step_complex`."""
+    done = int(state[DONE])
+    if 2 * done + 2 >= record.shape[0]:
+        return RECORD_FULL
+    x, r, p = work[0], work[1], work[2]
+    if state[DAMPED] != 0.0:
+        q_damped = work[3]
+        damping = state[DAMPING]
+        for i in range(x.shape[0]):
+            q_damped[i] = q[i] + damping * p[i]
+        what, alpha, rr = _iteration_complex(x, r, p, q_damped, state, True)
+    else:
+        what, alpha, rr = _iteration_complex(x, r, p, q, state, True)
+    return _recorded(what, alpha, rr, done, state, record)
+
+
+@numba.njit(cache=True, nogil=True)
+def cg_resume_step_complex(
+    work: np.ndarray, q: np.ndarray, state: np.ndarray, record: np.ndarray
+) -> int:
+    """The rest of :func:`cg_step_complex` after ``CHECK_HERMITIAN`` found the operator
+    Hermitian (``q`` the damped product if damped)."""
+    done = int(state[DONE])
+    what, alpha, rr = _iteration_complex(work[0], work[1], work[2], q, state, False)
+    return _recorded(what, alpha, rr, done, state, record)
 
 
 def _probe() -> bool:
