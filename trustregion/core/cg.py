@@ -24,6 +24,7 @@ import numpy as np
 
 from trustregion.core import _validation as v
 from trustregion.core.status import Status, render
+from trustregion.kernels import cg as _kc
 from trustregion.kernels import linalg as _k
 
 # What cg measured, per status; render() appends the remedy (trustregion.core.status).
@@ -307,6 +308,10 @@ class _DtypeInfo:
         self.name = dtype.name
 
 
+_FLOAT64 = np.dtype(np.float64)
+_COMPLEX128 = np.dtype(np.complex128)
+_UNIT_STRIDE = (8,)  # of a C-contiguous float64 vector
+_UNIT_STRIDE_C = (16,)  # of a C-contiguous complex128 vector
 _DTYPES = {
     np.dtype(t): _DtypeInfo(np.dtype(t))
     for t in (np.float64, np.float32, np.complex128, np.complex64)
@@ -474,14 +479,23 @@ def _solve(
     # short solve costs about as much as ten iterations, and these checks were a fifth of
     # it); anything else goes through the full validation and its error messages.
     b_info = _DTYPES.get(b.dtype) if type(b) is np.ndarray else None
-    if (
-        b_info is not None and not b_info.is_complex and b.ndim == 1 and b.shape[0]
-        and b_info.lo_sq < _k.dot(b, b) < b_info.hi_sq  # finite (and b^T b in range)
-    ):
-        bb_probed = True
-    else:
+    bb_probed = False  # b^T b was found finite (and in range): b is a valid vector
+    bb_fused = -1.0  # b^T b by NumPy's ddot, when that was the probe (float64)
+    if b_info is not None and b.ndim == 1 and b.shape[0]:
+        if b.dtype is _FLOAT64 and b.strides == _UNIT_STRIDE and _kc.numpy_blas_found():
+            bb_fused = _kc.numpy_ddot(b, b)  # b.dot(b) without NumPy's FP checks
+            bb_probed = b_info.lo_sq < bb_fused < b_info.hi_sq
+        elif (
+            b.dtype is _COMPLEX128 and complex_ok and b.strides == _UNIT_STRIDE_C
+            and _kc.numpy_blas_found()
+        ):
+            bb_fused = _kc.numpy_zdotc(b, b).real  # np.vdot(b, b).real, the same
+            bb_probed = b_info.lo_sq < bb_fused < b_info.hi_sq
+        elif not b_info.is_complex:
+            bb_probed = b_info.lo_sq < _k.dot(b, b) < b_info.hi_sq
+    bb_dtype = b.dtype
+    if not bb_probed:
         b = v.float_vector(name_b, b, allow_complex=complex_ok)
-        bb_probed = False
     n = b.shape[0]
     if type(rtol) is not float or not rtol >= 0.0:
         rtol = v.nonnegative(names["rtol"], rtol, allow_inf=True)
@@ -518,7 +532,9 @@ def _solve(
         raise ValueError(
             f"{names['x0']} must have shape {b.shape} like {name_b}, got {x0_arr.shape}"
         )
-    if not is_complex and (bb_probed or lo_sq < _k.dot(b, b) < hi_sq):  # the common case
+    if bb_probed and bb_fused >= 0.0 and dtype is bb_dtype:
+        bb = bb_fused
+    elif not is_complex and (bb_probed or lo_sq < _k.dot(b, b) < hi_sq):  # the common case
         bb = float(_dot(b, b))
     else:
         bb = _sqnorm_quiet(b, rdot, is_complex, lo_sq, hi_sq)
@@ -562,6 +578,7 @@ def _solve(
         b_norm = math.sqrt(bb) if lo_sq < bb < hi_sq else _norm(b, rdot, lo_sq, hi_sq)
         tol = max(rtol * b_norm if rtol else 0.0, atol * c_b)
     history = [rr]  # squared residual norms and step lengths in turn (see append_alpha)
+    fused_record: np.ndarray | None = None  # the fused loops' record instead (see there)
     rhos: list[float] = []  # rho_j with a preconditioner (without one, rho_j = history[j])
     c_A = c_M = 1.0
 
@@ -578,7 +595,12 @@ def _solve(
 
     def finish(status: Status, nit: int, after_matvec: bool = False, **extra: Any) -> CGResult:
         nonlocal x
-        res = math.sqrt(history[-1]) / c_b
+        # the fused loops record rr_0, alpha_0, rr_1, ... in an array
+        squares_and_steps = (
+            history if fused_record is None
+            else fused_record[: 2 * int(state[_kc.DONE]) + 1]
+        )
+        res = math.sqrt(squares_and_steps[-1]) / c_b
         curv_c, where = extra.pop("curv_c", ""), extra.pop("where", None)
         if c_b != 1.0 or c_A != 1.0:
             x = unscaled(x)
@@ -591,7 +613,9 @@ def _solve(
                         dtype)
                 else:
                     x = np.clip(x, -big, big)
-        record = np.array(history)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
+        if x.base is not None:
+            x = x.copy()  # a row of the fused loops' work array: the caller's own array
+        record = np.array(squares_and_steps)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
         squares = record[::2]
         residual_history = np.sqrt(squares)
         alphas = record[1::2]
@@ -647,6 +671,12 @@ def _solve(
     inf = math.inf  # a local: the loop tests against it every iteration
     ndarray = np.ndarray
     plain = psolve is None
+    # float64 without a preconditioner: fused kernels calling NumPy's own ddot (see below)
+    # float64 and complex128: NumPy's own BLAS dot products called from Numba kernels, which
+    # without a preconditioner do all of an iteration after the operator (see below)
+    blas = (dtype is _FLOAT64 or dtype is _COMPLEX128) and _kc.numpy_blas_found()
+    fused = plain and blas
+    p_strides = p.strides
     for k in range(maxiter):
         if psolve is None:
             z, rho = r, rr
@@ -695,13 +725,43 @@ def _solve(
                 q = matvec(p)
                 if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
                     q = _checked(q, name_A, n, dtype, shape)
-            if damping:
+            if fused and pp > 0.0 and q.strides == p_strides:
+                # The whole iteration in one kernel, as in the plain loops below, with the
+                # scale check of p^T q added: if it fails (or the curvature test does, or
+                # the operator may not be Hermitian), the kernel changes nothing but
+                # q_damped and the general code below takes over.
+                state = np.array([
+                    rr, pp, null_threshold, eps, tol_sq, damping_typed,
+                    1.0 if damping else 0.0, 0.0, min(maxiter, 2**53), sqrt_eps, 0.0, 0.0,
+                    1.0, lo_rq, hi_rq,
+                ])
+                iteration = _kc.cg_iteration_complex if is_complex else _kc.cg_iteration_real
+                done, alpha, rr_next = iteration(x, r, p, q, q_damped, state)
+                state[_kc.CHECK_RANGE] = 0.0
+                if done == _kc.ITERATED:
+                    rr = rr_next
+                    append_alpha(alpha)
+                    append_rr(rr)
+                    if callback is not None:
+                        callback(x if c_b == 1.0 else unscaled(x))
+                    if rr <= tol_sq:
+                        return finish(Status.CONVERGED, 1)
+                    break  # on to the plain loop (p and state are ready)
+                if damping:
+                    q = q_damped  # formed by the kernel
+            elif damping:
                 add_scaled(q_damped, q, p, damping_typed)
                 q = q_damped
             # The operator's scale is not known yet: p^T A p may overflow, which is handled
             # below (rescaled) and so is not a warning. A Numba probe (which raises no
             # floating-point warnings) spares the cost of np.errstate on ordinary problems.
-            if not is_complex and pp > 0.0 and lo_rq < abs(_k.dot(p, q)) / pp < hi_rq:
+            pq_fused: Any = None
+            if blas and pp > 0.0 and q.strides == p_strides:
+                # dot(p, q), the same BLAS calls, without NumPy's FP checks
+                pq_fused = _kc.numpy_zdotc(p, q) if is_complex else _kc.numpy_ddot(p, q)
+            if pq_fused is not None and lo_rq < abs(pq_fused.real) / pp < hi_rq:
+                pq_raw = pq_fused
+            elif not is_complex and pp > 0.0 and lo_rq < abs(_k.dot(p, q)) / pp < hi_rq:
                 pq_raw = dot(p, q)
             else:
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):
@@ -764,8 +824,18 @@ def _solve(
             null_threshold = eps * pq / pp
         alpha = rho / pq
         append_alpha(alpha)
-        update_iterate(x, r, p, q, alpha)
-        rr = float(rdot(r, r))
+        if fused:
+            # the rest of this iteration and the next direction in one kernel (the
+            # operations of the lines below and of the plain loop's first lines)
+            state = np.array([
+                rho, pp, null_threshold, eps, tol_sq, damping_typed, 1.0 if damping else 0.0,
+                0.0, min(maxiter, 2**53), sqrt_eps, 0.0, 0.0, 0.0, lo_rq, hi_rq,
+            ])
+            update = _kc.cg_update_complex if is_complex else _kc.cg_update_real
+            rr = update(x, r, p, q, alpha, state)
+        else:
+            update_iterate(x, r, p, q, alpha)
+            rr = float(rdot(r, r))
         rho_prev = rho
         append_rr(rr)
         if callback is not None:
@@ -780,7 +850,72 @@ def _solve(
     # The plain loops, without a preconditioner, which is what a cheap operator runs most:
     # the same arithmetic as above with what cannot happen after the first iteration taken
     # out (rescaling, the preconditioner branches), one loop for complex and one for real
-    # systems, so that nothing but the operator and four calls remain per iteration.
+    # systems, so that nothing but the operator and four calls remain per iteration; for
+    # float64 and complex128 (the `fused` loops), the operator and one kernel call.
+    k_start = 1
+    pending: np.ndarray | None = None  # an operator output the fused loop hands over
+    if fused:
+        # float64 and complex128: after the operator, one kernel call does the rest of the
+        # iteration (the same operations in the same order, its inner products NumPy's own
+        # BLAS calls: see trustregion.kernels.cg), so that a large operator, which leaves the
+        # vectors and the interpreter cold, is followed by one call instead of four. x, r, p
+        # (and the damped product) are the rows of one array and the kernel writes the step
+        # lengths and residual norms to `record`: fewer arguments, nothing returned but what
+        # happened, which is what such a call costs. The first iteration's kernel has
+        # prepared p and the state.
+        work = np.empty((4 if damping else 3, n), dtype=dtype)
+        work[0], work[1], work[2] = x, r, p
+        x, r, p = work[0], work[1], work[2]
+        record = np.empty(2 * min(maxiter, 128) + 1)
+        record[: len(history)] = history  # rr_0, alpha_0, rr_1
+        fused_record = record
+        step = _kc.cg_step_complex if is_complex else _kc.cg_step_real
+        for k in range(1, maxiter):
+            q = matvec(p)
+            if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+                q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
+            elif q.strides != p_strides:
+                if is_complex:
+                    q = _checked(q, name_A, n, dtype, shape)  # as the unfused loop
+                else:
+                    # ndarray.dot reads a strided vector with its strides, which sums in
+                    # another order: the unfused loop takes over, from this iteration
+                    history[:] = record[: 2 * k + 1].tolist()
+                    fused_record = None
+                    rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
+                    null_threshold = float(state[_kc.NULL_THRESHOLD])
+                    pending, k_start = q, k
+                    break
+            done = step(work, q, state, record)
+            if done == _kc.RECORD_FULL:
+                record = fused_record = np.concatenate((record, np.empty(record.shape[0] - 1)))
+                done = step(work, q, state, record)
+            if done > _kc.CONVERGED:
+                if done == _kc.CHECK_HERMITIAN:
+                    # not Hermitian? (see the unfused loop)
+                    q = work[3] if damping else q
+                    pq_c = complex(state[_kc.PQ_REAL], state[_kc.PQ_IMAG])
+                    if np.all(np.isfinite(q)) and abs(pq_c.imag) > (
+                        sqrt_eps * math.sqrt(state[_kc.PP]) * float(np.linalg.norm(q))
+                    ):
+                        return finish(
+                            Status.NON_REAL_CURVATURE, k, True, curv_c=f"{pq_c:.3e}"
+                        )
+                    done = _kc.cg_resume_step_complex(work, q, state, record)
+                if done == _kc.CURVATURE:
+                    pq = float(state[_kc.PQ_REAL])  # p^T q, which failed the curvature test
+                    if pq != pq or pq == inf:
+                        return finish(Status.NON_FINITE, k, True)
+                    return finish(
+                        Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(),
+                        curvature=pq / c_A,
+                    )
+            if callback is not None:
+                callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
+            if done:  # (CONVERGED)
+                return finish(Status.CONVERGED, k + 1)
+        else:
+            return finish(Status.MAX_ITER, maxiter)
     if is_complex:
         vdot = _vdot
         if dtype == np.complex128:  # kernels on the real and imaginary parts
@@ -827,13 +962,16 @@ def _solve(
                 return finish(Status.CONVERGED, k + 1)
         return finish(Status.MAX_ITER, maxiter)
     p_dot, r_dot = p.dot, r.dot  # bound once: p and r are updated in place from here on
-    for k in range(1, maxiter):
-        beta = rr / rho_prev
-        update_direction(p, r, beta)
-        pp = rr + beta * beta * pp
-        q = matvec(p)
-        if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
-            q = _checked(q, name_A, n, dtype, shape)
+    for k in range(k_start, maxiter):
+        if pending is None:
+            beta = rr / rho_prev
+            update_direction(p, r, beta)
+            pp = rr + beta * beta * pp
+            q = matvec(p)
+            if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+                q = _checked(q, name_A, n, dtype, shape)
+        else:
+            q, pending = pending, None
         if damping:
             add_scaled(q_damped, q, p, damping_typed)
             q = q_damped

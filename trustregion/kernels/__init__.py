@@ -1,7 +1,9 @@
 """Numba ``njit(cache=True)`` kernels: every compiled kernel of the core lives in this package.
 
 :mod:`.categorical` and :mod:`.diag_gaussian` hold the distribution kernels exported here;
-:mod:`.linalg` holds the fused vector updates of the CG loop (private to :func:`trustregion.cg`).
+:mod:`.linalg` holds the fused vector updates of the CG loop and :mod:`.cg` the kernels that
+do a whole float64 or complex128 CG iteration after the operator, calling NumPy's own BLAS
+dot products (both private to :func:`trustregion.cg`).
 
 These are the raw kernels: no validation, no dtype conversion, one compiled
 specialization per argument type (cached on disk, so a second process loads rather

@@ -1,0 +1,188 @@
+"""The fused CG kernels (trustregion.kernels.cg) against the unfused loops, bit for bit.
+
+float64 and complex128 solves without a preconditioner run one Numba kernel per iteration
+whose inner products are NumPy's own BLAS calls. The unfused loops are still there (for
+float32, complex64, preconditioned solves, and wherever NumPy's BLAS is not found), so the
+fused path is compared with them, solve by solve: every output the TRPO agent's training
+depends on must be the same bits.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import trustregion as tr
+from trustregion import Status
+from trustregion.kernels import cg as kc
+
+pytestmark = pytest.mark.skipif(
+    not kc.numpy_blas_found(), reason="NumPy's BLAS dot products not found: no fused path"
+)
+
+
+def test_numpy_blas_is_found_with_numpys_own_openblas():
+    # NumPy's wheels are built with scipy-openblas: there the fused path must be on (this is
+    # what the skip above would otherwise hide)
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    if blas.get("name") != "scipy-openblas":
+        pytest.skip(f"NumPy built with {blas.get('name')}")
+    assert kc.numpy_blas_found()
+
+
+@pytest.mark.parametrize("n", [*range(1, 70), 127, 128, 129, 255, 256, 257, 1000, 1001, 4097])
+def test_kernel_dot_products_are_numpys_bit_for_bit(n):
+    rng = np.random.default_rng(n)
+    scale = np.exp(rng.uniform(-30.0, 30.0, (4, n)))
+    a, b, c, d = rng.standard_normal((4, n)) * scale
+    assert kc.numpy_ddot(a, b) == float(a.dot(b))
+    assert kc.numpy_ddot(a, a) == float(a.dot(a))
+    u, w = a + 1j * b, c + 1j * d
+    assert kc.numpy_zdotc(u, w) == complex(np.vdot(u, w))
+    assert kc.numpy_zdotc(u, u) == complex(np.vdot(u, u))
+
+
+def _solve_both(*args, **kwargs):
+    """The same solve by the fused path and by the unfused loops, with callback iterates."""
+    results = []
+    try:
+        for found in (True, False):
+            kc._FOUND = found  # what numpy_blas_found() answers: False, the unfused loops
+            iterates: list[np.ndarray] = []
+            res = tr.cg(*args, callback=lambda xk, it=iterates: it.append(xk.copy()), **kwargs)
+            results.append((res, iterates))
+    finally:
+        kc._FOUND = None  # probed again on next use
+    return results
+
+
+def _assert_bitwise_equal(fused, unfused):
+    (a, its_a), (b, its_b) = fused, unfused
+    assert (a.status, a.nit, a.n_matvec) == (b.status, b.nit, b.n_matvec)
+    for name in ("x", "residual_history", "lanczos_alphas", "lanczos_rhos"):
+        u, w = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
+        assert u.dtype == w.dtype and u.tobytes() == w.tobytes(), name
+    assert np.float64(a.residual_norm).tobytes() == np.float64(b.residual_norm).tobytes()
+    assert len(its_a) == len(its_b)
+    assert all(u.tobytes() == w.tobytes() for u, w in zip(its_a, its_b, strict=True))
+    assert (a.direction is None) == (b.direction is None)
+    if a.direction is not None:
+        assert a.direction.tobytes() == b.direction.tobytes()
+        assert np.float64(a.curvature).tobytes() == np.float64(b.curvature).tobytes()
+    sa, sb = a.spectrum, b.spectrum
+    assert (sa.eig_min, sa.eig_max, sa.condition) == (sb.eig_min, sb.eig_max, sb.condition)
+    assert sa.ritz_values.tobytes() == sb.ritz_values.tobytes()
+    assert a.message == b.message
+
+
+def _problem(n, dtype, kind, seed):
+    rng = np.random.default_rng(seed)
+    complex_ = np.dtype(dtype).kind == "c"
+    b = rng.standard_normal(n) + (1j * rng.standard_normal(n) if complex_ else 0.0)
+    if kind == "dense":
+        Q = rng.standard_normal((n, n)) + (1j * rng.standard_normal((n, n)) if complex_ else 0)
+        return (Q @ Q.conj().T / n + 0.05 * np.eye(n)).astype(dtype), b.astype(dtype)
+    d = rng.uniform(0.5, 80.0, n).astype(dtype)
+    if kind == "indefinite":
+        d[rng.integers(n)] *= -1.0
+    return (lambda v: d * v), b.astype(dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    dtype=st.sampled_from([np.float64, np.complex128, np.float32, np.complex64]),
+    kind=st.sampled_from(["diagonal", "dense", "indefinite"]),
+    damping=st.sampled_from([0.0, 0.3]),
+    warm=st.booleans(),
+    maxiter=st.sampled_from([None, 1, 2, 5]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fused_solves_are_the_unfused_bit_for_bit(n, dtype, kind, damping, warm, maxiter, seed):
+    A, b = _problem(n, dtype, kind, seed)
+    x0 = np.random.default_rng(seed + 1).standard_normal(n).astype(dtype) if warm else None
+    fused, unfused = _solve_both(
+        A, b, x0=x0, rtol=1e-10, damping=damping, maxiter=maxiter
+    )
+    _assert_bitwise_equal(fused, unfused)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 31, 64, 100, 513, 1000, 2000])
+def test_fused_full_runs_are_the_unfused_bit_for_bit(n, dtype):
+    # rtol = 0: every iteration up to the limit, far into the rounding floor
+    A, b = _problem(n, dtype, "diagonal", n)
+    fused, unfused = _solve_both(A, b, rtol=0.0, maxiter=min(3 * n, 400))
+    _assert_bitwise_equal(fused, unfused)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("scale", [2.0**-700, 2.0**-300, 2.0**300, 2.0**700])
+def test_fused_rescaled_problems_are_the_unfused_bit_for_bit(dtype, scale):
+    # far from unit scale the first iteration's checks fail and the general code rescales
+    A, b = _problem(40, dtype, "dense", 3)
+    for operator, rhs in ((A * scale, b), (A, b * scale), (A * scale, b * scale)):
+        fused, unfused = _solve_both(operator, rhs, rtol=1e-9)
+        _assert_bitwise_equal(fused, unfused)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_strided_and_foreign_operator_outputs(dtype):
+    # a strided output (ndarray.dot reads it with its strides: the unfused loop takes over),
+    # a float32 or list output (converted), and a read-only one
+    A, b = _problem(50, dtype, "dense", 5)
+    outputs = [
+        lambda v: np.repeat(A @ v, 2)[::2],
+        lambda v: (A @ v).astype(np.complex64 if np.dtype(dtype).kind == "c" else np.float32),
+        lambda v: list(A @ v),
+        lambda v: np.frombuffer((A @ v).tobytes(), dtype=dtype),
+    ]
+    for matvec in outputs:
+        for damping in (0.0, 0.1):
+            fused, unfused = _solve_both(matvec, b, rtol=1e-10, damping=damping)
+            _assert_bitwise_equal(fused, unfused)
+            assert fused[0].status is Status.CONVERGED
+
+
+def test_non_hermitian_after_the_first_iteration_is_the_unfused():
+    # a Hermitian first step, then an operator that is not: the kernel hands the check back
+    rng = np.random.default_rng(6)
+    n = 30
+    H = np.diag(rng.uniform(1.0, 10.0, n)).astype(np.complex128)
+    S = 1j * rng.standard_normal((n, n))
+    calls = [0]
+
+    def matvec(v):
+        calls[0] += 1
+        return H @ v + (S @ v if calls[0] % 2 == 0 else 0.0)
+
+    for _ in range(2):
+        calls[0] = 0
+        fused, unfused = _solve_both(matvec, rng.standard_normal(n) + 0j)
+        _assert_bitwise_equal(fused, unfused)
+    assert fused[0].status is Status.NON_REAL_CURVATURE
+
+
+def test_the_fused_kernels_are_the_ones_running(monkeypatch):
+    # the first iteration's kernel once, then one step kernel per iteration (299), and once
+    # more at each of the two times the record of step lengths and residual norms is full
+    # and grows (after 128 and 256 iterations)
+    calls = dict.fromkeys(
+        ["cg_iteration_real", "cg_step_real", "cg_iteration_complex", "cg_step_complex"], 0
+    )
+    for name in calls:
+        kernel = getattr(kc, name)
+
+        def counted(*args, _kernel=kernel, _name=name):
+            calls[_name] += 1
+            return _kernel(*args)
+
+        monkeypatch.setattr(kc, name, counted)
+    A, b = _problem(200, np.float64, "diagonal", 0)
+    res = tr.cg(A, b, rtol=0.0, maxiter=300)
+    assert res.nit == 300 and res.residual_history.shape == (301,)
+    assert calls == dict(cg_iteration_real=1, cg_step_real=301, cg_iteration_complex=0,
+                         cg_step_complex=0)
+    A, b = _problem(20, np.complex128, "diagonal", 0)
+    tr.cg(A, b, rtol=0.0, maxiter=10)
+    assert calls["cg_iteration_complex"] == 1 and calls["cg_step_complex"] == 9
