@@ -58,6 +58,7 @@ from common import write_json  # noqa: E402
 RESULTS = HERE / "results" / "compare"
 DOC = ROOT / "docs" / "benchmarks" / "learning.md"
 FIGURE = ROOT / "docs" / "benchmarks" / "learning.png"
+EVAL_SEEDS = ("declared", "shared")
 SIDES = ("ours", "sb3")
 SIDE_NAMES = {"ours": "ours (defaults)", "sb3": "SB3-contrib (zoo)"}
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
@@ -90,8 +91,33 @@ def _clocks() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
+def declared_episode_seeds(seed: int, n_episodes: int) -> list[int]:
+    """The evaluation starts of training seed ``seed`` under ``--eval-seeds declared``.
+
+    ``n_episodes`` reset seeds drawn from a generator seeded with ``1000 + seed`` (the
+    evaluation seeds issue 10 declares): every run has its own starts, no two neighbouring
+    training seeds share them, and both sides play exactly the same starts.
+
+    >>> declared_episode_seeds(100, 3) == declared_episode_seeds(100, 3)
+    True
+    >>> set(declared_episode_seeds(100, 10)) & set(declared_episode_seeds(101, 10))
+    set()
+    """
+    rng = np.random.default_rng(1000 + seed)
+    return [int(s) for s in rng.integers(0, 2**31 - 1, size=n_episodes)]
+
+
+def episode_seeds_for(mode: str, seed: int, n_episodes: int) -> list[int] | None:
+    """Per-episode reset seeds of an evaluation: ``declared`` (both sides the same starts),
+    or ``shared`` (the older protocol: ours ``seed .. seed+n-1``, SB3-contrib the zoo's
+    continuing eval env, so the two sides see different starts)."""
+    if mode == "declared":
+        return declared_episode_seeds(seed, n_episodes)
+    return None
+
+
 def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: int,
-                eval_episodes: int, overrides: list[str]) -> None:
+                eval_episodes: int, overrides: list[str], eval_seeds: str = "shared") -> None:
     """One learning run of ours with the defaults for ``env_id`` (plus ``overrides``)."""
     from bench_trpo_learn import machine_info, peak_rss_mib
 
@@ -100,13 +126,16 @@ def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: in
 
     config = TRPOConfig.for_env(env_id, **parse_overrides(overrides))
     agent = TRPO(env_id, seed=seed, config=config)
+    declared = episode_seeds_for(eval_seeds, seed, eval_episodes)
     curve: dict[str, list[float]] = {"timesteps": [], "eval_mean": [], "eval_std": []}
     result: dict[str, Any] = {
         "benchmark": "compare", "side": "ours", "env_id": env_id, "seed": seed,
         "status": "running", "total_timesteps": timesteps,
         "config": json.loads(config.to_json()), "overrides": overrides,
         "eval": {"episodes": eval_episodes, "deterministic": True, "every": eval_freq,
-                 "seeds": f"{seed}..{seed + eval_episodes - 1}"},
+                 "seeds": f"{seed}..{seed + eval_episodes - 1}" if declared is None
+                 else "declared", **({} if declared is None
+                                      else {"episode_seeds": declared})},
         "machine": {**machine_info(), "load_average_1_5_15min": os.getloadavg()},
     }
     eval_wall = eval_cpu = 0.0
@@ -116,7 +145,8 @@ def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: in
     def evaluate() -> tuple[float, float]:
         nonlocal eval_wall, eval_cpu
         t0 = _clocks()
-        mean, std = agent.evaluate(eval_episodes, deterministic=True, seed=seed)
+        mean, std = agent.evaluate(eval_episodes, deterministic=True,
+                                   seed=seed if declared is None else declared)
         t1 = _clocks()
         eval_wall += t1[0] - t0[0]
         eval_cpu += t1[1] - t0[1]
@@ -152,7 +182,7 @@ def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: in
 
 
 def worker_sb3(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: int,
-               eval_episodes: int) -> None:
+               eval_episodes: int, eval_seeds: str = "shared") -> None:
     """One learning run of SB3-contrib with the zoo's settings (``sb3_trpo.py learn``).
 
     The peer's own learning run, with its evaluations timed on the process clock too and its
@@ -176,7 +206,8 @@ def worker_sb3(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: int
     sb3_trpo.RESULTS_DIR = out.parent / ".sb3_tmp" / out.stem
     start = _clocks()
     args = argparse.Namespace(env=env_id, seed=seed, timesteps=timesteps, eval_freq=eval_freq,
-                              eval_episodes=eval_episodes, threads=1)
+                              eval_episodes=eval_episodes, threads=1,
+                              episode_seeds=episode_seeds_for(eval_seeds, seed, eval_episodes))
     result = sb3_trpo.cmd_learn(args)
     end = _clocks()
     # cmd_learn's training time excludes the evaluations (wall); the CPU time likewise.
@@ -200,7 +231,8 @@ def launch(side: str, env_id: str, seed: int, out: Path, args: argparse.Namespac
     """Run one worker process; add its process clocks to its result file."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "worker", side, env_id,
            "--seed", str(seed), "--out", str(out), "--timesteps", str(args.timesteps),
-           "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes)]
+           "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),
+           "--eval-seeds", args.eval_seeds]
     if side == "ours" and args.overrides:
         cmd += ["--set", *args.overrides]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -406,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--timesteps", type=int, default=100_000)
     run.add_argument("--eval-freq", type=int, default=10_000)
     run.add_argument("--eval-episodes", type=int, default=10)
+    run.add_argument("--eval-seeds", choices=EVAL_SEEDS, default="shared",
+                     help="declared: both sides play the same starts, drawn from 1000+seed; "
+                          "shared: the older protocol (see declared_episode_seeds)")
     run.add_argument("--no-report", action="store_true")
     run.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value",
                      help="config overrides for our side (tuning runs)")
@@ -423,14 +458,15 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--eval-episodes", type=int, default=10)
     worker.add_argument("--set", dest="overrides", nargs="+", default=[],
                         metavar="key=value")
+    worker.add_argument("--eval-seeds", choices=EVAL_SEEDS, default="shared")
     args = parser.parse_args(argv)
     if args.command == "worker":
         if args.side == "ours":
             worker_ours(args.env, args.seed, args.out, args.timesteps, args.eval_freq,
-                        args.eval_episodes, args.overrides)
+                        args.eval_episodes, args.overrides, args.eval_seeds)
         else:
             worker_sb3(args.env, args.seed, args.out, args.timesteps, args.eval_freq,
-                       args.eval_episodes)
+                       args.eval_episodes, args.eval_seeds)
         return 0
     if args.command == "sweep":
         args.folder = args.folder.resolve()

@@ -20,7 +20,7 @@ import copy
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -490,19 +490,24 @@ class TRPO:
         return env_actions[0] if single else env_actions
 
     def evaluate(self, n_episodes: int = 10, *, deterministic: bool = True,
-                 seed: int | None = None, env: gym.Env | None = None,
+                 seed: int | Sequence[int] | None = None, env: gym.Env | None = None,
                  max_episode_steps: int = 100_000) -> tuple[float, float]:
         """Mean and std of the undiscounted return over ``n_episodes`` fresh episodes.
 
         Runs on a separate environment (``gym.make(env_id)`` unless ``env`` is given)
-        and does not touch the training state or its random generators.  An episode is
-        cut after ``max_episode_steps`` steps, so an environment without a time limit
-        cannot hang the evaluation.
+        and does not touch the training state or its random generators.  Episode ``i``
+        starts from ``reset(seed=seed + i)`` for an int ``seed``, from
+        ``reset(seed=seed[i])`` for a sequence of ``n_episodes`` ints (the start states a
+        comparison declares, e.g. the same ones for two implementations), and unseeded
+        for ``None``.  An episode is cut after ``max_episode_steps`` steps, so an
+        environment without a time limit cannot hang the evaluation.
 
         Raises
         ------
         ValueError
-            If ``env`` has another observation shape or action space than the agent's.
+            If ``env`` has another observation shape or action space than the agent's, or
+            ``seed`` is a sequence whose length is not ``n_episodes`` or which holds
+            something other than non-negative ints.
         EnvOutputError
             If the environment returns an unusable observation or reward.
         """
@@ -515,12 +520,16 @@ class TRPO:
             env = gym.make(self.env_id)
         elif not isinstance(env, gym.Env):
             raise TypeError(f"env: expected a gymnasium.Env, got {type(env).__name__}")
+        episode_seeds = _episode_seeds(seed, n_episodes)
         same_spaces(env, venv.single_observation_space, venv.single_action_space)
         checked = CheckedEnv(env)
-        rng = np.random.default_rng(seed)
+        # An int seed keeps the action stream of earlier versions; a sequence seeds it
+        # with all the episode seeds.
+        rng = np.random.default_rng(seed if episode_seeds is None or isinstance(
+            seed, (int, np.integer)) else episode_seeds)
         returns = []
         for i in range(n_episodes):
-            obs, _ = checked.reset(seed=None if seed is None else seed + i)
+            obs, _ = checked.reset(seed=None if episode_seeds is None else episode_seeds[i])
             total, done, steps = 0.0, False, 0
             while not done and steps < max_episode_steps:
                 x = self._evaluation_obs(checked, obs, f"episode {i}, step {steps}")
@@ -778,3 +787,23 @@ def _or_nan(value: float | None) -> float:
 
 def _mean(values) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _episode_seeds(seed: Any, n_episodes: int) -> list[int] | None:
+    """``evaluate``'s per-episode reset seeds from its ``seed`` argument (see there)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        return [int(seed) + i for i in range(n_episodes)]
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence | np.ndarray):
+        raise ValueError(f"seed must be None, an int or a sequence of {n_episodes} ints, "
+                         f"got {type(seed).__name__}")
+    seeds = list(seed)
+    if len(seeds) != n_episodes:
+        raise ValueError(f"seed: {len(seeds)} episode seeds for n_episodes={n_episodes}")
+    for k, s in enumerate(seeds):
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+            raise ValueError(f"seed[{k}] must be a non-negative int, got {s!r}")
+    return [int(s) for s in seeds]

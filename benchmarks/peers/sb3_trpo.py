@@ -440,11 +440,16 @@ class CurveCallback(BaseCallback):
         eval_freq: int,
         n_episodes: int,
         on_eval: Callable[[], None],
+        episode_seeds: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.eval_env = eval_env
         self.eval_freq = eval_freq
         self.n_episodes = n_episodes
+        # None: the zoo's way (episodes continue the eval env's own generator); a list:
+        # episode i starts from reset(seed=episode_seeds[i]), the starts a comparison
+        # declares for both sides.
+        self.episode_seeds = episode_seeds
         self.on_eval = on_eval
         self.next_eval = eval_freq
         self.timesteps: list[int] = []
@@ -455,9 +460,19 @@ class CurveCallback(BaseCallback):
     def evaluate(self) -> tuple[float, float]:
         start = time.perf_counter()
         sync_envs_normalization(self.model.get_env(), self.eval_env)
-        mean, std = evaluate_policy(
-            self.model, self.eval_env, n_eval_episodes=self.n_episodes, deterministic=True
-        )
+        if self.episode_seeds is None:
+            mean, std = evaluate_policy(
+                self.model, self.eval_env, n_eval_episodes=self.n_episodes, deterministic=True
+            )
+        else:
+            returns = []
+            for episode_seed in self.episode_seeds:
+                self.eval_env.seed(int(episode_seed))  # applied by evaluate_policy's reset
+                r, _ = evaluate_policy(
+                    self.model, self.eval_env, n_eval_episodes=1, deterministic=True
+                )
+                returns.append(float(r))
+            mean, std = float(np.mean(returns)), float(np.std(returns))
         self.eval_seconds += time.perf_counter() - start
         return float(mean), float(std)
 
@@ -512,8 +527,12 @@ def cmd_learn(args: argparse.Namespace) -> dict[str, Any]:
         result["peak_rss_mib"] = peak_rss_mib()
         write_json(out, result)
 
+    episode_seeds = getattr(args, "episode_seeds", None)
+    if episode_seeds is not None:
+        result["eval"]["episode_seeds"] = [int(s) for s in episode_seeds]
     callback = CurveCallback(
-        eval_env, args.eval_freq, args.eval_episodes, lambda: record("running")
+        eval_env, args.eval_freq, args.eval_episodes, lambda: record("running"),
+        episode_seeds=episode_seeds,
     )
     model.learn(total_timesteps=timesteps, callback=callback)
     train_seconds = time.perf_counter() - started - callback.eval_seconds
