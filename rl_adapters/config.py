@@ -353,8 +353,7 @@ class TRPOConfig:
 
         SB3-contrib's TRPO has no entropy bonus and accepts any improving step within the
         trust region, so the result also has ``line_search=True``, ``entropy_coef=0``,
-        ``ls_accept_ratio=0``, ``ls_kl_slack=1``, ``value_l2=0`` and
-        ``max_kl_end_fraction=1`` (a constant radius).
+        ``ls_accept_ratio=0``, ``ls_kl_slack=1`` and ``value_l2=0``.
 
         **The factor D.** SB3-contrib bounds ``kl_divergence(new, old).mean()``; for a
         diagonal Gaussian policy PyTorch's ``Normal`` KL is per action dimension, so that
@@ -781,7 +780,7 @@ def _translate_sb3(sb3_kwargs: Mapping[str, Any]) -> dict[str, Any]:
         fvp_subsample=1.0 / factor,
         value_optimizer="adam",  # SB3 fits the critic with minibatch Adam
         line_search=True, entropy_coef=0.0, ls_accept_ratio=0.0, ls_kl_slack=1.0,
-        value_l2=0.0, max_kl_end_fraction=1.0,  # SB3's target_kl is constant
+        value_l2=0.0,
     )
     out.update(_translate_policy_kwargs(args.get("policy_kwargs")))
     out.update(_translate_normalize(args["normalize"], out["gamma"]))

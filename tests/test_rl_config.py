@@ -257,12 +257,3 @@ def test_max_kl_end_fraction_decays_the_radius_linearly_over_learn():
     assert runs[end][0] == runs[1.0][0]  # same seed, same first radius: the same step
     assert all(kl <= r * (1 + 1e-9) for kl, r in zip(runs[end], radius, strict=True))
     assert runs[1.0][-1] > radius[-1]
-
-
-def test_from_sb3_keeps_a_constant_radius_where_the_env_default_decays_it(monkeypatch):
-    from rl_adapters import config as config_module
-
-    tweaks = {**config_module._ENV_TWEAKS["Pendulum"], "max_kl_end_fraction": 0.5}
-    monkeypatch.setitem(config_module._ENV_TWEAKS, "Pendulum", tweaks)
-    assert TRPOConfig.for_env("Pendulum-v1").max_kl_end_fraction == 0.5
-    assert TRPOConfig.from_sb3("Pendulum-v1", use_sde=True).max_kl_end_fraction == 1.0
