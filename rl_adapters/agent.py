@@ -269,9 +269,6 @@ class TRPO:
         self.episode_lengths: deque[int] = deque(maxlen=100)
         self.metrics: list[dict[str, float | str]] = []
         self._predict_rng = predict_generator(self.seed)
-        # The trust-region radius of the next update as a fraction of max_kl (learn() sets
-        # it from max_kl_end_fraction; a direct train_one_update() uses max_kl).
-        self._kl_fraction = 1.0
 
     # ----------------------------------------------------------------- training
     def learn(self, total_timesteps: int, *, callback: Callable[..., Any] | None = None,
@@ -293,12 +290,8 @@ class TRPO:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, unit="step", dynamic_ncols=True)
-        end = self.config.max_kl_end_fraction
         try:
             while self.num_timesteps < target:
-                # Linear decay of the radius over this call, from max_kl to end * max_kl.
-                done = 1.0 - (target - self.num_timesteps) / total
-                self._kl_fraction = 1.0 if end == 1.0 else 1.0 - (1.0 - end) * done
                 metrics = self.train_one_update()
                 if bar is not None:
                     # The last update may overshoot the budget: keep the bar at 100%.
@@ -307,7 +300,6 @@ class TRPO:
                 if callback is not None and callback(self, metrics) is False:
                     break
         finally:
-            self._kl_fraction = 1.0
             if bar is not None:
                 bar.close()
         return self
@@ -403,8 +395,7 @@ class TRPO:
             fisher = self._fisher(theta_old, obs)
         else:
             fisher = FisherOperator(policy, theta_old, cache, out_old, np.dtype(cfg.fvp_dtype))
-        max_kl = cfg.max_kl * self._kl_fraction
-        nat = natural_gradient_step(g, fisher, max_kl, cg_iters=cfg.cg_iters,
+        nat = natural_gradient_step(g, fisher, cfg.max_kl, cg_iters=cfg.cg_iters,
                                     damping=cfg.cg_damping, cg_rtol=cfg.cg_rtol)
         f0 = float(np.mean(adv)) + cfg.entropy_coef * entropy_old
 
@@ -436,7 +427,7 @@ class TRPO:
             ls = backtracking_line_search(
                 surrogate_and_kl, theta_old, nat.step,
                 expected_improvement=nat.expected_improvement,
-                max_constraint=max_kl, shrink=cfg.ls_shrink,
+                max_constraint=cfg.max_kl, shrink=cfg.ls_shrink,
                 max_backtracks=cfg.ls_max_backtracks, accept_ratio=cfg.ls_accept_ratio,
                 constraint_slack=cfg.ls_kl_slack, f0=f0,
             )

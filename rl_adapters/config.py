@@ -131,9 +131,6 @@ class TRPOConfig:
                            interval=_UNIT)
     max_kl: float = _f(0.01, "trust-region radius delta on the mean KL(old || new)",
                        interval=_POSITIVE)
-    max_kl_end_fraction: float = _f(1.0, "radius at the end of each learn() call as a fraction "
-                                    "of max_kl, reached by a linear decay (1: constant)",
-                                    interval=Interval(0.0, 1.0, low_open=True))
     cg_iters: int = _f(15, "conjugate-gradient iterations for F^{-1} g", interval=_POSITIVE_INT)
     cg_damping: float = _f(1e-3, "damping lambda added to the Fisher: (F + lambda I) x = g",
                            interval=_NON_NEGATIVE)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rl_adapters import TRPO, TRPOConfig
+from rl_adapters import TRPOConfig
 from rl_adapters.config import Interval, parse_overrides
 
 FIELDS = dataclasses.fields(TRPOConfig)
@@ -84,7 +84,6 @@ RANGES = {
     "ls_max_backtracks": ([-1], [0, 3]),
     "max_kl": ([0.0, -1.0, math.inf, math.nan], [1e-12, 5.0]),
     "ls_kl_slack": ([0.0, math.inf], [1.0]),
-    "max_kl_end_fraction": ([0.0, -0.5, 1.01, math.nan], [1e-6, 0.5, 1.0]),
     "cg_damping": ([-1e-12, math.inf, math.nan], [0.0, 1e6]),
     "gamma": ([-0.01, 1.01, math.nan], [0.0, 1.0]),
     "gae_lambda": ([1.5], [0.0, 1.0]),
@@ -237,23 +236,3 @@ def test_interval(interval, inside, outside, text):
     assert all(v in interval for v in inside)
     assert not any(v in interval for v in outside)
     assert str(interval) == text
-
-
-@pytest.mark.slow
-def test_max_kl_end_fraction_decays_the_radius_linearly_over_learn():
-    # Update k of K starts at done = k / K: its radius is max_kl * (1 - (1 - end) * k / K).
-    # The line search accepts only KL <= radius, while the constant radius takes steps near
-    # max_kl: the last update's KL tells the schedule apart from a constant radius.
-    base = {"n_envs": 1, "n_steps": 64, "max_kl": 0.01, "normalize_obs": False}
-    K, end = 5, 0.1
-    runs = {}
-    for fraction in (1.0, end):
-        agent = TRPO("CartPole-v1", seed=0,
-                     config=TRPOConfig.for_env("CartPole-v1", max_kl_end_fraction=fraction, **base))
-        agent.learn(K * 64)
-        runs[fraction] = [float(m["kl"]) for m in agent.metrics]
-        assert agent._kl_fraction == 1.0  # a direct train_one_update() uses max_kl again
-    radius = [0.01 * (1 - (1 - end) * k / K) for k in range(K)]
-    assert runs[end][0] == runs[1.0][0]  # same seed, same first radius: the same step
-    assert all(kl <= r * (1 + 1e-9) for kl, r in zip(runs[end], radius, strict=True))
-    assert runs[1.0][-1] > radius[-1]
