@@ -481,17 +481,17 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(StateError, match=r"missing entries \['n_draws', 'n_steps', 'sample_freq'\]"):
         noise.load_state_dict({"matrices": other["matrices"]})
     state = noise.state_dict()
-    with pytest.raises(StateError, match="^sample_freq: 3, but this noise has sample_freq=-1"):
+    with pytest.raises(StateError, match=r"^sample_freq: 3, but this noise has sample_freq=-1"):
         noise.load_state_dict({**state, "sample_freq": np.int64(3)})
-    with pytest.raises(StateError, match="^n_steps: -1 is below 0"):
+    with pytest.raises(StateError, match=r"^n_steps: -1 is below 0"):
         noise.load_state_dict({**state, "n_steps": np.int64(-1)})
-    with pytest.raises(StateError, match="^n_draws: expected an int"):
+    with pytest.raises(StateError, match=r"^n_draws: expected an int"):
         noise.load_state_dict({**state, "n_draws": np.asarray(1.0)})
-    with pytest.raises(StateError, match="^matrices: has NaN or infinite entries"):
+    with pytest.raises(StateError, match=r"^matrices: has NaN or infinite entries"):
         noise.load_state_dict({**state, "matrices": np.full_like(state["matrices"], np.nan)})
-    with pytest.raises(StateError, match="^matrices: expected a float64 array"):
+    with pytest.raises(StateError, match=r"^matrices: expected a float64 array"):
         noise.load_state_dict({**state, "matrices": state["matrices"].astype(np.float32)})
-    with pytest.raises(StateError, match="^expected a group of entries"):
+    with pytest.raises(StateError, match=r"^expected a group of entries"):
         noise.load_state_dict(None)
     # A refused state changes nothing.
     after = noise.state_dict()
