@@ -704,7 +704,13 @@ class TRPO:
             env = saved_id or None
             if env is None:
                 raise ValueError("env: the checkpoint has no env id; pass the env to load()")
-        agent = cls(env, seed=seed, config=config)
+        try:
+            agent = cls(env, seed=seed, config=config)
+        except ValueError as err:
+            if not str(err).startswith("config "):
+                raise
+            # The saved configuration does not fit ``env`` (use_sde=True on Discrete actions).
+            raise CheckpointError(f"{where}: the saved {err}") from None
         try:
             agent.load_state_dict(state)
         except StateError as err:

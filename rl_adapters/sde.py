@@ -57,6 +57,7 @@ from numpy.typing import NDArray
 from rl_adapters._kernels import mlp_forward_rows, sde_act_rows
 from rl_adapters.mlp import MLP
 from rl_adapters.policies import Policy
+from rl_adapters.validation import StateError, check_keys, float_array, int_scalar
 from trustregion import distributions as dist
 
 __all__ = ["StateDependentGaussianPolicy", "StateDependentNoise", "make_sde_policy"]
@@ -274,6 +275,7 @@ class StateDependentGaussianPolicy(Policy):
         row samples :math:`\\mu(s) + \\Theta^\\top\\phi(s)` with the same law as the
         collector's, without the temporal correlation.  ``deterministic`` gives ``mu(s)``.
         """
+        self._check_act_inputs(theta, obs)
         if deterministic:
             out, _ = self.outputs(theta, obs)
             mean = out[:, : self.act_dim].copy()
@@ -466,25 +468,34 @@ class StateDependentNoise:
         }
 
     def load_state_dict(self, state: Mapping[str, NDArray]) -> None:
-        """Restore :meth:`state_dict`'s output; the shapes and ``sample_freq`` must match."""
-        missing = {"matrices", "n_steps", "n_draws", "sample_freq"} - set(state)
-        if missing:
-            raise KeyError(f"state is missing {sorted(missing)}")
-        matrices = np.asarray(state["matrices"], dtype=np.float64)
-        if matrices.shape != self.matrices.shape:
-            raise ValueError(f"state['matrices'] has shape {matrices.shape}, expected "
-                             f"{self.matrices.shape} (n_envs, latent_dim, act_dim)")
-        if int(state["sample_freq"]) != self.sample_freq:
-            raise ValueError(f"state['sample_freq'] is {int(state['sample_freq'])}, this noise "
-                             f"has sample_freq={self.sample_freq}")
-        if not np.all(np.isfinite(matrices)):
-            raise ValueError("state['matrices'] has non-finite entries")
-        counters = {name: int(state[name]) for name in ("n_steps", "n_draws")}
-        for name, value in counters.items():
-            if value < 0:
-                raise ValueError(f"state[{name!r}] must be >= 0, got {value}")
+        """Restore :meth:`state_dict`'s output; the shapes and ``sample_freq`` must match.
+
+        Raises
+        ------
+        StateError
+            Naming the entry (``matrices``, ``n_steps``, ``n_draws``, ``sample_freq``) that
+            is missing, of another dtype or shape, non-finite, negative, or (``sample_freq``)
+            not this noise's; nothing is changed then.
+        """
+        check_keys(state, ("matrices", "n_steps", "n_draws", "sample_freq"))
+        matrices = float_array(state, "matrices", self.matrices.shape)
+        sample_freq = _saved_int(state, "sample_freq", low=-1)
+        if sample_freq != self.sample_freq:
+            raise StateError("sample_freq", f"{sample_freq}, but this noise has sample_freq="
+                                            f"{self.sample_freq} (another sde_sample_freq?)")
+        n_steps = _saved_int(state, "n_steps", low=0)
+        n_draws = _saved_int(state, "n_draws", low=0)
         self.matrices[...] = matrices
-        self.n_steps, self.n_draws = counters["n_steps"], counters["n_draws"]
+        self.n_steps, self.n_draws = n_steps, n_draws
+
+
+def _saved_int(state: Mapping[str, object], key: str, low: int) -> int:
+    """``state[key]`` as an int >= ``low``: an int, a NumPy integer or a 0-d int64 array
+    (what :meth:`StateDependentNoise.state_dict` writes)."""
+    value = state[key]
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype == np.int64:
+        value = value[()]
+    return int_scalar({key: value}, key, low=low)
 
 
 def make_sde_policy(observation_space, action_space, *, hidden=(64, 64), activation="tanh",

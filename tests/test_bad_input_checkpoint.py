@@ -26,15 +26,25 @@ from rl_adapters.checkpoint import (
     unflatten_state,
     write_state,
 )
+from rl_adapters.policies import CategoricalPolicy, DiagGaussianPolicy
+from rl_adapters.sde import StateDependentGaussianPolicy
 
 SMALL = {"n_steps": 16, "n_envs": 2, "value_epochs": 1, "value_batch_size": 16,
          "value_optimizer": "adam", "normalize_obs": True, "normalize_reward": True}
+# Every policy kind: categorical, the plain Gaussian (Pendulum with gSDE off) and gSDE
+# (Pendulum's default): (env, overrides, the policy class expected).
+POLICIES = [("CartPole-v1", {}, CategoricalPolicy),
+            ("Pendulum-v1", {"use_sde": False}, DiagGaussianPolicy),
+            ("Pendulum-v1", {}, StateDependentGaussianPolicy)]
+POLICY_IDS = ["CartPole-v1", "Pendulum-v1-gaussian", "Pendulum-v1-gsde"]
 
 
-@pytest.fixture(scope="module", params=["CartPole-v1", "Pendulum-v1"])
+@pytest.fixture(scope="module", params=POLICIES, ids=POLICY_IDS)
 def saved(request, tmp_path_factory):
     """A checkpoint of a trained agent: (path, its bytes, its flat state)."""
-    agent = TRPO(request.param, seed=0, **SMALL)
+    env_id, overrides, policy_class = request.param
+    agent = TRPO(env_id, seed=0, **SMALL, **overrides)
+    assert type(agent.policy) is policy_class
     agent.learn(64)
     path = tmp_path_factory.mktemp("ckpt") / "model.npz"
     agent.save(str(path))
@@ -299,18 +309,28 @@ def test_a_corrupt_config_or_env_id_is_named(saved, tmp_path):
         assert str(info.value).startswith(f"path={str(bad)!r}")
 
 
-@pytest.mark.parametrize(("source", "targets"), [
-    ("CartPole-v1", ["Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0",
-                     "Pendulum-v1"]),
-    ("Pendulum-v1", ["MountainCarContinuous-v0", "CartPole-v1", "Acrobot-v1"]),
-])
-def test_a_checkpoint_does_not_load_onto_an_env_of_other_spaces(tmp_path, source, targets):
-    agent = TRPO(source, seed=0, n_steps=16, n_envs=1)
+_GSDE_ON_DISCRETE = r"the saved config use_sde=True: gSDE .* action space Discrete"
+
+
+@pytest.mark.parametrize(("source", "overrides", "targets"), [
+    ("CartPole-v1", {}, {"Acrobot-v1": None, "MountainCar-v0": None,
+                         "MountainCarContinuous-v0": None, "Pendulum-v1": None}),
+    ("Pendulum-v1", {"use_sde": False}, {"MountainCarContinuous-v0": None,
+                                         "CartPole-v1": None, "Acrobot-v1": None}),
+    # gSDE (Pendulum's default) on Discrete actions: the saved config itself does not fit.
+    ("Pendulum-v1", {}, {"MountainCarContinuous-v0": None, "CartPole-v1": _GSDE_ON_DISCRETE,
+                         "Acrobot-v1": _GSDE_ON_DISCRETE}),
+], ids=["CartPole-v1", "Pendulum-v1-gaussian", "Pendulum-v1-gsde"])
+def test_a_checkpoint_does_not_load_onto_an_env_of_other_spaces(tmp_path, source, overrides,
+                                                                 targets):
+    agent = TRPO(source, seed=0, n_steps=16, n_envs=1, **overrides)
     path = tmp_path / "model.npz"
     agent.save(str(path))
-    for target in targets:
-        with pytest.raises(CheckpointError, match=r"policy: the saved policy .* does not fit"):
+    for target, message in targets.items():
+        with pytest.raises(CheckpointError, match=message or
+                           r"policy: the saved policy .* does not fit") as info:
             TRPO.load(str(path), env=target)
+        assert str(info.value).startswith(f"path={str(path)!r}: ")
 
 
 def test_a_state_dict_that_does_not_fit_names_the_entry():

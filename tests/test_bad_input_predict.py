@@ -15,14 +15,24 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from rl_adapters import TRPO, load_policy
+from rl_adapters.policies import CategoricalPolicy, DiagGaussianPolicy
+from rl_adapters.sde import StateDependentGaussianPolicy
 
 SMALL = {"n_steps": 16, "n_envs": 1, "value_epochs": 1, "value_batch_size": 16}
+# Every policy kind: categorical, the plain Gaussian (Pendulum with gSDE off) and gSDE
+# (Pendulum's default): (env, overrides, the policy class expected).
+POLICIES = [("CartPole-v1", {}, CategoricalPolicy),
+            ("Pendulum-v1", {"use_sde": False}, DiagGaussianPolicy),
+            ("Pendulum-v1", {}, StateDependentGaussianPolicy)]
+POLICY_IDS = ["CartPole-v1", "Pendulum-v1-gaussian", "Pendulum-v1-gsde"]
 
 
-@pytest.fixture(scope="module", params=["CartPole-v1", "Pendulum-v1"])
+@pytest.fixture(scope="module", params=POLICIES, ids=POLICY_IDS)
 def agents(request, tmp_path_factory):
     """A trained agent (normalized observations) and its NumPy-only policy."""
-    agent = TRPO(request.param, seed=0, normalize_obs=True, **SMALL)
+    env_id, overrides, policy_class = request.param
+    agent = TRPO(env_id, seed=0, normalize_obs=True, **SMALL, **overrides)
+    assert type(agent.policy) is policy_class
     agent.learn(32)
     path = tmp_path_factory.mktemp("predict") / "model.npz"
     agent.save(str(path))

@@ -221,8 +221,15 @@ def test_describe_prints_type_default_constraint_and_help_of_every_field():
 def test_describe_shows_the_defaults_of_the_env_family():
     lines = TRPOConfig.describe("Pendulum-v1").splitlines()
     assert "  n_envs: int = 4  (>= 1)" in lines
-    assert "  use_sde: bool = False" in lines
     assert "  value_optimizer: str = adam  (adam | lbfgs | trust_region)" in lines
+    # Pendulum's own tweak (gSDE every 8 steps) over the family's plain Gaussian default.
+    assert "  use_sde: bool = True" in lines
+    assert "  sde_sample_freq: int = 8  (>= -1)" in lines
+    assert "  log_std_init: float = -2.0  (in [-20, 20])" in lines
+    assert "  max_kl: float = 0.03  (> 0, finite)" in lines
+    other = TRPOConfig.describe("MountainCarContinuous-v0").splitlines()
+    assert "  use_sde: bool = False" in other
+    assert "  log_std_init: float = 0.0  (in [-20, 20])" in other
 
 
 @pytest.mark.parametrize("interval, inside, outside, text", [

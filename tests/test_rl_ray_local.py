@@ -7,6 +7,7 @@ grouped (tests/test_rl_ray.py checks the Ray side).
 """
 
 import copy
+import functools
 import itertools
 import subprocess
 import sys
@@ -19,7 +20,9 @@ from hypothesis import strategies as st
 from rl_adapters import TRPO
 from rl_adapters.config import TRPOConfig
 from rl_adapters.normalization import RunningMeanStd
-from rl_adapters.rollout import Segment, act_rowwise, make_vector_env
+from rl_adapters.policies import CategoricalPolicy, DiagGaussianPolicy
+from rl_adapters.rollout import ROWWISE_CHUNK, Segment, act_rowwise, make_vector_env
+from rl_adapters.sde import StateDependentGaussianPolicy, StateDependentNoise
 
 SETTINGS = {"n_envs": 4, "n_steps": 64, "normalize_obs": True, "normalize_reward": True,
             "obs_norm_update": "per_rollout", "value_optimizer": "adam", "value_epochs": 2,
@@ -37,7 +40,7 @@ def _trained(env, **overrides):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("env_id, overrides", [
-    ("Pendulum-v1", {}), ("CartPole-v1", {}),
+    ("Pendulum-v1", {"use_sde": False}), ("CartPole-v1", {}),
     # gSDE: each env's exploration matrices from its own stream, redrawn every 5 steps.
     ("Pendulum-v1", {"use_sde": True, "sde_sample_freq": 5}),
 ])
@@ -147,21 +150,50 @@ def test_per_rollout_acts_with_frozen_statistics_then_updates_them():
         agent.close()
 
 
-@pytest.mark.parametrize("policy_env", ["Pendulum-v1", "CartPole-v1"])
-def test_each_row_acts_the_same_in_any_batch(policy_env):
+def _rowwise_actor(agent, theta, rng, n):
+    """Noise for ``n`` rows and the acting path the collector takes with it.
+
+    Plain policies: white noise and :func:`act_rowwise`.  gSDE: one exploration matrix per
+    row, acted on by :meth:`StateDependentNoise.act` in chunks of ``ROWWISE_CHUNK`` (what
+    ``collect_segment`` calls), between two draws so that the rows use the given matrices.
+    """
+    policy = agent.policy
+    if not isinstance(policy, StateDependentGaussianPolicy):
+        return policy.draw_noise(rng, (n,)), functools.partial(act_rowwise, policy, theta)
+    matrices = policy.draw_matrices(theta, rng, n)
+
+    def act(obs, rows_matrices, actions_out):
+        noise = StateDependentNoise(policy, obs.shape[0], sample_freq=-1)
+        noise.load_state_dict({"matrices": rows_matrices, "n_steps": np.int64(1),
+                               "n_draws": np.int64(1), "sample_freq": np.int64(-1)})
+        rngs = [np.random.default_rng(e) for e in range(obs.shape[0])]
+        result = noise.act(theta, obs, rngs, actions_out, chunk=ROWWISE_CHUNK)
+        assert noise.n_draws == 1  # acted with the given matrices, drew none
+        return result
+
+    return matrices, act
+
+
+@pytest.mark.parametrize(("policy_env", "overrides", "policy_class"), [
+    ("Pendulum-v1", {"use_sde": False}, DiagGaussianPolicy),
+    ("Pendulum-v1", {"use_sde": True}, StateDependentGaussianPolicy),
+    ("CartPole-v1", {}, CategoricalPolicy),
+], ids=["Pendulum-v1-gaussian", "Pendulum-v1-gsde", "CartPole-v1"])
+def test_each_row_acts_the_same_in_any_batch(policy_env, overrides, policy_class):
     # What makes a worker's slice give the rows of the whole batch: row-wise forward passes.
-    agent = TRPO(policy_env, seed=0, n_envs=2)
+    agent = TRPO(policy_env, seed=0, n_envs=2, **overrides)
     policy, rng = agent.policy, np.random.default_rng(1)
+    assert type(policy) is policy_class
     theta = agent.theta + 0.3 * rng.standard_normal(agent.theta.shape)
     obs = rng.standard_normal((21, agent.policy.net.sizes_array[0]))
-    noise = policy.draw_noise(rng, (21,))
+    noise, act = _rowwise_actor(agent, theta, rng, 21)
     shape = (21, getattr(policy, "act_dim", 1))
     dtype = np.float64 if hasattr(policy, "act_dim") else np.int64
     whole_actions = np.empty(shape, dtype)
-    whole = act_rowwise(policy, theta, obs, noise, whole_actions)
+    whole = act(obs, noise, whole_actions)
     for a, b in ((0, 1), (3, 5), (5, 17), (17, 21)):
         part_actions = np.empty((b - a, shape[1]), dtype)
-        env_actions, logp = act_rowwise(policy, theta, obs[a:b], noise[a:b], part_actions)
+        env_actions, logp = act(obs[a:b], noise[a:b], part_actions)
         assert env_actions.tobytes() == whole[0][a:b].tobytes()
         assert logp.tobytes() == whole[1][a:b].tobytes()
         assert part_actions.tobytes() == whole_actions[a:b].tobytes()

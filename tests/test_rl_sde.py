@@ -19,6 +19,7 @@ from scipy import stats
 
 from rl_adapters.policies import FisherOperator
 from rl_adapters.sde import StateDependentGaussianPolicy, StateDependentNoise, make_sde_policy
+from rl_adapters.validation import StateError
 
 CONFIGS = {
     "full": dict(full_std=True, use_expln=False),
@@ -475,14 +476,24 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="one row per environment"):
         noise.act(theta, obs[:1], [np.random.default_rng(0)] * 2, np.empty((1, 2)))
     other = StateDependentNoise(policy, n_envs=3).state_dict()
-    with pytest.raises(ValueError, match="has shape"):
+    with pytest.raises(StateError, match=r"^matrices: shape \(3, 4, 2\), expected \(2, 4, 2\)"):
         noise.load_state_dict(other)
-    with pytest.raises(KeyError, match="missing"):
+    with pytest.raises(StateError, match=r"missing entries \['n_draws', 'n_steps', 'sample_freq'\]"):
         noise.load_state_dict({"matrices": other["matrices"]})
     state = noise.state_dict()
-    with pytest.raises(ValueError, match="sample_freq"):
+    with pytest.raises(StateError, match=r"^sample_freq: 3, but this noise has sample_freq=-1"):
         noise.load_state_dict({**state, "sample_freq": np.int64(3)})
-    with pytest.raises(ValueError, match="n_steps"):
+    with pytest.raises(StateError, match=r"^n_steps: -1 is below 0"):
         noise.load_state_dict({**state, "n_steps": np.int64(-1)})
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(StateError, match=r"^n_draws: expected an int"):
+        noise.load_state_dict({**state, "n_draws": np.asarray(1.0)})
+    with pytest.raises(StateError, match=r"^matrices: has NaN or infinite entries"):
         noise.load_state_dict({**state, "matrices": np.full_like(state["matrices"], np.nan)})
+    with pytest.raises(StateError, match=r"^matrices: expected a float64 array"):
+        noise.load_state_dict({**state, "matrices": state["matrices"].astype(np.float32)})
+    with pytest.raises(StateError, match=r"^expected a group of entries"):
+        noise.load_state_dict(None)
+    # A refused state changes nothing.
+    after = noise.state_dict()
+    for key, value in state.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
