@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 #: batch and the workers' slices go through different chunkings (rollout.act_rowwise).
 SETTINGS = {"n_envs": 10, "n_steps": 64, "normalize_obs": True, "normalize_reward": True,
             "obs_norm_update": "per_rollout", "value_optimizer": "adam", "value_epochs": 2,
-            "value_batch_size": 64}
+            "value_batch_size": 64, "use_sde": False}  # the plain Gaussian; gSDE: SDE below
 #: gSDE with a new exploration matrix every 24 steps: three draws per 64-step rollout.
 SDE = {"use_sde": True, "sde_sample_freq": 24}
 UPDATES = 4  # Pendulum-v1 truncates at 200 steps: 4 x 64 steps see a truncation per env
@@ -97,7 +97,7 @@ def test_four_workers_train_bitwise_like_the_local_run_with_gsde(local_ray):
     # 10 envs as 3 + 3 + 2 + 2; gSDE: the matrices drawn on the workers from the per-env
     # streams every 24 steps, gathered by the learner into its checkpointed state.
     expected = _run("Pendulum-v1", vector_env="sync", **SDE)
-    agent = TRPO("Pendulum-v1", seed=3, vector_env="ray", n_workers=4, **SETTINGS, **SDE)
+    agent = TRPO("Pendulum-v1", seed=3, vector_env="ray", n_workers=4, **{**SETTINGS, **SDE})
     try:
         agent.learn(UPDATES * agent.config.batch_size)
         _assert_identical(_fingerprint(agent), expected)

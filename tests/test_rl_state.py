@@ -63,9 +63,13 @@ def _components(agent):
             *([agent.collector.sde_noise] if agent.collector.sde_noise is not None else [])]
 
 
-@pytest.fixture(scope="module", params=["Pendulum-v1", "CartPole-v1"])
+# Pendulum-v1's default is gSDE; the plain diagonal Gaussian is asked for explicitly.
+@pytest.fixture(scope="module", params=[("Pendulum-v1", {}), ("Pendulum-v1", {"use_sde": False}),
+                                        ("CartPole-v1", {})],
+                ids=["pendulum-gsde", "pendulum-gaussian", "cartpole"])
 def agent(request):
-    agent = TRPO(request.param, seed=0, **SMALL)
+    env_id, extra = request.param
+    agent = TRPO(env_id, seed=0, **{**SMALL, **extra})
     agent.learn(2 * 64)
     return agent
 
