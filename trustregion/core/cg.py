@@ -656,7 +656,7 @@ def _solve(
             if fused_record is not None:
                 kept, lo, hi, condition = state[_kc.KEPT :].tolist()
             if kept:
-                found = _new_spectrum(lo, hi, condition, alphas, lanczos_rhos, c_A, int(kept))
+                found = _new_spectrum(lo, hi, condition, alphas, squares, c_A, int(kept))
             else:
                 found = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
             result.__dict__["spectrum"] = found
