@@ -98,12 +98,14 @@ class CGSpectrum:
     lanczos_alphas: np.ndarray = field(repr=False)
     lanczos_rhos: np.ndarray = field(repr=False)
     scale: float = field(default=1.0, repr=False)
-    lanczos_kept: int = field(default=0, repr=False)
+    lanczos_kept: int | None = field(default=None, repr=False)  # None: all
 
     @cached_property
     def ritz_values(self) -> np.ndarray:
         """Eigenvalues of the Lanczos matrix, ascending, in the caller's units."""
         kept = self.lanczos_kept
+        if kept is None:
+            kept = self.lanczos_alphas.shape[0]
         if kept == 0:
             return np.empty(0)
         ritz = _k.cg_ritz_values(self.lanczos_alphas[:kept], self.lanczos_rhos[:kept])
