@@ -94,7 +94,7 @@ class CGSpectrum:
     condition: float | None
     # every alpha_j and at least as many rho_j, of which the first lanczos_kept (those above
     # the rounding floor) define T_k (cut on first use of ritz_values, not when the extremes
-    # are found: slicing costs a spectrum=True solve a microsecond)
+    # are found: two slices cost a spectrum=True solve about a microsecond)
     lanczos_alphas: np.ndarray = field(repr=False)
     lanczos_rhos: np.ndarray = field(repr=False)
     scale: float = field(default=1.0, repr=False)
@@ -658,7 +658,7 @@ def _solve(
             if fused_record is not None:
                 kept, lo, hi, condition = state[_kc.KEPT :].tolist()
             if kept:
-                # (_new_spectrum written out: a call costs a tenth of all this)
+                # (_new_spectrum written out, which saves a call on this path)
                 found = object.__new__(CGSpectrum)
                 fields = found.__dict__
                 fields["eig_min"] = lo
