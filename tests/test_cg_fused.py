@@ -186,3 +186,66 @@ def test_the_fused_kernels_are_the_ones_running(monkeypatch):
     A, b = _problem(20, np.complex128, "diagonal", 0)
     tr.cg(A, b, rtol=0.0, maxiter=10)
     assert calls["cg_iteration_complex"] == 1 and calls["cg_step_complex"] == 9
+
+
+def _assert_same_spectrum(eager, lazy):
+    se, sl = eager.spectrum, lazy.spectrum
+    assert (se.eig_min, se.eig_max, se.condition) == (sl.eig_min, sl.eig_max, sl.condition)
+    assert se.lanczos_kept == sl.lanczos_kept and se.scale == sl.scale
+    assert se.ritz_values.tobytes() == sl.ritz_values.tobytes()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 120),
+    dtype=st.sampled_from([np.float64, np.complex128]),
+    kind=st.sampled_from(["diagonal", "dense", "indefinite"]),
+    damping=st.sampled_from([0.0, 0.3]),
+    maxiter=st.sampled_from([None, 1, 2, 5, 30]),
+    rtol=st.sampled_from([0.0, 1e-10]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_spectrum_found_by_the_last_kernel_call_is_the_one_found_after(
+    n, dtype, kind, damping, maxiter, rtol, seed
+):
+    # spectrum=True: the fused loop's last kernel call finds the extreme Ritz values; the
+    # lazy spectrum runs the same kernel on the result's record after the solve: the same bits
+    A, b = _problem(n, dtype, kind, seed)
+    eager = tr.cg(A, b, rtol=rtol, damping=damping, maxiter=maxiter, spectrum=True)
+    lazy = tr.cg(A, b, rtol=rtol, damping=damping, maxiter=maxiter)
+    assert "spectrum" in eager.__dict__ and "spectrum" not in lazy.__dict__
+    assert eager.x.tobytes() == lazy.x.tobytes() and eager.nit == lazy.nit
+    _assert_same_spectrum(eager, lazy)
+    # and the unfused loops' eager spectrum (found after the solve) is the same too
+    fused, unfused = _solve_both(A, b, rtol=rtol, damping=damping, maxiter=maxiter,
+                                 spectrum=True)
+    _assert_bitwise_equal(fused, unfused)
+    _assert_same_spectrum(fused[0], unfused[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("scale", [1.0, 2.0**-700, 2.0**700])
+def test_spectrum_is_found_in_the_kernel_without_a_call_of_its_own(monkeypatch, dtype, scale):
+    import sys
+
+    core_cg = sys.modules["trustregion.core.cg"]
+    calls = [0]
+    kernel = core_cg._k.cg_spectrum_extremes
+
+    def counted(*args):
+        calls[0] += 1
+        return kernel(*args)
+
+    monkeypatch.setattr(core_cg._k, "cg_spectrum_extremes", counted)
+    A, b = _problem(40, dtype, "dense", 8)
+    res = tr.cg(A * scale, b, rtol=0.0, maxiter=60, spectrum=True)
+    assert res.nit == 60 and calls[0] == 0  # found by the fused loop's last kernel call
+    assert res.spectrum.lanczos_kept < 60  # (cut at the rounding floor)
+    true = np.linalg.eigvalsh(A * scale)
+    assert true[0] * (1 - 1e-9) <= res.spectrum.eig_min <= res.spectrum.eig_max
+    assert res.spectrum.eig_max <= true[-1] * (1 + 1e-9)
+    np.testing.assert_allclose([res.spectrum.eig_min, res.spectrum.eig_max],
+                               true[[0, -1]], rtol=1e-8)
+    monkeypatch.undo()
+    lazy = tr.cg(A * scale, b, rtol=0.0, maxiter=60)
+    _assert_same_spectrum(res, lazy)

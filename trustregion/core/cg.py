@@ -92,17 +92,23 @@ class CGSpectrum:
     eig_min: float | None
     eig_max: float | None
     condition: float | None
-    # the alpha_j kept (those above the rounding floor) and at least as many rho_j
+    # every alpha_j and at least as many rho_j, of which the first lanczos_kept (those above
+    # the rounding floor) define T_k (cut on first use of ritz_values, not when the extremes
+    # are found: two slices cost a spectrum=True solve about a microsecond)
     lanczos_alphas: np.ndarray = field(repr=False)
     lanczos_rhos: np.ndarray = field(repr=False)
     scale: float = field(default=1.0, repr=False)
+    lanczos_kept: int | None = field(default=None, repr=False)  # None: all
 
     @cached_property
     def ritz_values(self) -> np.ndarray:
         """Eigenvalues of the Lanczos matrix, ascending, in the caller's units."""
-        if self.lanczos_alphas.shape[0] == 0:
+        kept = self.lanczos_kept
+        if kept is None:
+            kept = self.lanczos_alphas.shape[0]
+        if kept == 0:
             return np.empty(0)
-        ritz = _k.cg_ritz_values(self.lanczos_alphas, self.lanczos_rhos)
+        ritz = _k.cg_ritz_values(self.lanczos_alphas[:kept], self.lanczos_rhos[:kept])
         if self.scale != 1.0:
             ritz /= self.scale  # back from the power-of-two rescaled operator (exact)
         return ritz
@@ -245,8 +251,9 @@ def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]
 
 # Iterations whose residual has fallen to this fraction of the first (in the M-norm, squared,
 # in units of the dtype's eps squared) are at the rounding floor: their coefficients describe
-# rounding noise, not the operator, and put Ritz values outside its spectrum. Cut there.
-_ROUNDING_FLOOR = 64.0**2
+# rounding noise, not the operator, and put Ritz values outside its spectrum. Cut there (the
+# fused kernels, which find the spectrum in their last call, cut at the same place).
+_ROUNDING_FLOOR = _kc.ROUNDING_FLOOR
 
 
 def _spectrum(alphas: Any, rhos: Any, scale: float, eps: float) -> CGSpectrum:
@@ -254,19 +261,21 @@ def _spectrum(alphas: Any, rhos: Any, scale: float, eps: float) -> CGSpectrum:
     # preconditioned run's rho_j are a list
     alpha = alphas if type(alphas) is np.ndarray else np.array(alphas, dtype=np.float64)
     rho = rhos if type(rhos) is np.ndarray else np.array(rhos, dtype=np.float64)
-    k = alpha.shape[0]
-    if k == 0:
-        lo = hi = condition = None
-        rho = rho[:0]
-    else:
-        # one kernel call: the cut at the rounding floor and both extreme Ritz values
-        kept, lo, hi = _k.cg_spectrum_extremes(alpha, rho, _ROUNDING_FLOOR * eps * eps)
-        if kept < k:
-            alpha, rho = alpha[:kept], rho[:kept]
-        if scale != 1.0:
-            lo, hi = lo / scale, hi / scale  # back from the rescaled operator (exact)
-        condition = hi / lo if lo > 0.0 else math.inf
-    # filled without the frozen dataclass's __init__ (see _new_result): a few microseconds
+    if alpha.shape[0] == 0:
+        return _new_spectrum(None, None, None, alpha, rho, scale, 0)
+    # one kernel call: the cut at the rounding floor and both extreme Ritz values
+    kept, lo, hi = _k.cg_spectrum_extremes(alpha, rho, _ROUNDING_FLOOR * eps * eps)
+    if scale != 1.0:
+        lo, hi = lo / scale, hi / scale  # back from the rescaled operator (exact)
+    return _new_spectrum(lo, hi, hi / lo if lo > 0.0 else math.inf, alpha, rho, scale, kept)
+
+
+def _new_spectrum(
+    lo: float | None, hi: float | None, condition: float | None, alpha: np.ndarray,
+    rho: np.ndarray, scale: float, kept: int,
+) -> CGSpectrum:
+    """A :class:`CGSpectrum` without the frozen dataclass's ``__init__`` (see
+    :func:`_new_result`)."""
     spectrum = object.__new__(CGSpectrum)
     fields = spectrum.__dict__
     fields["eig_min"] = lo
@@ -275,6 +284,7 @@ def _spectrum(alphas: Any, rhos: Any, scale: float, eps: float) -> CGSpectrum:
     fields["lanczos_alphas"] = alpha
     fields["lanczos_rhos"] = rho
     fields["scale"] = scale
+    fields["lanczos_kept"] = kept
     return spectrum
 
 
@@ -641,8 +651,26 @@ def _solve(
             **extra,
         )
         if spectrum:
-            # computed now, as asked (stored where the cached property keeps it)
-            result.__dict__["spectrum"] = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
+            # computed now, as asked (stored where the cached property keeps it): when the
+            # fused loop ended the solve, by its last kernel call (the same kernel on the same
+            # record as _spectrum, the same arithmetic after it), which saves a call
+            kept = 0.0
+            if fused_record is not None:
+                kept, lo, hi, condition = state[_kc.KEPT :].tolist()
+            if kept:
+                # (_new_spectrum written out, which saves a call on this path)
+                found = object.__new__(CGSpectrum)
+                fields = found.__dict__
+                fields["eig_min"] = lo
+                fields["eig_max"] = hi
+                fields["condition"] = condition
+                fields["lanczos_alphas"] = alphas
+                fields["lanczos_rhos"] = squares
+                fields["scale"] = c_A
+                fields["lanczos_kept"] = int(kept)
+            else:
+                found = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
+            result.__dict__["spectrum"] = found
         return result
 
     if b_is_zero or math.sqrt(rr) <= tol:
@@ -733,7 +761,7 @@ def _solve(
                 state = np.array([
                     rr, pp, null_threshold, eps, tol_sq, damping_typed,
                     1.0 if damping else 0.0, 0.0, min(maxiter, 2**53), sqrt_eps, 0.0, 0.0,
-                    1.0, lo_rq, hi_rq,
+                    1.0, lo_rq, hi_rq, 1.0 if spectrum else 0.0, 0.0, 0.0, 0.0, 0.0,
                 ])
                 iteration = _kc.cg_iteration_complex if is_complex else _kc.cg_iteration_real
                 done, alpha, rr_next = iteration(x, r, p, q, q_damped, state)
@@ -830,6 +858,7 @@ def _solve(
             state = np.array([
                 rho, pp, null_threshold, eps, tol_sq, damping_typed, 1.0 if damping else 0.0,
                 0.0, min(maxiter, 2**53), sqrt_eps, 0.0, 0.0, 0.0, lo_rq, hi_rq,
+                c_A if spectrum else 0.0, 0.0, 0.0, 0.0, 0.0,
             ])
             update = _kc.cg_update_complex if is_complex else _kc.cg_update_real
             rr = update(x, r, p, q, alpha, state)

@@ -33,7 +33,11 @@ import numba
 import numpy as np
 from numba import types
 
-from trustregion.kernels.linalg import update_direction_z, update_iterate_sqnorm_z
+from trustregion.kernels.linalg import (
+    cg_spectrum_extremes,
+    update_direction_z,
+    update_iterate_sqnorm_z,
+)
 
 # How NumPy's BLAS names its CBLAS functions, with the width of their integer arguments:
 # NumPy's wheels (scipy-openblas, ILP64), other ILP64 builds, then LP64 builds. The ILP64
@@ -147,10 +151,19 @@ def numpy_zdotc(a: np.ndarray, b: np.ndarray) -> complex:
 # eps, the squared tolerance, the damping and whether it is added (nonzero: a damping that
 # rescaling took to 0.0 is still added, as in the unfused loop), the iterations done and the
 # limit, sqrt(eps), p^H q (real and imaginary parts, complex only), and whether to check that
-# |p^T q| / pp lies in (LO_RQ, HI_RQ) (the first iteration's scale check).
+# |p^T q| / pp lies in (LO_RQ, HI_RQ) (the first iteration's scale check); whether to find
+# the extreme Ritz values when the iteration ends (0.0: no; otherwise the factor the operator
+# was rescaled by, which they are divided by), and what was found (see
+# :func:`_spectrum_at_end`): how many iterations were kept (0: not found), the two values and
+# the condition estimate.
 (RR, PP, NULL_THRESHOLD, EPS, TOL_SQ, DAMPING, DAMPED, DONE, MAXITER, SQRT_EPS, PQ_REAL,
- PQ_IMAG, CHECK_RANGE, LO_RQ, HI_RQ) = range(15)
-STATE_SIZE = 15
+ PQ_IMAG, CHECK_RANGE, LO_RQ, HI_RQ, SPECTRUM, KEPT, EIG_MIN, EIG_MAX, CONDITION) = range(20)
+STATE_SIZE = 20
+# Iterations whose residual has fallen to this fraction of the first (in the M-norm, squared,
+# in units of the dtype's eps squared) are at the rounding floor: their coefficients describe
+# rounding noise, not the operator, and put Ritz values outside its spectrum. The spectrum
+# is cut there (here and in trustregion.core.cg).
+ROUNDING_FLOOR = 64.0**2
 # What an iteration kernel did: the iteration (and the new residual is within the
 # tolerance: CONVERGED), or nothing (but q_damped) because p^T q failed the curvature test,
 # or because the caller must check that the operator is Hermitian, or because the first
@@ -348,7 +361,34 @@ def _recorded(
         return what
     record[2 * done + 1] = alpha
     record[2 * done + 2] = rr
-    return CONVERGED if rr <= state[TOL_SQ] else ITERATED
+    what = CONVERGED if rr <= state[TOL_SQ] else ITERATED
+    if state[SPECTRUM] != 0.0 and (what == CONVERGED or state[DONE] >= state[MAXITER]):
+        _spectrum_at_end(state, record, done + 1)
+    return what
+
+
+@numba.njit(cache=True, nogil=True)
+def _spectrum_at_end(state: np.ndarray, record: np.ndarray, k: int) -> None:
+    """The extreme Ritz values of the ``k`` iterations in ``record``, into ``state``.
+
+    What :func:`trustregion.cg` would find from the same record after the solve
+    (:func:`.linalg.cg_spectrum_extremes` on the step lengths and squared residual norms,
+    cut at the rounding floor; then divided by the scale factor in ``state[SPECTRUM]``,
+    exact for a power of two, and their ratio), found in the iteration kernel's last call
+    instead of a call of its own, which costs more than the arithmetic: ``state[KEPT]``
+    iterations kept, ``state[EIG_MIN]``, ``state[EIG_MAX]``, ``state[CONDITION]``.
+    """
+    eps = state[EPS]
+    kept, lo, hi = cg_spectrum_extremes(
+        record[1 : 2 * k : 2], record[0 : 2 * k + 1 : 2], ROUNDING_FLOOR * eps * eps
+    )
+    scale = state[SPECTRUM]
+    if scale != 1.0:
+        lo, hi = lo / scale, hi / scale
+    state[KEPT] = kept
+    state[EIG_MIN] = lo
+    state[EIG_MAX] = hi
+    state[CONDITION] = hi / lo if lo > 0.0 else math.inf
 
 
 @numba.njit(cache=True, nogil=True)
