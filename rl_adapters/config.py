@@ -520,6 +520,8 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # The zoo's `mujoco-defaults` (one env x 2048 steps = its 2 x 1024 batch). `max_kl` and
     # `cg_damping` keep the zoo's numbers on our joint KL, a radius D times smaller than
     # the zoo's own runs use (see TRPOConfig.from_sb3): neither is better across seeds.
+    # The zoo's 2 envs x 1024 lost to one env x 2048 on HalfCheetah's tuning seeds
+    # (1988 / 5781 / 4908 against 5292 / 6060: benchmarks/results/sweeps/mujoco).
     "mujoco": {
         "n_envs": 1,
         "n_steps": 2048,
@@ -561,7 +563,8 @@ _ENV_TWEAKS: dict[str, dict[str, Any]] = {
     # gSDE, the exploration matrices redrawn every 8 steps from log_std -2, with a 0.03
     # radius: tuning seeds 0-2 mean -187.3 (worst -235) against -244.1 for plain Gaussian
     # exploration (max_kl 0.02), report seeds 100-104 -215.7 (worst -236) against -246.6,
-    # under the older evaluation protocol (episode seeds seed..seed+9). Candidates that
+    # under the older evaluation protocol (episode seeds seed..seed+9); on the declared
+    # starts both sides share, -255.2 against -298.0 (SB3-contrib -160.4). Candidates that
     # lost on the report seeds: also `_sde16_lsm2` (-274.2); before it, gSDE every 4 steps
     # with 2 envs x 1024 steps and the trust-region critic, gSDE every 4 steps alone, gamma
     # 0.95 (-340, -281, -436 against -247). The critic needs many small Adam steps, else
