@@ -658,16 +658,7 @@ def _solve(
             if fused_record is not None:
                 kept, lo, hi, condition = state[_kc.KEPT :].tolist()
             if kept:
-                # (_new_spectrum written out, which saves a call on this path)
-                found = object.__new__(CGSpectrum)
-                fields = found.__dict__
-                fields["eig_min"] = lo
-                fields["eig_max"] = hi
-                fields["condition"] = condition
-                fields["lanczos_alphas"] = alphas
-                fields["lanczos_rhos"] = squares
-                fields["scale"] = c_A
-                fields["lanczos_kept"] = int(kept)
+                found = _new_spectrum(lo, hi, condition, alphas, squares, c_A, int(kept))
             else:
                 found = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
             result.__dict__["spectrum"] = found
