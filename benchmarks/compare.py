@@ -133,11 +133,11 @@ def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: in
         "status": "running", "total_timesteps": timesteps,
         "config": json.loads(config.to_json()), "overrides": overrides,
         "eval": {"episodes": eval_episodes, "deterministic": True, "every": eval_freq,
-                 "seeds": f"{seed}..{seed + eval_episodes - 1}" if declared is None
-                 else "declared", **({} if declared is None
-                                      else {"episode_seeds": declared})},
+                 "seeds": f"{seed}..{seed + eval_episodes - 1}"},
         "machine": {**machine_info(), "load_average_1_5_15min": os.getloadavg()},
     }
+    if declared is not None:
+        result["eval"].update(seeds="declared", episode_seeds=declared)
     eval_wall = eval_cpu = 0.0
     next_eval = eval_freq
     start = _clocks()

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rl_adapters.validation import CheckpointError, EnvOutputError, StateError
+from rl_adapters.validation import CheckpointError, ConfigError, EnvOutputError, StateError
 
-__all__ = ["TRPO", "CheckpointError", "EnvOutputError", "StateError", "TRPOConfig",
-           "load_policy"]
+__all__ = ["TRPO", "CheckpointError", "ConfigError", "EnvOutputError", "StateError",
+           "TRPOConfig", "load_policy"]
 
 
 def __getattr__(name: str) -> Any:

@@ -48,6 +48,7 @@ from rl_adapters.seeding import (
 )
 from rl_adapters.validation import (
     CheckpointError,
+    ConfigError,
     EnvOutputError,
     StateError,
     as_observations,
@@ -182,7 +183,7 @@ class TRPO:
 
     def __init__(self, env: Any, *, seed: int = 0, config: TRPOConfig | None = None,
                  **overrides: Any) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        if not _is_seed(seed):
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         if isinstance(env, str) or not isinstance(env, gym.Env | gym.vector.VectorEnv
                                                   | list | tuple):
@@ -216,7 +217,7 @@ class TRPO:
         n_envs = config.n_envs
         if config.use_sde:
             if not isinstance(act_space, gym.spaces.Box):
-                raise ValueError(
+                raise ConfigError(
                     f"config use_sde=True: gSDE perturbs continuous actions and does not fit "
                     f"the action space {act_space} of {self.env_id or 'this env'}; set "
                     f"use_sde=False")
@@ -525,8 +526,8 @@ class TRPO:
         checked = CheckedEnv(env)
         # An int seed keeps the action stream of earlier versions; a sequence seeds it
         # with all the episode seeds.
-        rng = np.random.default_rng(seed if episode_seeds is None or isinstance(
-            seed, (int, np.integer)) else episode_seeds)
+        rng = np.random.default_rng(
+            episode_seeds if isinstance(seed, Sequence | np.ndarray) else seed)
         returns = []
         for i in range(n_episodes):
             obs, _ = checked.reset(seed=None if episode_seeds is None else episode_seeds[i])
@@ -706,9 +707,7 @@ class TRPO:
                 raise ValueError("env: the checkpoint has no env id; pass the env to load()")
         try:
             agent = cls(env, seed=seed, config=config)
-        except ValueError as err:
-            if not str(err).startswith("config "):
-                raise
+        except ConfigError as err:
             # The saved configuration does not fit ``env`` (use_sde=True on Discrete actions).
             raise CheckpointError(f"{where}: the saved {err}") from None
         try:
@@ -799,8 +798,8 @@ def _episode_seeds(seed: Any, n_episodes: int) -> list[int] | None:
     """``evaluate``'s per-episode reset seeds from its ``seed`` argument (see there)."""
     if seed is None:
         return None
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        if seed < 0:
+    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+        if not _is_seed(seed):
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         return [int(seed) + i for i in range(n_episodes)]
     if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence | np.ndarray):
@@ -810,6 +809,12 @@ def _episode_seeds(seed: Any, n_episodes: int) -> list[int] | None:
     if len(seeds) != n_episodes:
         raise ValueError(f"seed: {len(seeds)} episode seeds for n_episodes={n_episodes}")
     for k, s in enumerate(seeds):
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+        if not _is_seed(s):
             raise ValueError(f"seed[{k}] must be a non-negative int, got {s!r}")
     return [int(s) for s in seeds]
+
+
+def _is_seed(value: Any) -> bool:
+    """A non-negative int (NumPy's included), not a bool: what the agent's and the
+    environments' seeds must be."""
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= 0

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from rl_adapters.validation import ConfigError
+
 __all__ = [
     "SB3_POLICY_DEFAULTS",
     "SB3_TRPO_DEFAULTS",
@@ -222,14 +224,14 @@ class TRPOConfig:
         ValueError: config n_workers=2: more than one worker needs vector_env='ray', got 'sync'
         """
         if self.vector_env == "ray" and self.obs_norm_update != "per_rollout":
-            raise ValueError(
+            raise ConfigError(
                 f"config obs_norm_update={self.obs_norm_update!r}: vector_env='ray' needs "
                 "'per_rollout' (workers act with statistics frozen for the rollout)")
         if self.n_workers > 1 and self.vector_env != "ray":
-            raise ValueError(f"config n_workers={self.n_workers}: more than one worker needs "
+            raise ConfigError(f"config n_workers={self.n_workers}: more than one worker needs "
                              f"vector_env='ray', got {self.vector_env!r}")
         if self.n_workers > self.n_envs:
-            raise ValueError(f"config n_workers={self.n_workers}: at most n_envs="
+            raise ConfigError(f"config n_workers={self.n_workers}: at most n_envs="
                              f"{self.n_envs} workers (each runs one or more environments)")
 
     # ---------------------------------------------------------------- helpers

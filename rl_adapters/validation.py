@@ -78,6 +78,11 @@ class EnvOutputError(ValueError):
         return EnvOutputError(self.problem, env=self.env, field=self.field, at=at)
 
 
+class ConfigError(ValueError):
+    """A valid configuration that does not fit the setup it is used in (the action space,
+    the collection mode); the message starts with ``config <field>=<value>:``."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint cannot be loaded: the message names the path and what does not match."""
 

@@ -41,6 +41,21 @@ def test_gsde_on_a_discrete_action_space_is_one_clear_error(env_id):
         TRPO(env_id, seed=0, use_sde=True)
 
 
+def test_a_config_that_does_not_fit_its_setup_is_a_config_error():
+    # What TRPO.load turns into a CheckpointError: a valid config that does not fit the env
+    # or the collection mode. An invalid field value stays a plain ValueError.
+    from rl_adapters import ConfigError, TRPOConfig
+
+    assert issubclass(ConfigError, ValueError)
+    with pytest.raises(ConfigError, match=r"config use_sde=True: "):
+        TRPO("CartPole-v1", seed=0, use_sde=True)
+    with pytest.raises(ConfigError, match=r"config n_workers=2: "):
+        TRPO("CartPole-v1", n_workers=2)
+    with pytest.raises(ValueError, match=r"config max_kl=") as err:
+        TRPOConfig(max_kl=-1.0)
+    assert not isinstance(err.value, ConfigError)
+
+
 @pytest.mark.parametrize("freq, draws_per_rollout", [(-1, 1), (0, 1), (4, 4), (5, 4), (16, 1)])
 def test_matrices_are_drawn_at_the_rollout_start_and_every_sample_freq_steps(
         freq, draws_per_rollout):
