@@ -214,14 +214,15 @@ class TRPOConfig:
         """Check the scale-out settings that depend on each other (docs/ray.md).
 
         Every field is checked on its own when a config is built; the agent calls this
-        before it builds its environments.
+        before it builds its environments. Raises
+        :class:`~rl_adapters.validation.ConfigError` (a ``ValueError``) naming the field.
 
         Examples
         --------
         >>> TRPOConfig(n_workers=2).check_scale_out()
         Traceback (most recent call last):
         ...
-        ValueError: config n_workers=2: more than one worker needs vector_env='ray', got 'sync'
+        rl_adapters.validation.ConfigError: config n_workers=2: more than one worker needs vector_env='ray', got 'sync'
         """
         if self.vector_env == "ray" and self.obs_norm_update != "per_rollout":
             raise ConfigError(
