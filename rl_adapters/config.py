@@ -219,10 +219,11 @@ class TRPOConfig:
 
         Examples
         --------
-        >>> TRPOConfig(n_workers=2).check_scale_out()
-        Traceback (most recent call last):
-        ...
-        rl_adapters.validation.ConfigError: config n_workers=2: more than one worker needs vector_env='ray', got 'sync'
+        >>> try:
+        ...     TRPOConfig(n_workers=2).check_scale_out()
+        ... except ConfigError as err:
+        ...     print(err)
+        config n_workers=2: more than one worker needs vector_env='ray', got 'sync'
         """
         if self.vector_env == "ray" and self.obs_norm_update != "per_rollout":
             raise ConfigError(
