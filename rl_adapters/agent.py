@@ -219,8 +219,8 @@ class TRPO:
             if not isinstance(act_space, gym.spaces.Box):
                 raise ConfigError(
                     f"config use_sde=True: gSDE perturbs continuous actions and does not fit "
-                    f"the action space {act_space} of {self.env_id or 'this env'}; set "
-                    f"use_sde=False")
+                    f"the action space {act_space} of {self.env_id or 'this env'}",
+                    "set use_sde=False")
             self.policy: Policy = make_sde_policy(
                 obs_space, act_space, hidden=config.policy_hidden,
                 activation=config.activation, log_std_init=config.log_std_init,
@@ -709,7 +709,11 @@ class TRPO:
             agent = cls(env, seed=seed, config=config)
         except ConfigError as err:
             # The saved configuration does not fit ``env`` (use_sde=True on Discrete actions).
-            raise CheckpointError(f"{where}: the saved {err}") from None
+            # Its advice (change the config) is for someone writing one, not loading a file.
+            saved = f" (saved with env {saved_id!r})" if saved_id else ""
+            raise CheckpointError(
+                f"{where}: the saved {err.problem}; the checkpoint{saved} only loads onto an "
+                f"environment its configuration fits") from None
         try:
             agent.load_state_dict(state)
         except StateError as err:

@@ -80,7 +80,17 @@ class EnvOutputError(ValueError):
 
 class ConfigError(ValueError):
     """A valid configuration that does not fit the setup it is used in (the action space,
-    the collection mode); the message starts with ``config <field>=<value>:``."""
+    the collection mode); the message starts with ``config <field>=<value>:``.
+
+    ``problem`` says what does not fit and ``advice`` what to change; the message is both.
+    Kept apart so that a caller for whom the advice is wrong (``TRPO.load``: the user did not
+    write the saved configuration) can give its own.
+    """
+
+    def __init__(self, problem: str, advice: str = "") -> None:
+        super().__init__(f"{problem}; {advice}" if advice else problem)
+        self.problem = problem
+        self.advice = advice
 
 
 class CheckpointError(ValueError):

@@ -309,7 +309,10 @@ def test_a_corrupt_config_or_env_id_is_named(saved, tmp_path):
         assert str(info.value).startswith(f"path={str(bad)!r}")
 
 
-_GSDE_ON_DISCRETE = r"the saved config use_sde=True: gSDE .* action space Discrete"
+# The advice names what to load it onto, never "set use_sde=False" (the user did not write it).
+_GSDE_ON_DISCRETE = (r"the saved config use_sde=True: gSDE .* action space Discrete.*; the "
+                     r"checkpoint \(saved with env 'Pendulum-v1'\) only loads onto an "
+                     r"environment its configuration fits$")
 
 
 @pytest.mark.parametrize(("source", "overrides", "targets"), [
