@@ -116,8 +116,24 @@ def episode_seeds_for(mode: str, seed: int, n_episodes: int) -> list[int] | None
     return None
 
 
+def wide_final_eval(play_one: Any, seed: int, n_episodes: int) -> dict[str, Any]:
+    """The final policy on ``n_episodes`` declared starts (``--final-eval-episodes``).
+
+    Ten episodes leave a score to the few starts they happen to draw (on Pendulum, one
+    start near the bottom at rest can decide a seed). ``play_one(reset_seed)`` plays one
+    deterministic episode and returns its return. The starts extend the regular evaluation's
+    (the same generator: its first ten are those ten).
+    """
+    starts = declared_episode_seeds(seed, n_episodes)
+    returns = [float(play_one(s)) for s in starts]
+    return {"episodes": n_episodes, "episode_seeds": starts, "returns": returns,
+            "eval_mean": float(np.mean(returns)), "eval_std": float(np.std(returns)),
+            "eval_min": float(np.min(returns))}
+
+
 def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: int,
-                eval_episodes: int, overrides: list[str], eval_seeds: str = "shared") -> None:
+                eval_episodes: int, overrides: list[str], eval_seeds: str = "shared",
+                final_eval_episodes: int = 0) -> None:
     """One learning run of ours with the defaults for ``env_id`` (plus ``overrides``)."""
     from bench_trpo_learn import machine_info, peak_rss_mib
 
@@ -178,11 +194,16 @@ def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: in
         peak_rss_mib=peak_rss_mib(),
     )
     result["train_steps_per_s"] = agent.num_timesteps / result["train_wall_seconds"]
+    if final_eval_episodes:
+        result["final_wide"] = wide_final_eval(
+            lambda s: agent.evaluate(1, deterministic=True, seed=[s])[0], seed,
+            final_eval_episodes)
     write_json(out, result)
 
 
 def worker_sb3(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: int,
-               eval_episodes: int, eval_seeds: str = "shared") -> None:
+               eval_episodes: int, eval_seeds: str = "shared",
+               final_eval_episodes: int = 0) -> None:
     """One learning run of SB3-contrib with the zoo's settings (``sb3_trpo.py learn``).
 
     The peer's own learning run, with its evaluations timed on the process clock too and its
@@ -208,6 +229,8 @@ def worker_sb3(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: int
     args = argparse.Namespace(env=env_id, seed=seed, timesteps=timesteps, eval_freq=eval_freq,
                               eval_episodes=eval_episodes, threads=1,
                               episode_seeds=episode_seeds_for(eval_seeds, seed, eval_episodes))
+    if final_eval_episodes:
+        args.final_eval = lambda play_one: wide_final_eval(play_one, seed, final_eval_episodes)
     result = sb3_trpo.cmd_learn(args)
     end = _clocks()
     # cmd_learn's training time excludes the evaluations (wall); the CPU time likewise.
@@ -232,7 +255,8 @@ def launch(side: str, env_id: str, seed: int, out: Path, args: argparse.Namespac
     cmd = [sys.executable, str(Path(__file__).resolve()), "worker", side, env_id,
            "--seed", str(seed), "--out", str(out), "--timesteps", str(args.timesteps),
            "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),
-           "--eval-seeds", args.eval_seeds]
+           "--eval-seeds", args.eval_seeds,
+           "--final-eval-episodes", str(args.final_eval_episodes)]
     if side == "ours" and args.overrides:
         cmd += ["--set", *args.overrides]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -263,6 +287,8 @@ def cmd_run(args: argparse.Namespace) -> None:
                          f"got {args.jobs}")
     if args.overrides and "sb3" in args.sides:
         raise SystemExit("key=value overrides apply to our side only: add --sides ours")
+    if args.final_eval_episodes and args.eval_seeds != "declared":
+        raise SystemExit("--final-eval-episodes plays declared starts: add --eval-seeds declared")
     todo = [(side, env_id, seed, result_path(args.out_dir, side, env_id, seed, args.tag))
             for env_id in args.envs for seed in args.seeds for side in args.sides]
     pending = [t for t in todo if not finished(t[3])]
@@ -328,6 +354,20 @@ def table(runs: dict[tuple[str, str], list[dict[str, Any]]], envs: list[str]) ->
                 f"| {env_id} | {p['wall'] / o['wall']:.1f}x | "
                 f"{p['train_wall'] / o['train_wall']:.1f}x | {p['cpu'] / o['cpu']:.1f}x | "
                 f"{p['train_cpu'] / o['train_cpu']:.1f}x |")
+    wide = [(env_id, side, [r["final_wide"] for r in runs[(env_id, side)]])
+            for env_id in envs for side in SIDES
+            if (env_id, side) in runs and all("final_wide" in r for r in runs[(env_id, side)])]
+    if wide:
+        lines += ["", "The final policies on more declared starts (`--final-eval-episodes`; "
+                  "the first ten are the evaluation's above):", "",
+                  "| env | side | starts | mean per seed | mean | min per seed | worst episode |",
+                  "|---|---|---|---|---|---|---|"]
+        for env_id, side, ws in wide:
+            means, mins = [w["eval_mean"] for w in ws], [w["eval_min"] for w in ws]
+            lines.append(
+                f"| {env_id} | {SIDE_NAMES[side]} | {ws[0]['episodes']} | "
+                f"{' / '.join(f'{x:.0f}' for x in means)} | {np.mean(means):.1f} | "
+                f"{' / '.join(f'{x:.0f}' for x in mins)} | {min(mins):.0f} |")
     if ratios:
         lines += ["", "Speed of ours relative to SB3-contrib (SB3-contrib's time / ours, means "
                   "over the seeds):", "",
@@ -441,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--eval-seeds", choices=EVAL_SEEDS, default="shared",
                      help="declared: both sides play the same starts, drawn from 1000+seed; "
                           "shared: the older protocol (see declared_episode_seeds)")
+    run.add_argument("--final-eval-episodes", type=int, default=0, metavar="N",
+                     help="also score the final policy on N declared starts (both sides; "
+                          "the first ten are the regular evaluation's)")
     run.add_argument("--no-report", action="store_true")
     run.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="key=value",
                      help="config overrides for our side (tuning runs)")
@@ -459,14 +502,16 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--set", dest="overrides", nargs="+", default=[],
                         metavar="key=value")
     worker.add_argument("--eval-seeds", choices=EVAL_SEEDS, default="shared")
+    worker.add_argument("--final-eval-episodes", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "worker":
         if args.side == "ours":
             worker_ours(args.env, args.seed, args.out, args.timesteps, args.eval_freq,
-                        args.eval_episodes, args.overrides, args.eval_seeds)
+                        args.eval_episodes, args.overrides, args.eval_seeds,
+                        args.final_eval_episodes)
         else:
             worker_sb3(args.env, args.seed, args.out, args.timesteps, args.eval_freq,
-                       args.eval_episodes, args.eval_seeds)
+                       args.eval_episodes, args.eval_seeds, args.final_eval_episodes)
         return 0
     if args.command == "sweep":
         args.folder = args.folder.resolve()

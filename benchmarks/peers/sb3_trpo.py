@@ -476,6 +476,13 @@ class CurveCallback(BaseCallback):
         self.eval_seconds += time.perf_counter() - start
         return float(mean), float(std)
 
+    def play_one(self, reset_seed: int) -> float:
+        """Return of one deterministic episode from ``reset(seed=reset_seed)``."""
+        sync_envs_normalization(self.model.get_env(), self.eval_env)
+        self.eval_env.seed(int(reset_seed))  # applied by evaluate_policy's reset
+        r, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=1, deterministic=True)
+        return float(r)
+
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.next_eval:
             self.next_eval += self.eval_freq
@@ -547,6 +554,9 @@ def cmd_learn(args: argparse.Namespace) -> dict[str, Any]:
     result["train_seconds_excluding_eval"] = train_seconds
     result["train_steps_per_s"] = model.num_timesteps / train_seconds
     result["peak_rss_mib_before_env_and_model"] = rss_before
+    final_eval = getattr(args, "final_eval", None)
+    if final_eval is not None:  # compare.py --final-eval-episodes
+        result["final_wide"] = final_eval(callback.play_one)
     record("finished")
     print(f"{env_id} seed {args.seed}: final {final_mean:.1f} +- {final_std:.1f} -> {out}")
     return result
