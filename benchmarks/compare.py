@@ -230,7 +230,15 @@ def worker_sb3(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: int
                               eval_episodes=eval_episodes, threads=1,
                               episode_seeds=episode_seeds_for(eval_seeds, seed, eval_episodes))
     if final_eval_episodes:
-        args.final_eval = lambda play_one: wide_final_eval(play_one, seed, final_eval_episodes)
+        def final_eval(play_one):  # type: ignore[no-untyped-def]
+            nonlocal eval_cpu  # an evaluation: not training time
+            t0 = time.process_time()
+            try:
+                return wide_final_eval(play_one, seed, final_eval_episodes)
+            finally:
+                eval_cpu += time.process_time() - t0
+
+        args.final_eval = final_eval
     result = sb3_trpo.cmd_learn(args)
     end = _clocks()
     # cmd_learn's training time excludes the evaluations (wall); the CPU time likewise.
