@@ -292,6 +292,9 @@ def load_kernels(checkout: Path):
     if spec is None or spec.loader is None:
         raise SystemExit(f"--baseline: no {path}")
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, so that Numba's cache of its kernels (pickled with the
+    # module's name) loads in the next run instead of failing.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
