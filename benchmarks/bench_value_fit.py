@@ -39,7 +39,8 @@ Run from the repository root::
     Pendulum (1024 x 3, 60 epochs) default shapes, batch 128, critic (64, 64) tanh, one BLAS
     thread as in training; with
     ``--baseline DIR``, also the ``adam_fit`` of ``DIR/rl_adapters/_kernels.py`` (another
-    checkout), interleaved with ours in the same process, and the ratio.
+    checkout), interleaved with ours in the same process, and the ratio; ``--out FILE``
+    also writes the timings (every repeat), the load average and the machine as JSON.
 """
 
 from __future__ import annotations
@@ -292,14 +293,21 @@ def load_kernels(checkout: Path):
     if spec is None or spec.loader is None:
         raise SystemExit(f"--baseline: no {path}")
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, so that Numba's cache of its kernels (pickled with the
+    # module's name) loads in the next run instead of failing.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-def micro(baseline: Path | None, repeats: int) -> None:
+def micro(baseline: Path | None, repeats: int) -> dict[str, Any]:
     """Interleaved CPU timings of the compiled Adam fit (ours and the baseline's)."""
+    import os
+
     from rl_adapters import _kernels
 
+    load_before = os.getloadavg()
+    shapes: dict[str, Any] = {}
     kernels = {"ours": _kernels.adam_fit}
     if baseline is not None:
         kernels["baseline"] = load_kernels(baseline).adam_fit
@@ -324,13 +332,24 @@ def micro(baseline: Path | None, repeats: int) -> None:
                     times[name].append(time.process_time() - t0)
                 thetas[name] = theta
         line = f"{label} {n}x{obs_dim}, {epochs} epochs, batch 128:"
+        row: dict[str, Any] = {"rows": n, "obs_dim": obs_dim, "epochs": epochs,
+                               "batch_size": 128, "hidden": [64, 64], "activation": "tanh"}
         for name, ts in times.items():
             line += f" {name} {1e3 * np.median(ts):.1f} ms (min {1e3 * min(ts):.1f})"
+            row[f"{name}_cpu_ms"] = [1e3 * x for x in ts]
+            row[f"{name}_cpu_ms_median"] = 1e3 * float(np.median(ts))
         if baseline is not None:
             ratio = np.median(times["baseline"]) / np.median(times["ours"])
             diff = np.max(np.abs(thetas["ours"] - thetas["baseline"]))
             line += f"; baseline/ours {ratio:.2f}x, max |theta diff| {diff:.1e}"
+            row["baseline_over_ours"] = float(ratio)
+            row["max_abs_theta_diff"] = float(diff)
+        shapes[label] = row
         print(line, flush=True)
+    return {"benchmark": "value_fit_micro", "clock": "process_time", "blas_threads": 1,
+            "repeats": repeats, "baseline": None if baseline is None else str(baseline),
+            "shapes": shapes, "load_average_1_5_15min": {"before": load_before,
+                                                         "after": os.getloadavg()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,11 +372,17 @@ def main(argv: list[str] | None = None) -> int:
     pm.add_argument("--baseline", type=Path, default=None,
                     help="another checkout whose adam_fit is timed alongside")
     pm.add_argument("--repeats", type=int, default=10)
+    pm.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
 
     if args.command == "micro":
         with blas_one_thread():  # as TRPO trains (TRPOConfig.blas_threads = 1)
-            micro(args.baseline, args.repeats)
+            payload = micro(args.baseline, args.repeats)
+        if args.out is not None:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from bench_trpo_learn import machine_info
+
+            write_json(args.out, {**payload, "machine": machine_info()})
         return 0
 
     if args.command == "summary":

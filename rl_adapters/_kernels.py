@@ -30,11 +30,13 @@ import numpy as np
 # |x| < 0.625: Cephes' rational form x + x^3 P(x^2) / Q(x^2); otherwise
 # 1 - 2 / (exp(2|x|) + 1), with exp(y) = 2^n (q + p) / (q - p) from Cephes' exp
 # (Cody-Waite reduction y = n ln2 + r, |r| <= ln2 / 2, p = r P(r^2), q = Q(r^2)).  |x| is
-# clamped to 22 first (tanh(22) rounds to 1), so 0 <= n <= 64 and 2^n is a product of
-# the powers 2^(2^k) picked by n's bits, exact and without bit casts.  Both branches end
-# in one division: t = base + num / den.  The sign is copied from x last (tanh(-0) = -0);
-# NaN propagates through the arithmetic, +-inf gives +-1.  Within 2 ulp of np.tanh
-# (tests/test_rl_kernels.py).
+# clamped to 22 first (tanh(22) rounds to 1), so 0 <= n <= 64.  n is read from the bits
+# of the rounding sum y log2(e) + 1.5 * 2^52 (its ulp is 1, so its low bits hold n) and
+# 2^n is written as bits, exponent field n + 1023: integer lane operations that vectorize
+# (a product of the powers 2^(2^k) picked by n's bits gives the same exact value, 1.5x
+# slower).  Both branches end in one division: t = base + num / den.  The sign is
+# copied from x last (tanh(-0) = -0); NaN propagates through the arithmetic, +-inf gives
+# +-1.  Within 2 ulp of np.tanh (tests/test_rl_kernels.py).
 _TANH_P = (-9.64399179425052238628e-1, -9.92877231001918586564e1,
            -1.61468768441708447952e3)
 _TANH_Q = (1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3)
@@ -45,6 +47,7 @@ _LOG2E = 1.4426950408889634074
 _LN2_HI = 6.93145751953125e-1  # ln 2 = _LN2_HI + _LN2_LO, _LN2_HI with 11 zero low bits
 _LN2_LO = 1.42860682030941723212e-6
 _ROUND = 6755399441055744.0  # 1.5 * 2^52: (y + _ROUND) - _ROUND rounds y to an integer
+_ROUND_BITS = 0x4338000000000000  # the bits of _ROUND
 
 
 @numba.njit(inline="always")
@@ -54,31 +57,14 @@ def tanh(x):
     z = a * a
     small = a < 0.625
     y = 2.0 * (22.0 if a > 22.0 else a)  # NaN stays NaN
-    n = (y * _LOG2E + _ROUND) - _ROUND
+    shifted = y * _LOG2E + _ROUND
+    n = shifted - _ROUND
     r = (y - n * _LN2_HI) - n * _LN2_LO
     rr = r * r
     p = r * ((_EXP_P[0] * rr + _EXP_P[1]) * rr + _EXP_P[2])
     q = ((_EXP_Q[0] * rr + _EXP_Q[1]) * rr + _EXP_Q[2]) * rr + _EXP_Q[3]
-    scale = 1.0  # 2^n
-    bit = n >= 64.0
-    scale *= 18446744073709551616.0 if bit else 1.0
-    n -= 64.0 if bit else 0.0
-    bit = n >= 32.0
-    scale *= 4294967296.0 if bit else 1.0
-    n -= 32.0 if bit else 0.0
-    bit = n >= 16.0
-    scale *= 65536.0 if bit else 1.0
-    n -= 16.0 if bit else 0.0
-    bit = n >= 8.0
-    scale *= 256.0 if bit else 1.0
-    n -= 8.0 if bit else 0.0
-    bit = n >= 4.0
-    scale *= 16.0 if bit else 1.0
-    n -= 4.0 if bit else 0.0
-    bit = n >= 2.0
-    scale *= 4.0 if bit else 1.0
-    n -= 2.0 if bit else 0.0
-    scale *= 2.0 if n >= 1.0 else 1.0
+    n_bits = np.float64(shifted).view(np.int64) - _ROUND_BITS  # n; garbage if x is NaN
+    scale = np.int64((n_bits + 1023) << 52).view(np.float64)  # 2^n
     qm = q - p
     num = a * z * ((_TANH_P[0] * z + _TANH_P[1]) * z + _TANH_P[2]) if small else -2.0 * qm
     den = (((z + _TANH_Q[0]) * z + _TANH_Q[1]) * z + _TANH_Q[2]) if small \
@@ -306,14 +292,23 @@ def _fit_buffers(rows, sizes):
     return acts, grads
 
 
-@numba.njit(cache=True, error_model="numpy")
+# The critic fit's kernels contract a * b + c into fused multiply-adds (``fastmath``
+# "contract" only: no reassociation, no approximations, NaN and inf as IEEE): fewer
+# instructions in tanh, one rounding instead of two, so results differ from unfused
+# arithmetic at the level of rounding only.
+@numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, grads, w_t):
     """Gradient of the minibatch ``idx``'s mean squared error into ``grad`` (no L2).
 
-    Forward: ``z = h W`` by BLAS into the layer's buffer, then ``+ b`` and the activation
-    in one pass; reverse: ``dW = h^T G`` straight into ``grad``, ``G W^T`` into the
-    buffer of the layer below, times ``sigma'`` (``1 - h^2`` for tanh, ``h > 0`` for relu).
-    ``w_t[l]`` is scratch space for ``W_l^T``.
+    The critic has one output unit (``sizes[-1] == 1``).  Forward, per hidden layer:
+    ``Z = H W`` by BLAS into the layer's buffer, then ``+ b`` and the activation in one
+    pass; the output ``V = H w`` by BLAS, then ``+ b`` fused with the residual
+    ``g = 2/B (V - R)``.  Reverse: one pass over the last hidden layer gives the output
+    layer's ``dw = H^T g`` and that layer's cotangent ``G = g w^T * sigma'(H)`` with its
+    bias gradient (column sums of ``G``); per hidden layer below, ``dW = H^T G`` by BLAS,
+    ``G W^T`` by BLAS into the buffer of the layer below, then ``* sigma'`` and that
+    layer's bias gradient in one pass.  ``sigma'`` is ``1 - h^2`` for tanh and ``h > 0``
+    for relu.  ``w_t[l]`` is scratch space for ``W_l^T``.
     """
     n_layers = sizes.shape[0] - 1
     rows = idx.shape[0]
@@ -322,60 +317,96 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
         r = idx[i]
         for j in range(sizes[0]):
             x[i, j] = obs[r, j]
-    for layer in range(n_layers):
+    for layer in range(n_layers - 1):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
         w0 = offsets[layer]
         b0 = w0 + n_in * n_out
-        W = theta[w0:b0].reshape((n_in, n_out))
+        b = theta[b0 : b0 + n_out]
         z = acts[layer + 1]
-        np.dot(acts[layer], W, z)
-        if layer < n_layers - 1:
-            if relu:
-                for i in range(rows):
-                    for o in range(n_out):
-                        v = z[i, o] + theta[b0 + o]
-                        z[i, o] = v if v > 0.0 else 0.0
-            else:
-                for i in range(rows):
-                    for o in range(n_out):
-                        z[i, o] = tanh(z[i, o] + theta[b0 + o])
+        np.dot(acts[layer], theta[w0:b0].reshape((n_in, n_out)), z)
+        if relu:
+            for i in range(rows):
+                for o in range(n_out):
+                    v = z[i, o] + b[o]
+                    z[i, o] = v if v > 0.0 else 0.0
         else:
             for i in range(rows):
                 for o in range(n_out):
-                    z[i, o] += theta[b0 + o]
+                    z[i, o] = tanh(z[i, o] + b[o])
+    # Output unit.
+    n_in = sizes[n_layers - 1]
+    w0 = offsets[n_layers - 1]
+    b0 = w0 + n_in
+    w = theta[w0:b0]
+    h = acts[n_layers - 1]
     out = acts[n_layers]
+    np.dot(h, w.reshape((n_in, 1)), out)
     g = grads[n_layers]
     c = 2.0 / rows
+    bias = theta[b0]
+    db = 0.0
     for i in range(rows):
-        g[i, 0] = c * (out[i, 0] - targets[idx[i]])
-    for layer in range(n_layers - 1, -1, -1):
+        gi = c * ((out[i, 0] + bias) - targets[idx[i]])
+        g[i, 0] = gi
+        db += gi
+    grad[b0] = db
+    dw = grad[w0:b0]
+    for k in range(n_in):
+        dw[k] = 0.0
+    if n_layers == 1:
+        for i in range(rows):
+            gi = g[i, 0]
+            for k in range(n_in):
+                dw[k] += h[i, k] * gi
+        return
+    # Last hidden layer: dw, its cotangent and its bias gradient in one pass.
+    G = grads[n_layers - 1]
+    hb0 = offsets[n_layers - 2] + sizes[n_layers - 2] * n_in
+    db_h = grad[hb0 : hb0 + n_in]
+    for k in range(n_in):
+        db_h[k] = 0.0
+    for i in range(rows):
+        gi = g[i, 0]
+        for k in range(n_in):
+            hk = h[i, k]
+            dw[k] += hk * gi
+            d = (1.0 if hk > 0.0 else 0.0) if relu else 1.0 - hk * hk
+            v = gi * w[k] * d
+            G[i, k] = v
+            db_h[k] += v
+    for layer in range(n_layers - 2, -1, -1):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
         w0 = offsets[layer]
         b0 = w0 + n_in * n_out
         h = acts[layer]
-        np.dot(h.T, g, grad[w0:b0].reshape((n_in, n_out)))
-        for o in range(n_out):
-            grad[b0 + o] = 0.0
-        for i in range(rows):
-            for o in range(n_out):
-                grad[b0 + o] += g[i, o]
+        G = grads[layer + 1]
+        W = theta[w0:b0].reshape((n_in, n_out))
+        np.dot(h.T, G, grad[w0:b0].reshape((n_in, n_out)))
         if layer > 0:
             # G W^T as a plain product with W^T copied: OpenBLAS's transposed-operand
             # path is slower, and with more than one thread hundreds of times slower.
+            # The copy goes by 8 x 8 blocks (rows of W and of W^T stay in cache).
             WT = w_t[layer]
+            for k0 in range(0, n_in, 8):
+                for o0 in range(0, n_out, 8):
+                    for o in range(o0, min(o0 + 8, n_out)):
+                        for k in range(k0, min(k0 + 8, n_in)):
+                            WT[o, k] = W[k, o]
+            G_below = grads[layer]
+            np.dot(G, WT, G_below)
+            hb0 = offsets[layer - 1] + sizes[layer - 1] * n_in
+            db_h = grad[hb0 : hb0 + n_in]
             for k in range(n_in):
-                for o in range(n_out):
-                    WT[o, k] = theta[w0 + k * n_out + o]
-            g_below = grads[layer]
-            np.dot(g, WT, g_below)
+                db_h[k] = 0.0
             for i in range(rows):
                 for k in range(n_in):
                     hk = h[i, k]
                     d = (1.0 if hk > 0.0 else 0.0) if relu else 1.0 - hk * hk
-                    g_below[i, k] *= d
-            g = g_below
+                    v = G_below[i, k] * d
+                    G_below[i, k] = v
+                    db_h[k] += v
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -383,12 +414,14 @@ def adam_fit(theta, obs, targets, orders, batch_size, sizes, relu, lr, beta1, be
              m, v, t, l2, weight_mask):
     """Minibatch Adam on the mean squared error, all epochs in one compiled loop.
 
-    Same arithmetic as :meth:`rl_adapters.value.ValueFunction.loss_and_grad` + :func:`adam_step` per
-    minibatch (forward, reverse pass, optional L2 on weights, Adam), without the
-    per-minibatch Python and NumPy call overhead and without allocations (the
-    activations and cotangents live in buffers allocated once; tanh is :func:`tanh`,
-    within 2 ulp of NumPy's).  ``orders[e]`` is epoch ``e``'s permutation of the rows.
-    Returns the new Adam step count.
+    The formulas of :meth:`rl_adapters.value.ValueFunction.loss_and_grad` +
+    :func:`adam_step` per minibatch (forward, reverse pass, optional L2 on weights, Adam),
+    without the per-minibatch Python and NumPy call overhead and without allocations
+    (the activations and cotangents live in buffers allocated once; tanh is
+    :func:`tanh`, within 2 ulp of NumPy's).  The gradient's rounding differs from
+    NumPy's (fused multiply-adds, sums in another order; see :func:`_fit_minibatch`);
+    the Adam step is :func:`adam_step`'s.  ``orders[e]`` is epoch ``e``'s permutation of
+    the rows.  Returns the new Adam step count.
     """
     n_layers = sizes.shape[0] - 1
     n = obs.shape[0]
