@@ -118,6 +118,18 @@ def _tanh_at_precision(x):
     return np.tanh(x)
 
 
+def _at_precision_of(value, array):
+    """``value`` as a number of ``array``'s dtype (float32 or float64)."""
+    return array.dtype.type(value)
+
+
+@overload(_at_precision_of, inline="always")
+def _at_precision_of_impl(value, array):
+    if array.dtype == numba.types.float32:
+        return lambda value, array: np.float32(value)
+    return lambda value, array: np.float64(value)
+
+
 @overload(_tanh_at_precision, inline="always")
 def _tanh_at_precision_impl(x):
     if x == numba.types.float32:
@@ -366,6 +378,8 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
     """
     n_layers = sizes.shape[0] - 1
     rows = idx.shape[0]
+    zero = _at_precision_of(0.0, theta)  # float32 literals in float32 passes
+    one = _at_precision_of(1.0, theta)
     x = acts[0]
     for i in range(rows):
         r = idx[i]
@@ -383,7 +397,7 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
             for i in range(rows):
                 for o in range(n_out):
                     v = z[i, o] + b[o]
-                    z[i, o] = v if v > 0.0 else 0.0
+                    z[i, o] = v if v > zero else zero
         else:
             for i in range(rows):
                 for o in range(n_out):
@@ -425,7 +439,7 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
         for k in range(n_in):
             hk = h[i, k]
             dw[k] += hk * gi
-            d = (1.0 if hk > 0.0 else 0.0) if relu else 1.0 - hk * hk
+            d = (one if hk > zero else zero) if relu else one - hk * hk
             v = gi * w[k] * d
             G[i, k] = v
             db_h[k] += v
@@ -457,7 +471,7 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
             for i in range(rows):
                 for k in range(n_in):
                     hk = h[i, k]
-                    d = (1.0 if hk > 0.0 else 0.0) if relu else 1.0 - hk * hk
+                    d = (one if hk > zero else zero) if relu else one - hk * hk
                     v = G_below[i, k] * d
                     G_below[i, k] = v
                     db_h[k] += v
