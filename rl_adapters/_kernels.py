@@ -118,6 +118,13 @@ def _tanh_at_precision(x):
     return np.tanh(x)
 
 
+@overload(_tanh_at_precision, inline="always")
+def _tanh_at_precision_impl(x):
+    if x == numba.types.float32:
+        return lambda x: tanh32(x)
+    return lambda x: tanh(x)
+
+
 def _at_precision_of(value, array):
     """``value`` as a number of ``array``'s dtype (float32 or float64)."""
     return array.dtype.type(value)
@@ -128,13 +135,6 @@ def _at_precision_of_impl(value, array):
     if array.dtype == numba.types.float32:
         return lambda value, array: np.float32(value)
     return lambda value, array: np.float64(value)
-
-
-@overload(_tanh_at_precision, inline="always")
-def _tanh_at_precision_impl(x):
-    if x == numba.types.float32:
-        return lambda x: tanh32(x)
-    return lambda x: tanh(x)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -375,6 +375,11 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
     ``G W^T`` by BLAS into the buffer of the layer below, then ``* sigma'`` and that
     layer's bias gradient in one pass.  ``sigma'`` is ``1 - h^2`` for tanh and ``h > 0``
     for relu.  ``w_t[l]`` is scratch space for ``W_l^T``.
+
+    The passes run at the precision of ``theta``, ``obs`` and the buffers (all float64,
+    or all float32 for :func:`adam_fit_float32`: then tanh is :func:`tanh32` and the
+    constants are float32); the residual is formed in float64 either way (``targets``
+    is float64), then rounded into ``g``.
     """
     n_layers = sizes.shape[0] - 1
     rows = idx.shape[0]
