@@ -32,6 +32,7 @@ Run from the repository root::
         --fitters adam tr:eps=0.1,iters=3
     .venv/bin/python benchmarks/bench_value_fit.py summary
     .venv/bin/python benchmarks/bench_value_fit.py micro --baseline /path/to/old/checkout
+    .venv/bin/python benchmarks/bench_value_fit.py micro --dtypes float64 float32
 
 ``micro``
     CPU time of one compiled minibatch-Adam fit (``rl_adapters._kernels.adam_fit``, what
@@ -39,8 +40,10 @@ Run from the repository root::
     Pendulum (1024 x 3, 60 epochs) default shapes, batch 128, critic (64, 64) tanh, one BLAS
     thread as in training; with
     ``--baseline DIR``, also the ``adam_fit`` of ``DIR/rl_adapters/_kernels.py`` (another
-    checkout), interleaved with ours in the same process, and the ratio; ``--out FILE``
-    also writes the timings (every repeat), the load average and the machine as JSON.
+    checkout), interleaved with ours in the same process, and the ratio; ``--dtypes
+    float64 float32`` times both precisions of the passes (``TRPOConfig.value_dtype``;
+    ``adam_fit`` and ``adam_fit_float32``) interleaved; ``--out FILE`` also writes the
+    timings (every repeat), the load average and the machine as JSON.
 """
 
 from __future__ import annotations
@@ -300,17 +303,34 @@ def load_kernels(checkout: Path):
     return module
 
 
-def micro(baseline: Path | None, repeats: int) -> dict[str, Any]:
-    """Interleaved CPU timings of the compiled Adam fit (ours and the baseline's)."""
+#: The compiled Adam fit of each ``value_dtype`` (the names in ``rl_adapters._kernels``).
+MICRO_KERNELS = {"float64": "adam_fit", "float32": "adam_fit_float32"}
+
+
+def micro(baseline: Path | None, repeats: int,
+          dtypes: tuple[str, ...] = ("float64",)) -> dict[str, Any]:
+    """Interleaved CPU timings of the compiled Adam fit (ours and the baseline's), for
+    each precision in ``dtypes``.
+
+    Timings are named ``ours`` and ``baseline`` for float64 (as before the dtype switch),
+    ``ours_float32`` and ``baseline_float32`` for float32 (a baseline without a float32
+    fit is timed in float64 only).  With both precisions, ``float64_over_float32`` is
+    the ratio of our two medians and ``max_abs_theta_diff_float32`` the largest
+    parameter difference between them after the fit.
+    """
     import os
 
     from rl_adapters import _kernels
 
     load_before = os.getloadavg()
     shapes: dict[str, Any] = {}
-    kernels = {"ours": _kernels.adam_fit}
-    if baseline is not None:
-        kernels["baseline"] = load_kernels(baseline).adam_fit
+    base = None if baseline is None else load_kernels(baseline)
+    kernels: dict[str, Any] = {}
+    for dtype in dtypes:
+        suffix = "" if dtype == "float64" else f"_{dtype}"
+        kernels[f"ours{suffix}"] = getattr(_kernels, MICRO_KERNELS[dtype])
+        if base is not None and hasattr(base, MICRO_KERNELS[dtype]):
+            kernels[f"baseline{suffix}"] = getattr(base, MICRO_KERNELS[dtype])
     for label, (n, obs_dim, epochs) in {"mujoco": (2048, 17, 20),
                                         "pendulum": (1024, 3, 60)}.items():
         rng = np.random.default_rng(0)
@@ -338,18 +358,26 @@ def micro(baseline: Path | None, repeats: int) -> dict[str, Any]:
             line += f" {name} {1e3 * np.median(ts):.1f} ms (min {1e3 * min(ts):.1f})"
             row[f"{name}_cpu_ms"] = [1e3 * x for x in ts]
             row[f"{name}_cpu_ms_median"] = 1e3 * float(np.median(ts))
-        if baseline is not None:
-            ratio = np.median(times["baseline"]) / np.median(times["ours"])
-            diff = np.max(np.abs(thetas["ours"] - thetas["baseline"]))
-            line += f"; baseline/ours {ratio:.2f}x, max |theta diff| {diff:.1e}"
-            row["baseline_over_ours"] = float(ratio)
-            row["max_abs_theta_diff"] = float(diff)
+        for suffix in ("", *(f"_{d}" for d in dtypes if d != "float64")):
+            if f"baseline{suffix}" in times and f"ours{suffix}" in times:
+                ratio = (np.median(times[f"baseline{suffix}"])
+                         / np.median(times[f"ours{suffix}"]))
+                diff = np.max(np.abs(thetas[f"ours{suffix}"] - thetas[f"baseline{suffix}"]))
+                line += f"; baseline/ours{suffix} {ratio:.2f}x, max |theta diff| {diff:.1e}"
+                row[f"baseline_over_ours{suffix}"] = float(ratio)
+                row[f"max_abs_theta_diff{suffix}"] = float(diff)
+        if "ours" in times and "ours_float32" in times:
+            ratio = np.median(times["ours"]) / np.median(times["ours_float32"])
+            diff = np.max(np.abs(thetas["ours"] - thetas["ours_float32"]))
+            line += f"; float64/float32 {ratio:.2f}x, max |theta diff| {diff:.1e}"
+            row["float64_over_float32"] = float(ratio)
+            row["max_abs_theta_diff_float32"] = float(diff)
         shapes[label] = row
         print(line, flush=True)
     return {"benchmark": "value_fit_micro", "clock": "process_time", "blas_threads": 1,
             "repeats": repeats, "baseline": None if baseline is None else str(baseline),
-            "shapes": shapes, "load_average_1_5_15min": {"before": load_before,
-                                                         "after": os.getloadavg()}}
+            "dtypes": list(dtypes), "shapes": shapes,
+            "load_average_1_5_15min": {"before": load_before, "after": os.getloadavg()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,12 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     pm.add_argument("--baseline", type=Path, default=None,
                     help="another checkout whose adam_fit is timed alongside")
     pm.add_argument("--repeats", type=int, default=10)
+    pm.add_argument("--dtypes", nargs="+", choices=sorted(MICRO_KERNELS),
+                    default=["float64"], help="precisions of the passes to time, "
+                    "interleaved (TRPOConfig.value_dtype); default float64")
     pm.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
 
     if args.command == "micro":
         with blas_one_thread():  # as TRPO trains (TRPOConfig.blas_threads = 1)
-            payload = micro(args.baseline, args.repeats)
+            payload = micro(args.baseline, args.repeats, tuple(args.dtypes))
         if args.out is not None:
             sys.path.insert(0, str(Path(__file__).resolve().parent))
             from bench_trpo_learn import machine_info

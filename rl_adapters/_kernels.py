@@ -21,6 +21,7 @@ import math
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 # tanh, branch-free so that LLVM vectorizes the loops that call it (Numba has no SVML
 # here, and a libm call per entry keeps a loop scalar).  Kernels calling it compile with
@@ -70,6 +71,70 @@ def tanh(x):
     den = (((z + _TANH_Q[0]) * z + _TANH_Q[1]) * z + _TANH_Q[2]) if small \
         else scale * (q + p) + qm
     return math.copysign((a if small else 1.0) + num / den, x)
+
+
+# tanh in float32 for the float32 critic fit (:func:`adam_fit_float32`), the same scheme
+# in float32 arithmetic (8 lanes where float64 has 4) with Cephes' single-precision
+# polynomials: tanhf's x + x^3 P(x^2) (no division) for |x| < 0.625, expf's
+# exp(r) = 1 + r + r^2 P(r) after the Cody-Waite reduction.  |x| is clamped to 10
+# (tanh(10) rounds to 1 in float32, tanh(9) does not), so 0 <= n <= 29; n is read from
+# the rounding sum with 1.5 * 2^23 and 2^n written as bits, exponent field n + 127.
+# Within 1 ulp of the correctly rounded tanh (tests/test_adam_fit.py).
+_f32 = np.float32
+_TANHF_P = (_f32(-5.70498872745e-3), _f32(2.06390887954e-2), _f32(-5.37397155531e-2),
+            _f32(1.33314422036e-1), _f32(-3.33332819422e-1))
+_EXPF_P = (_f32(1.9875691500e-4), _f32(1.3981999507e-3), _f32(8.3334519073e-3),
+           _f32(4.1665795894e-2), _f32(1.6666665459e-1), _f32(5.0000001201e-1))
+_LOG2E_F = _f32(_LOG2E)
+_LN2_HI_F = _f32(0.693359375)  # ln 2 = _LN2_HI_F + _LN2_LO_F, _LN2_HI_F with 9 significant bits
+_LN2_LO_F = _f32(-2.12194440e-4)
+_ROUND_F = _f32(12582912.0)  # 1.5 * 2^23
+_ROUND_BITS_F = np.int32(0x4B400000)  # the bits of _ROUND_F
+_SMALL_F, _CLAMP_F, _ONE_F, _TWO_F = _f32(0.625), _f32(10.0), _f32(1.0), _f32(2.0)
+
+
+@numba.njit(inline="always")
+def tanh32(x):
+    """tanh of a float32 in float32 arithmetic, branch-free, within 1 ulp (see above)."""
+    a = abs(x)
+    z = a * a
+    small = a < _SMALL_F
+    ps = ((((_TANHF_P[0] * z + _TANHF_P[1]) * z + _TANHF_P[2]) * z + _TANHF_P[3]) * z
+          + _TANHF_P[4]) * z * a + a
+    y = _TWO_F * (_CLAMP_F if a > _CLAMP_F else a)  # NaN stays NaN
+    shifted = y * _LOG2E_F + _ROUND_F
+    n = shifted - _ROUND_F
+    r = (y - n * _LN2_HI_F) - n * _LN2_LO_F
+    e = (((((_EXPF_P[0] * r + _EXPF_P[1]) * r + _EXPF_P[2]) * r + _EXPF_P[3]) * r
+          + _EXPF_P[4]) * r + _EXPF_P[5]) * r * r + r + _ONE_F
+    n_bits = np.float32(shifted).view(np.int32) - _ROUND_BITS_F  # n; garbage if x is NaN
+    scale = np.int32((n_bits + np.int32(127)) << np.int32(23)).view(np.float32)  # 2^n
+    big = _ONE_F - _TWO_F / (e * scale + _ONE_F)
+    return np.float32(math.copysign(ps if small else big, x))
+
+
+def _tanh_at_precision(x):
+    """tanh at ``x``'s precision: :func:`tanh32` for a float32, :func:`tanh` otherwise."""
+    return np.tanh(x)
+
+
+@overload(_tanh_at_precision, inline="always")
+def _tanh_at_precision_impl(x):
+    if x == numba.types.float32:
+        return lambda x: tanh32(x)
+    return lambda x: tanh(x)
+
+
+def _at_precision_of(value, array):
+    """``value`` as a number of ``array``'s dtype (float32 or float64)."""
+    return array.dtype.type(value)
+
+
+@overload(_at_precision_of, inline="always")
+def _at_precision_of_impl(value, array):
+    if array.dtype == numba.types.float32:
+        return lambda value, array: np.float32(value)
+    return lambda value, array: np.float64(value)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -282,13 +347,14 @@ def tanh_into(z, out):
 
 
 @numba.njit(cache=True)
-def _fit_buffers(rows, sizes):
-    """Per-layer activations ``(rows, sizes[l])`` and their cotangents, allocated once."""
-    acts = [np.empty((rows, sizes[0]))]
-    grads = [np.empty((rows, sizes[0]))]
+def _fit_buffers(rows, sizes, like):
+    """Per-layer activations ``(rows, sizes[l])`` and their cotangents, allocated once,
+    of ``like``'s dtype (the precision of the passes)."""
+    acts = [np.empty((rows, sizes[0]), like.dtype)]
+    grads = [np.empty((rows, sizes[0]), like.dtype)]
     for layer in range(1, sizes.shape[0]):
-        acts.append(np.empty((rows, sizes[layer])))
-        grads.append(np.empty((rows, sizes[layer])))
+        acts.append(np.empty((rows, sizes[layer]), like.dtype))
+        grads.append(np.empty((rows, sizes[layer]), like.dtype))
     return acts, grads
 
 
@@ -309,9 +375,16 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
     ``G W^T`` by BLAS into the buffer of the layer below, then ``* sigma'`` and that
     layer's bias gradient in one pass.  ``sigma'`` is ``1 - h^2`` for tanh and ``h > 0``
     for relu.  ``w_t[l]`` is scratch space for ``W_l^T``.
+
+    The passes run at the precision of ``theta``, ``obs`` and the buffers (all float64,
+    or all float32 for :func:`adam_fit_float32`: then tanh is :func:`tanh32` and the
+    constants are float32); the residual is formed in float64 either way (``targets``
+    is float64), then rounded into ``g``.
     """
     n_layers = sizes.shape[0] - 1
     rows = idx.shape[0]
+    zero = _at_precision_of(0.0, theta)  # float32 literals in float32 passes
+    one = _at_precision_of(1.0, theta)
     x = acts[0]
     for i in range(rows):
         r = idx[i]
@@ -329,11 +402,11 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
             for i in range(rows):
                 for o in range(n_out):
                     v = z[i, o] + b[o]
-                    z[i, o] = v if v > 0.0 else 0.0
+                    z[i, o] = v if v > zero else zero
         else:
             for i in range(rows):
                 for o in range(n_out):
-                    z[i, o] = tanh(z[i, o] + b[o])
+                    z[i, o] = _tanh_at_precision(z[i, o] + b[o])
     # Output unit.
     n_in = sizes[n_layers - 1]
     w0 = offsets[n_layers - 1]
@@ -347,7 +420,7 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
     bias = theta[b0]
     db = 0.0
     for i in range(rows):
-        gi = c * ((out[i, 0] + bias) - targets[idx[i]])
+        gi = c * ((np.float64(out[i, 0]) + bias) - targets[idx[i]])
         g[i, 0] = gi
         db += gi
     grad[b0] = db
@@ -371,7 +444,7 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
         for k in range(n_in):
             hk = h[i, k]
             dw[k] += hk * gi
-            d = (1.0 if hk > 0.0 else 0.0) if relu else 1.0 - hk * hk
+            d = (one if hk > zero else zero) if relu else one - hk * hk
             v = gi * w[k] * d
             G[i, k] = v
             db_h[k] += v
@@ -403,7 +476,7 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
             for i in range(rows):
                 for k in range(n_in):
                     hk = h[i, k]
-                    d = (1.0 if hk > 0.0 else 0.0) if relu else 1.0 - hk * hk
+                    d = (one if hk > zero else zero) if relu else one - hk * hk
                     v = G_below[i, k] * d
                     G_below[i, k] = v
                     db_h[k] += v
@@ -423,34 +496,81 @@ def adam_fit(theta, obs, targets, orders, batch_size, sizes, relu, lr, beta1, be
     the Adam step is :func:`adam_step`'s.  ``orders[e]`` is epoch ``e``'s permutation of
     the rows.  Returns the new Adam step count.
     """
-    n_layers = sizes.shape[0] - 1
-    n = obs.shape[0]
     grad = np.zeros_like(theta)
+    return _adam_epochs(theta, grad, theta, grad, obs, targets, orders, batch_size, sizes,
+                        relu, lr, beta1, beta2, eps, m, v, t, l2, weight_mask, False)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def adam_fit_float32(theta, obs, targets, orders, batch_size, sizes, relu, lr, beta1, beta2,
+                     eps, m, v, t, l2, weight_mask):
+    """:func:`adam_fit` with the forward and reverse passes in float32.
+
+    The parameters ``theta``, the Adam moments, the L2 term and the Adam step stay
+    float64; per minibatch the passes run on a float32 copy of ``theta`` (refreshed after
+    every step), float32 observations, activations and cotangents, and float32 BLAS
+    products (twice the lanes of float64, and half the memory traffic); the residual
+    ``V - R`` is formed in float64 before it is rounded, tanh is computed in float64 and
+    rounded, and the gradient is widened to float64 before the L2 term and the step.
+    Same arguments and result as :func:`adam_fit`.
+    """
+    theta_w = np.empty(theta.shape[0], np.float32)
+    obs_w = np.empty(obs.shape, np.float32)
+    for i in range(obs.shape[0]):
+        for j in range(obs.shape[1]):
+            obs_w[i, j] = obs[i, j]
+    return _adam_epochs(theta, np.zeros_like(theta), theta_w, np.zeros_like(theta_w), obs_w,
+                        targets, orders, batch_size, sizes, relu, lr, beta1, beta2, eps, m, v,
+                        t, l2, weight_mask, True)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _adam_epochs(theta, grad, theta_w, grad_w, obs_w, targets, orders, batch_size, sizes,
+                 relu, lr, beta1, beta2, eps, m, v, t, l2, weight_mask, mixed):
+    """The epochs of :func:`adam_fit`: passes at ``theta_w``'s precision, steps on ``theta``.
+
+    Without ``mixed``, ``theta_w`` is ``theta`` and ``grad_w`` is ``grad`` (one precision,
+    nothing copied).  With ``mixed``, ``theta_w`` (float32) is refreshed from ``theta``
+    before the first minibatch and after every Adam step, and the minibatch gradient
+    ``grad_w`` is widened into ``grad`` before the L2 term and the step.
+    """
+    n_layers = sizes.shape[0] - 1
+    n = obs_w.shape[0]
     offsets = np.zeros(n_layers + 1, dtype=np.int64)
     for layer in range(n_layers):
         offsets[layer + 1] = offsets[layer] + sizes[layer] * sizes[layer + 1] + sizes[layer + 1]
     if n == 0 or batch_size < 1:
         return t
     full = min(batch_size, n)
-    acts, grads = _fit_buffers(full, sizes)
+    acts, grads = _fit_buffers(full, sizes, theta_w)
     rest = n % full
-    acts_rest, grads_rest = _fit_buffers(rest if rest > 0 else 1, sizes)
-    w_t = [np.empty((sizes[layer + 1], sizes[layer])) for layer in range(n_layers)]
+    acts_rest, grads_rest = _fit_buffers(rest if rest > 0 else 1, sizes, theta_w)
+    w_t = [np.empty((sizes[layer + 1], sizes[layer]), theta_w.dtype)
+           for layer in range(n_layers)]
+    if mixed:
+        for i in range(theta.shape[0]):
+            theta_w[i] = theta[i]
     for epoch in range(orders.shape[0]):
         for start in range(0, n, full):
             idx = orders[epoch, start : min(start + full, n)]
             if idx.shape[0] == full:
-                _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts,
-                               grads, w_t)
+                _fit_minibatch(theta_w, grad_w, obs_w, targets, idx, offsets, sizes, relu,
+                               acts, grads, w_t)
             else:
-                _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu,
+                _fit_minibatch(theta_w, grad_w, obs_w, targets, idx, offsets, sizes, relu,
                                acts_rest, grads_rest, w_t)
+            if mixed:
+                for i in range(theta.shape[0]):
+                    grad[i] = grad_w[i]
             if l2 > 0.0:
                 for i in range(theta.shape[0]):
                     if weight_mask[i]:
                         grad[i] += 2.0 * l2 * theta[i]
             t += 1
             adam_step(theta, grad, m, v, lr, beta1, beta2, eps, t)
+            if mixed:
+                for i in range(theta.shape[0]):
+                    theta_w[i] = theta[i]
     return t
 
 

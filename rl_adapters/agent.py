@@ -372,7 +372,7 @@ class TRPO:
         value_loss = self.value.fit(
             obs, returns, self.rng, optimizer=cfg.value_optimizer, lr=cfg.value_lr,
             epochs=cfg.value_epochs, batch_size=cfg.value_batch_size,
-            lbfgs_iters=cfg.value_lbfgs_iters, l2=cfg.value_l2,
+            lbfgs_iters=cfg.value_lbfgs_iters, l2=cfg.value_l2, dtype=cfg.value_dtype,
         )
         err = self.value.predict(obs) - returns
         return value_loss, float(err @ err) / err.shape[0], ""

@@ -175,6 +175,10 @@ class TRPOConfig:
     value_lbfgs_iters: int = _f(25, "L-BFGS iterations per update", interval=_POSITIVE_INT)
     value_l2: float = _f(0.0, "L2 penalty on value weights (helps L-BFGS)",
                          interval=_NON_NEGATIVE)
+    value_dtype: str = _f("float64", "Adam value fit: precision of the forward and reverse "
+                          "passes (parameters and Adam steps stay float64; 'lbfgs' and "
+                          "'trust_region' ignore it, see value_tr_dtype)",
+                          choices=("float32", "float64"))
     value_tr_epsilon: float = _f(1.0, "trust-region value fit: bound on "
                                  "mean((V_new - V_old)^2) / (2 mse_old)", interval=_POSITIVE)
     value_tr_cg_iters: int = _f(10, "trust-region value fit: CG iterations per step",
@@ -308,9 +312,9 @@ class TRPOConfig:
         Arguments not given take SB3-contrib's defaults (:data:`SB3_TRPO_DEFAULTS`,
         :data:`SB3_POLICY_DEFAULTS`); the fields SB3-contrib has no argument for keep this
         package's defaults for ``env_id``'s family (``cg_rtol``, ``fvp_dtype``,
-        ``vector_env``, ``blas_threads``, ``value_lbfgs_iters``). Besides ``TRPO``'s own
-        arguments it takes the two settings rl-baselines3-zoo adds around it: ``n_envs`` and
-        ``normalize`` (a ``VecNormalize`` wrapper).
+        ``value_dtype``, ``vector_env``, ``blas_threads``, ``value_lbfgs_iters``). Besides
+        ``TRPO``'s own arguments it takes the two settings rl-baselines3-zoo adds around it:
+        ``n_envs`` and ``normalize`` (a ``VecNormalize`` wrapper).
 
         ====================================  ==============================================
         SB3-contrib argument (its default)    ``TRPOConfig`` field

@@ -9,6 +9,9 @@ minimizing the mean squared error
 Two optimizers, chosen by ``TRPOConfig.value_optimizer``: ``"adam"`` runs
 ``value_epochs`` shuffled passes of minibatch Adam (Kingma & Ba, with bias correction;
 the state is saved in checkpoints), ``"lbfgs"`` runs SciPy's L-BFGS-B on the full batch.
+Adam's forward and reverse passes run in float64 or, with ``TRPOConfig.value_dtype =
+"float32"``, in float32 (the parameters, the Adam moments and steps stay float64;
+:func:`rl_adapters._kernels.adam_fit_float32`); L-BFGS is always float64.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 
-from rl_adapters._kernels import adam_fit, adam_step
+from rl_adapters._kernels import adam_fit, adam_fit_float32, adam_step
 from rl_adapters.mlp import MLP
 from rl_adapters.validation import (
     StateError,
@@ -33,6 +36,9 @@ from rl_adapters.validation import (
 )
 
 __all__ = ["AdamState", "ValueFunction"]
+
+#: The compiled Adam fit for each precision of the passes (``ValueFunction.fit``'s dtype).
+_ADAM_FITS = {"float64": adam_fit, "float32": adam_fit_float32}
 
 
 class AdamState:
@@ -120,8 +126,15 @@ class ValueFunction:
 
     def fit(self, obs: NDArray, targets: NDArray, rng: np.random.Generator, *,
             optimizer: str = "adam", lr: float = 1e-3, epochs: int = 10,
-            batch_size: int = 64, lbfgs_iters: int = 25, l2: float = 0.0) -> float:
-        """Fit to ``targets``; return the mean squared error before the fit."""
+            batch_size: int = 64, lbfgs_iters: int = 25, l2: float = 0.0,
+            dtype: str = "float64") -> float:
+        """Fit to ``targets``; return the mean squared error before the fit.
+
+        ``dtype`` ("float64" or "float32") is the precision of the Adam fit's forward and
+        reverse passes (``optimizer="adam"`` only; L-BFGS runs in float64).
+        """
+        if dtype not in _ADAM_FITS:
+            raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_ADAM_FITS)}")
         n = obs.shape[0]
         err0 = self.predict(obs) - targets
         loss_before = float(err0 @ err0) / n
@@ -136,10 +149,10 @@ class ValueFunction:
         theta = self.theta.copy()
         orders = np.stack([rng.permutation(n) for _ in range(epochs)])
         adam = self.adam
-        adam.t = adam_fit(theta, np.ascontiguousarray(obs, dtype=np.float64),
-                           np.ascontiguousarray(targets, dtype=np.float64), orders,
-                           int(batch_size), self.net.sizes_array, self.net.activation == "relu",
-                           float(lr), adam.beta1, adam.beta2, adam.eps, adam.m, adam.v, adam.t,
-                           float(l2), self._weight_mask)
+        adam.t = _ADAM_FITS[dtype](
+            theta, np.ascontiguousarray(obs, dtype=np.float64),
+            np.ascontiguousarray(targets, dtype=np.float64), orders, int(batch_size),
+            self.net.sizes_array, self.net.activation == "relu", float(lr), adam.beta1,
+            adam.beta2, adam.eps, adam.m, adam.v, adam.t, float(l2), self._weight_mask)
         self.theta = theta
         return loss_before
