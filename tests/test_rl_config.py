@@ -103,6 +103,7 @@ RANGES = {
     "value_tr_outer_iters": ([0], [1, 10]),
     "value_tr_subsample": ([0.0, 1.01, math.nan], [1e-3, 0.25, 1.0]),
     "value_tr_dtype": (["float16", "f32"], ["float32", "float64"]),
+    "value_dtype": (["float16", "f32"], ["float32", "float64"]),
 }
 
 
