@@ -9,6 +9,7 @@ from scipy.sparse.linalg import cg as scipy_cg
 
 import trustregion as tr
 from trustregion import Status
+from trustregion.core.cg import CGSpectrum
 
 
 def with_spectrum(eigs: np.ndarray, seed: int, complex_: bool = False) -> np.ndarray:
@@ -184,6 +185,25 @@ def test_spectrum_lazy_and_eager_agree_and_empty_without_iterations():
     np.testing.assert_array_equal(lazy.spectrum.ritz_values, eager.spectrum.ritz_values)
     none = tr.cg(A, np.zeros(3)).spectrum
     assert none.ritz_values.size == 0 and none.eig_min is none.eig_max is none.condition is None
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_spectrum_is_an_immutable_record_of_the_same_values(eager):
+    """The eager spectrum (read from the fused kernel's state) and the lazy one are the same
+    record: the same fields, immutable, the Ritz values computed once."""
+    A = with_spectrum(np.linspace(1.0, 50.0, 12), 5)
+    res = tr.cg(A, np.ones(12), rtol=0.0, maxiter=8, spectrum=eager)
+    spec = res.spectrum
+    assert isinstance(spec, CGSpectrum)
+    assert spec.lanczos_kept == 8 and type(spec.lanczos_kept) is int and spec.scale == 1.0
+    assert spec.condition == spec.eig_max / spec.eig_min
+    ritz = spec.ritz_values
+    assert ritz is spec.ritz_values  # cached
+    assert (spec.eig_min, spec.eig_max) == pytest.approx((ritz[0], ritz[-1]), rel=1e-13)
+    with pytest.raises(AttributeError):
+        spec.eig_min = 0.0  # type: ignore[misc]
+    assert repr(spec) == (f"CGSpectrum(eig_min={spec.eig_min!r}, eig_max={spec.eig_max!r}, "
+                          f"condition={spec.condition!r})")
 
 
 def test_negative_curvature_spectrum_uses_completed_iterations_only():

@@ -15,10 +15,11 @@ information that CG's coefficients carry (the Lanczos tridiagonal matrix).
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -57,8 +58,20 @@ _WHAT_HAPPENED = {
 }
 
 
-@dataclass(frozen=True)
-class CGSpectrum:
+class _SpectrumFields(NamedTuple):
+    eig_min: float | None
+    eig_max: float | None
+    condition: float | None
+    # every alpha_j and at least as many rho_j, of which the first lanczos_kept (those above
+    # the rounding floor) define T_k (cut on first use of ritz_values, not when the extremes
+    # are found: two slices cost a spectrum=True solve about a microsecond)
+    lanczos_alphas: np.ndarray
+    lanczos_rhos: np.ndarray
+    scale: float = 1.0
+    lanczos_kept: int | None = None  # None: all
+
+
+class CGSpectrum(_SpectrumFields):
     r"""What CG learned about the spectrum of the operator it solved with.
 
     CG's step lengths :math:`\alpha_j` and ratios :math:`\beta_j = \rho_{j+1}/\rho_j` are the
@@ -87,18 +100,23 @@ class CGSpectrum:
         iterations whose residual reached the rounding floor are left out (their coefficients
         describe rounding noise, not the operator); computed on
         first access (implicit QL, O(k^2)).
+    lanczos_alphas, lanczos_rhos : ndarray
+        CG's step lengths and at least as many :math:`\rho_j`; the first ``lanczos_kept``
+        (all if None) define :math:`T_k`.
+    scale : float
+        The power of two the operator was rescaled by (the values above are in the caller's
+        units).
+
+    Notes
+    -----
+    An immutable named tuple of these fields (building a frozen dataclass cost a
+    ``spectrum=True`` solve about a microsecond more); ``ritz_values`` is cached on the
+    instance.
     """
 
-    eig_min: float | None
-    eig_max: float | None
-    condition: float | None
-    # every alpha_j and at least as many rho_j, of which the first lanczos_kept (those above
-    # the rounding floor) define T_k (cut on first use of ritz_values, not when the extremes
-    # are found: two slices cost a spectrum=True solve about a microsecond)
-    lanczos_alphas: np.ndarray = field(repr=False)
-    lanczos_rhos: np.ndarray = field(repr=False)
-    scale: float = field(default=1.0, repr=False)
-    lanczos_kept: int | None = field(default=None, repr=False)  # None: all
+    def __repr__(self) -> str:
+        return (f"CGSpectrum(eig_min={self.eig_min!r}, eig_max={self.eig_max!r}, "
+                f"condition={self.condition!r})")
 
     @cached_property
     def ritz_values(self) -> np.ndarray:
@@ -274,18 +292,16 @@ def _new_spectrum(
     lo: float | None, hi: float | None, condition: float | None, alpha: np.ndarray,
     rho: np.ndarray, scale: float, kept: int,
 ) -> CGSpectrum:
-    """A :class:`CGSpectrum` without the frozen dataclass's ``__init__`` (see
-    :func:`_new_result`)."""
-    spectrum = object.__new__(CGSpectrum)
-    fields = spectrum.__dict__
-    fields["eig_min"] = lo
-    fields["eig_max"] = hi
-    fields["condition"] = condition
-    fields["lanczos_alphas"] = alpha
-    fields["lanczos_rhos"] = rho
-    fields["scale"] = scale
-    fields["lanczos_kept"] = kept
-    return spectrum
+    """A :class:`CGSpectrum` by ``tuple.__new__`` (the named tuple's ``__new__`` is a Python
+    function: a call more)."""
+    return _tuple_new(CGSpectrum, (lo, hi, condition, alpha, rho, scale, kept))
+
+
+_tuple_new: Any = tuple.__new__
+# the fused kernels' extreme Ritz values, condition estimate and how many iterations they
+# kept, read from their state vector in one call (a slice and .tolist() cost twice as much)
+_read_spectrum: Any = struct.Struct("4d").unpack_from
+_SPECTRUM_OFFSET = 8 * _kc.EIG_MIN
 
 
 # Safe windows, as powers of two, for the squared residual norm and the Rayleigh quotients of
@@ -656,9 +672,11 @@ def _solve(
             # record as _spectrum, the same arithmetic after it), which saves a call
             kept = 0.0
             if fused_record is not None:
-                kept, lo, hi, condition = state[_kc.KEPT :].tolist()
+                lo, hi, condition, kept = _read_spectrum(state, _SPECTRUM_OFFSET)
             if kept:
-                found = _new_spectrum(lo, hi, condition, alphas, squares, c_A, int(kept))
+                found = _tuple_new(
+                    CGSpectrum, (lo, hi, condition, alphas, squares, c_A, int(kept))
+                )
             else:
                 found = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
             result.__dict__["spectrum"] = found

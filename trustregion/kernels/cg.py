@@ -154,10 +154,10 @@ def numpy_zdotc(a: np.ndarray, b: np.ndarray) -> complex:
 # |p^T q| / pp lies in (LO_RQ, HI_RQ) (the first iteration's scale check); whether to find
 # the extreme Ritz values when the iteration ends (0.0: no; otherwise the factor the operator
 # was rescaled by, which they are divided by), and what was found (see
-# :func:`_spectrum_at_end`): how many iterations were kept (0: not found), the two values and
-# the condition estimate.
+# :func:`_spectrum_at_end`): the two values, the condition estimate and how many iterations
+# were kept (0: not found), in the order of :class:`trustregion.CGSpectrum`'s fields.
 (RR, PP, NULL_THRESHOLD, EPS, TOL_SQ, DAMPING, DAMPED, DONE, MAXITER, SQRT_EPS, PQ_REAL,
- PQ_IMAG, CHECK_RANGE, LO_RQ, HI_RQ, SPECTRUM, KEPT, EIG_MIN, EIG_MAX, CONDITION) = range(20)
+ PQ_IMAG, CHECK_RANGE, LO_RQ, HI_RQ, SPECTRUM, EIG_MIN, EIG_MAX, CONDITION, KEPT) = range(20)
 STATE_SIZE = 20
 # Iterations whose residual has fallen to this fraction of the first (in the M-norm, squared,
 # in units of the dtype's eps squared) are at the rounding floor: their coefficients describe
