@@ -907,47 +907,67 @@ def _solve(
         record = np.empty(2 * min(maxiter, 128) + 1)
         record[: len(history)] = history  # rr_0, alpha_0, rr_1
         fused_record = record
-        step = _kc.cg_step_complex if is_complex else _kc.cg_step_real
+        step = _kc.strict_step_kernel(is_complex)
+        # The kernel takes only a writable C-contiguous vector of the dtype as q and refuses
+        # any other type with a TypeError before it runs, and a vector of the wrong length
+        # with WRONG_LENGTH (trustregion.kernels.cg.strict_step_kernel): so q is passed
+        # unchecked, which spares an iteration the checks below (about 4 us after a large
+        # operator, which leaves the interpreter cold); after a refusal every output is
+        # checked first.
+        unchecked = True
+        wrong_length = _kc.WRONG_LENGTH
         for k in range(1, maxiter):
             q = matvec(p)
-            if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
-                q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
-            elif q.strides != p_strides:
-                if is_complex:
-                    q = _checked(q, name_A, n, dtype, shape)  # as the unfused loop
-                else:
-                    # ndarray.dot reads a strided vector with its strides, which sums in
-                    # another order: the unfused loop takes over, from this iteration
-                    history[:] = record[: 2 * k + 1].tolist()
-                    fused_record = None
-                    rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
-                    null_threshold = float(state[_kc.NULL_THRESHOLD])
-                    pending, k_start = q, k
-                    break
-            done = step(work, q, state, record)
-            if done == _kc.RECORD_FULL:
-                record = fused_record = np.concatenate((record, np.empty(record.shape[0] - 1)))
+            done = wrong_length
+            if unchecked:
+                try:
+                    done = step(work, q, state, record)
+                except TypeError:
+                    unchecked = False
+            if done == wrong_length:
+                if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+                    q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
+                elif q.strides != p_strides:
+                    if is_complex:
+                        q = _checked(q, name_A, n, dtype, shape)  # as the unfused loop
+                    else:
+                        # ndarray.dot reads a strided vector with its strides, which sums in
+                        # another order: the unfused loop takes over, from this iteration
+                        history[:] = record[: 2 * k + 1].tolist()
+                        fused_record = None
+                        rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
+                        null_threshold = float(state[_kc.NULL_THRESHOLD])
+                        pending, k_start = q, k
+                        break
+                if not q.flags.writeable or not q.flags.aligned:
+                    q = q.copy()  # (the same values, of the one type the kernel takes)
                 done = step(work, q, state, record)
-            if done > _kc.CONVERGED:
-                if done == _kc.CHECK_HERMITIAN:
-                    # not Hermitian? (see the unfused loop)
-                    q = work[3] if damping else q
-                    pq_c = complex(state[_kc.PQ_REAL], state[_kc.PQ_IMAG])
-                    if np.all(np.isfinite(q)) and abs(pq_c.imag) > (
-                        sqrt_eps * math.sqrt(state[_kc.PP]) * float(np.linalg.norm(q))
-                    ):
-                        return finish(
-                            Status.NON_REAL_CURVATURE, k, True, curv_c=f"{pq_c:.3e}"
-                        )
-                    done = _kc.cg_resume_step_complex(work, q, state, record)
-                if done == _kc.CURVATURE:
-                    pq = float(state[_kc.PQ_REAL])  # p^T q, which failed the curvature test
-                    if pq != pq or pq == inf:
-                        return finish(Status.NON_FINITE, k, True)
-                    return finish(
-                        Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(),
-                        curvature=pq / c_A,
+            if done:
+                if done == _kc.RECORD_FULL:
+                    record = fused_record = np.concatenate(
+                        (record, np.empty(record.shape[0] - 1))
                     )
+                    done = step(work, q, state, record)
+                if done > _kc.CONVERGED:
+                    if done == _kc.CHECK_HERMITIAN:
+                        # not Hermitian? (see the unfused loop)
+                        q = work[3] if damping else q
+                        pq_c = complex(state[_kc.PQ_REAL], state[_kc.PQ_IMAG])
+                        if np.all(np.isfinite(q)) and abs(pq_c.imag) > (
+                            sqrt_eps * math.sqrt(state[_kc.PP]) * float(np.linalg.norm(q))
+                        ):
+                            return finish(
+                                Status.NON_REAL_CURVATURE, k, True, curv_c=f"{pq_c:.3e}"
+                            )
+                        done = _kc.cg_resume_step_complex(work, q, state, record)
+                    if done == _kc.CURVATURE:
+                        pq = float(state[_kc.PQ_REAL])  # p^T q, which failed the curvature test
+                        if pq != pq or pq == inf:
+                            return finish(Status.NON_FINITE, k, True)
+                        return finish(
+                            Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(),
+                            curvature=pq / c_A,
+                        )
             if callback is not None:
                 callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
             if done:  # (CONVERGED)
