@@ -15,7 +15,6 @@ information that CG's coefficients carry (the Lanczos tridiagonal matrix).
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -223,19 +222,21 @@ def _render_message(
     return render(status, _WHAT_HAPPENED[status].format_map(fmt))
 
 
-_RESULT_DEFAULTS = {"direction": None, "curvature": None}
-
-
-def _new_result(**fields: Any) -> CGResult:
-    """A :class:`CGResult` without the frozen dataclass's ``__init__``.
+def _new_result(fields: dict[str, Any]) -> CGResult:
+    """A :class:`CGResult` whose instance dictionary is ``fields`` (every field), without the
+    frozen dataclass's ``__init__``.
 
     That ``__init__`` sets each of the 13 fields through ``object.__setattr__``, about 5 us
-    per call: a quarter of the fixed cost of a short solve. Filling ``__dict__`` at once
-    gives the same object (still frozen against later assignment).
+    per call: a quarter of the fixed cost of a short solve. Giving the object its dictionary
+    at once gives the same object (still frozen against later assignment).
     """
-    result = object.__new__(CGResult)
-    result.__dict__.update(_RESULT_DEFAULTS, **fields)
+    result = _object_new(CGResult)
+    _object_setattr(result, "__dict__", fields)
     return result
+
+
+_object_new: Any = object.__new__
+_object_setattr: Any = object.__setattr__
 
 
 def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -298,10 +299,6 @@ def _new_spectrum(
 
 
 _tuple_new: Any = tuple.__new__
-# the fused kernels' extreme Ritz values, condition estimate and how many iterations they
-# kept, read from their state vector in one call (a slice and .tolist() cost twice as much)
-_read_spectrum: Any = struct.Struct("4d").unpack_from
-_SPECTRUM_OFFSET = 8 * _kc.EIG_MIN
 
 
 # Safe windows, as powers of two, for the squared residual norm and the Rayleigh quotients of
@@ -621,12 +618,19 @@ def _solve(
 
     def finish(status: Status, nit: int, after_matvec: bool = False, **extra: Any) -> CGResult:
         nonlocal x
-        # the fused loops record rr_0, alpha_0, rr_1, ... in an array
-        squares_and_steps = (
-            history if fused_record is None
-            else fused_record[: 2 * int(state[_kc.DONE]) + 1]
-        )
-        res = math.sqrt(squares_and_steps[-1]) / c_b
+        # (Everything here runs once per solve, after the last operator call, which leaves
+        # NumPy and the interpreter cold when the operator is large: every NumPy operation
+        # then costs microseconds, so there are as few as can be.)
+        if fused_record is None:
+            record = np.array(history)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
+            rr_last = history[-1]
+        else:
+            # the fused loops record rr_0, alpha_0, rr_1, ... in an array of their own (no
+            # copy needed); their state (one read) says how far, and its r^T r is the last
+            fused_state = state.tolist()
+            record = fused_record[: 2 * int(fused_state[_kc.DONE]) + 1]
+            rr_last = fused_state[_kc.RR]
+        res = math.sqrt(rr_last) / c_b
         curv_c, where = extra.pop("curv_c", ""), extra.pop("where", None)
         if c_b != 1.0 or c_A != 1.0:
             x = unscaled(x)
@@ -641,38 +645,43 @@ def _solve(
                     x = np.clip(x, -big, big)
         if x.base is not None:
             x = x.copy()  # a row of the fused loops' work array: the caller's own array
-        record = np.array(squares_and_steps)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
         squares = record[::2]
         residual_history = np.sqrt(squares)
         alphas = record[1::2]
         if c_b != 1.0:
             residual_history /= c_b
         lanczos_rhos = squares if psolve is None else rhos
-        result = _new_result(
-            x=x,
-            nit=nit,
-            n_matvec=n_matvec + nit + after_matvec,
-            residual_norm=float(res),
-            residual_history=residual_history,
-            success=status is Status.CONVERGED,
-            status=status,
-            _message_facts=(
+        # the fields as one dict display (a presized dict, where keyword arguments to a
+        # constructor would build and copy two)
+        fields = {
+            "x": x,
+            "nit": nit,
+            "n_matvec": n_matvec + nit + after_matvec,
+            "residual_norm": float(res),
+            "residual_history": residual_history,
+            "success": status is Status.CONVERGED,
+            "status": status,
+            "direction": None,
+            "curvature": None,
+            "_message_facts": (
                 status, res, tol / c_b, nit, extra.get("curvature"), curv_c, where, name_A,
                 name_b, name_M, info,
             ),
-            lanczos_alphas=alphas,
-            lanczos_rhos=lanczos_rhos,
-            lanczos_scale=c_A * c_M,
-            lanczos_eps=eps,
-            **extra,
-        )
+            "lanczos_alphas": alphas,
+            "lanczos_rhos": lanczos_rhos,
+            "lanczos_scale": c_A * c_M,
+            "lanczos_eps": eps,
+        }
+        if extra:
+            fields.update(extra)
+        result = _new_result(fields)
         if spectrum:
             # computed now, as asked (stored where the cached property keeps it): when the
             # fused loop ended the solve, by its last kernel call (the same kernel on the same
             # record as _spectrum, the same arithmetic after it), which saves a call
             kept = 0.0
             if fused_record is not None:
-                lo, hi, condition, kept = _read_spectrum(state, _SPECTRUM_OFFSET)
+                lo, hi, condition, kept = fused_state[_kc.EIG_MIN : _kc.KEPT + 1]
             if kept:
                 found = _tuple_new(
                     CGSpectrum, (lo, hi, condition, alphas, squares, c_A, int(kept))
