@@ -562,10 +562,26 @@ def _solve(
     else:
         bb = _sqnorm_quiet(b, rdot, is_complex, lo_sq, hi_sq)
     b_is_zero = bb == 0.0 and not b.any()
+    plain = psolve is None
+    # float64 and complex128: NumPy's own BLAS dot products called from Numba kernels, which
+    # without a preconditioner do all of an iteration after the operator (see below)
+    blas = (dtype is _FLOAT64 or dtype is _COMPLEX128) and _kc.numpy_blas_found()
+    fused = plain and blas
+    # the fused loops keep x, r and p (and the damped product) as the rows of one array:
+    # made here, so that they need not be copied there (a copy costs microseconds after a
+    # large operator); kept if rescaling does not replace x or r
+    work: np.ndarray | None = None
+    x_row = r_row = None  # (the rows of `work`, to tell whether x and r still are)
     if x0_arr is None or b_is_zero:
         # b = 0: the solution is exactly 0, whatever x0 (as scipy)
-        x = np.zeros(n, dtype=dtype)
-        r = b.copy()
+        if fused:
+            work = np.zeros((4 if damping else 3, n), dtype=dtype)
+            x = x_row = work[0]
+            r = r_row = work[1]
+            r[:] = b
+        else:
+            x = np.zeros(n, dtype=dtype)
+            r = b.copy()
         n_matvec = matvecs_before
     else:
         x = x0_arr.astype(dtype, copy=True)
@@ -698,7 +714,7 @@ def _solve(
     # seen so far is numerically in the null space: treat it as zero curvature (singular A).
     null_threshold = 0.0
     tol_sq = tol * tol
-    p = np.empty(n, dtype=dtype)
+    p = np.empty(n, dtype=dtype) if work is None else work[2]
     pp = rho_prev = 1.0
     lo_rq, hi_rq = info.lo_rq, info.hi_rq
     # The loop is the hot path for cheap operators: locals instead of attribute lookups,
@@ -716,12 +732,6 @@ def _solve(
     explicit = isinstance(A, np.ndarray) or type(A).__module__.startswith("scipy.")
     inf = math.inf  # a local: the loop tests against it every iteration
     ndarray = np.ndarray
-    plain = psolve is None
-    # float64 without a preconditioner: fused kernels calling NumPy's own ddot (see below)
-    # float64 and complex128: NumPy's own BLAS dot products called from Numba kernels, which
-    # without a preconditioner do all of an iteration after the operator (see below)
-    blas = (dtype is _FLOAT64 or dtype is _COMPLEX128) and _kc.numpy_blas_found()
-    fused = plain and blas
     p_strides = p.strides
     for k in range(maxiter):
         if psolve is None:
@@ -910,9 +920,10 @@ def _solve(
         # lengths and residual norms to `record`: fewer arguments, nothing returned but what
         # happened, which is what such a call costs. The first iteration's kernel has
         # prepared p and the state.
-        work = np.empty((4 if damping else 3, n), dtype=dtype)
-        work[0], work[1], work[2] = x, r, p
-        x, r, p = work[0], work[1], work[2]
+        if work is None or x is not x_row or r is not r_row:
+            work = np.empty((4 if damping else 3, n), dtype=dtype)
+            work[0], work[1], work[2] = x, r, p
+            x, r, p = work[0], work[1], work[2]
         record = np.empty(2 * min(maxiter, 128) + 1)
         record[: len(history)] = history  # rr_0, alpha_0, rr_1
         fused_record = record
