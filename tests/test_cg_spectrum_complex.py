@@ -255,6 +255,31 @@ def test_ritz_kernels_match_lapack(k, seed, ghosts):
     assert abs(lo - ref[0]) <= 1e-13 * scale and abs(hi - ref[-1]) <= 1e-13 * scale
 
 
+@settings(max_examples=80, deadline=None)
+@given(k=st.integers(1, 60), seed=st.integers(0, 2**32 - 1), spread=st.floats(0.0, 12.0))
+def test_collatz_wielandt_start_bounds_the_largest_ritz_value(k, seed, spread):
+    """The upper Laguerre chain starts at the Collatz-Wielandt bound of one power step: never
+    below the largest eigenvalue of the Lanczos matrix (LAPACK's), never above Gershgorin's
+    bound (beyond its rounding margin), and the extremes found from it are LAPACK's."""
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    from trustregion.core.cg import lanczos_tridiagonal
+    from trustregion.kernels.linalg import _collatz_wielandt_bound, cg_extreme_ritz_values
+
+    rng = np.random.default_rng(seed)
+    alphas = 10.0 ** rng.uniform(-spread / 2, spread / 2, k)
+    rhos = np.cumprod(10.0 ** rng.uniform(-spread / 2, spread / 4, k))
+    diag, off = lanczos_tridiagonal(alphas, rhos)
+    ref = eigvalsh_tridiagonal(diag, off) if k > 1 else diag
+    e = np.append(off, 0.0)
+    bound = _collatz_wielandt_bound(diag, e)
+    gershgorin = np.max(diag + e + np.append(0.0, off))
+    assert ref[-1] <= bound <= gershgorin * (1 + 1e-14)
+    lo, hi = cg_extreme_ritz_values(alphas, rhos)
+    scale = np.abs(ref).max()
+    assert abs(lo - ref[0]) <= 1e-13 * scale and abs(hi - ref[-1]) <= 1e-13 * scale
+
+
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(2, 8), runs=st.integers(2, 15), seed=st.integers(0, 2**32 - 1))
 def test_extreme_ritz_values_of_long_runs_with_many_ghosts_match_lapack(n, runs, seed):
