@@ -260,6 +260,35 @@ def _inertia_sums(
 
 
 @numba.njit(cache=True, nogil=True)
+def _inertia_sum(d: np.ndarray, e: np.ndarray, x: float) -> tuple[float, float, int, bool]:
+    """:func:`_inertia_sums` at one point (the same operations: the same bits), for the
+    passes after one chain is done: a third cheaper than two points."""
+    k = d.shape[0]
+    px, qx, p1x, q1x, p2x, q2x = d[0] - x, 1.0, -1.0, 0.0, 0.0, 0.0
+    sx = px < 0.0
+    negx = 1 if sx else 0
+    for i in range(1, k):
+        e2 = e[i - 1] * e[i - 1]
+        ax = d[i] - x
+        px, qx, p1x, q1x, p2x, q2x = (
+            ax * px - e2 * qx, px, ax * p1x - px - e2 * q1x, p1x,
+            ax * p2x - 2.0 * p1x - e2 * q2x, p2x,
+        )
+        nx = px < 0.0
+        negx += nx != sx
+        sx = nx
+        if not (_SMALL < abs(px) < _BIG):
+            f = math.ldexp(1.0, -math.frexp(px)[1])
+            px, qx, p1x, q1x, p2x, q2x = px * f, qx * f, p1x * f, q1x * f, p2x * f, q2x * f
+    hitx = px == 0.0
+    gx = hx = 0.0
+    if not hitx:
+        gx = p1x / px
+        hx = gx * gx - p2x / px
+    return gx, hx, negx, hitx
+
+
+@numba.njit(cache=True, nogil=True)
 def _laguerre_step(k: int, g: float, h: float, m: float) -> float:
     """Laguerre's step for a root of multiplicity ``m`` (0 when undefined)."""
     disc = math.sqrt(max((k / m - 1.0) * (k * h - g * g), 0.0))
@@ -318,8 +347,16 @@ def _laguerre_extremes(
     x1, s1, gs1, hs1, dir1, pl1, q1, m1, done1 = (
         start_up, start_up, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, False
     )
+    g0 = h0 = g1 = h1 = 0.0
+    neg0 = neg1 = 0
+    hit0 = hit1 = False
     for i in range(60):
-        g0, h0, neg0, hit0, g1, h1, neg1, hit1 = _inertia_sums(d, e, x0, x1)
+        if not (done0 or done1):
+            g0, h0, neg0, hit0, g1, h1, neg1, hit1 = _inertia_sums(d, e, x0, x1)
+        elif done0:
+            g1, h1, neg1, hit1 = _inertia_sum(d, e, x1)
+        else:
+            g0, h0, neg0, hit0 = _inertia_sum(d, e, x0)
         if i == 0 and neg0 != 0:
             x0 = s0 = lower
         elif not done0:
