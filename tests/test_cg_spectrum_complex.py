@@ -280,6 +280,25 @@ def test_collatz_wielandt_start_bounds_the_largest_ritz_value(k, seed, spread):
     assert abs(lo - ref[0]) <= 1e-13 * scale and abs(hi - ref[-1]) <= 1e-13 * scale
 
 
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), where=st.floats(-0.5, 1.5))
+def test_one_point_sums_are_the_two_point_sums(k, seed, where):
+    """After one Laguerre chain is done the other is evaluated alone: the same sums and Sturm
+    count, bit for bit, as in the two-point pass (so the extremes do not depend on which
+    chain finished first)."""
+    from trustregion.core.cg import lanczos_tridiagonal
+    from trustregion.kernels.linalg import _inertia_sum, _inertia_sums
+
+    rng = np.random.default_rng(seed)
+    diag, off = lanczos_tridiagonal(10.0 ** rng.uniform(-2, 2, k),
+                                    np.cumprod(10.0 ** rng.uniform(-2, 1, k)))
+    e = np.append(off, 0.0)
+    x = where * float(np.max(diag + e + np.append(0.0, off)))
+    both = _inertia_sums(diag, e, x, 0.5 * x)
+    assert _inertia_sum(diag, e, x) == both[:4]
+    assert _inertia_sum(diag, e, 0.5 * x) == both[4:]
+
+
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(2, 8), runs=st.integers(2, 15), seed=st.integers(0, 2**32 - 1))
 def test_extreme_ritz_values_of_long_runs_with_many_ghosts_match_lapack(n, runs, seed):
