@@ -690,7 +690,6 @@ def _solve(
         }
         if extra:
             fields.update(extra)
-        result = _new_result(fields)
         if spectrum:
             # computed now, as asked (stored where the cached property keeps it): when the
             # fused loop ended the solve, by its last kernel call (the same kernel on the same
@@ -699,13 +698,12 @@ def _solve(
             if fused_record is not None:
                 lo, hi, condition, kept = fused_state[_kc.EIG_MIN : _kc.KEPT + 1]
             if kept:
-                found = _tuple_new(
+                fields["spectrum"] = _tuple_new(
                     CGSpectrum, (lo, hi, condition, alphas, squares, c_A, int(kept))
                 )
             else:
-                found = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
-            result.__dict__["spectrum"] = found
-        return result
+                fields["spectrum"] = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
+        return _new_result(fields)
 
     if b_is_zero or math.sqrt(rr) <= tol:
         return finish(Status.CONVERGED, 0)

@@ -181,8 +181,11 @@ def cg_ritz_values(alphas: np.ndarray, rhos: np.ndarray) -> np.ndarray:
 def _lanczos_entries(alphas: np.ndarray, rhos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Diagonal ``d`` and off-diagonal ``e`` (``e[j]`` couples j and j+1) of CG's Lanczos T."""
     k = alphas.shape[0]
-    d = np.empty(k)
-    e = np.zeros(k)
+    both = np.empty(2 * k)  # one allocation for the two
+    d = both[:k]
+    e = both[k:]
+    if k:
+        e[k - 1] = 0.0
     for j in range(k):
         d[j] = 1.0 / alphas[j]
         if j > 0:
