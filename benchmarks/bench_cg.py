@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -237,8 +238,17 @@ def main() -> None:
               f"{r['overhead_inside_ratio']:>9.2f} "
               f"{100 * r['spectrum_extra']:>+8.1f}% {r['spectrum_extra_us']:>+7.2f}")
     if args.json:
+        meta = {
+            "command": "OPENBLAS_NUM_THREADS=" + os.environ.get("OPENBLAS_NUM_THREADS", "")
+            + " python " + " ".join(sys.argv),
+            "machine": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "clock": args.clock,
+            "load_before": load_before, "load_after": load_after,
+            "utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        }
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+            json.dump({**meta, "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

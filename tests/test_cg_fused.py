@@ -136,12 +136,44 @@ def test_strided_and_foreign_operator_outputs(dtype):
         lambda v: (A @ v).astype(np.complex64 if np.dtype(dtype).kind == "c" else np.float32),
         lambda v: list(A @ v),
         lambda v: np.frombuffer((A @ v).tobytes(), dtype=dtype),
+        # types the strict step kernel refuses (TypeError), checked and copied instead
+        lambda v: (A @ v).astype(np.dtype(dtype).newbyteorder(">")),
+        lambda v: np.frombuffer(b"x" + (A @ v).tobytes(), dtype=dtype, offset=1),
+        lambda v: (A @ v)[:, None],
     ]
     for matvec in outputs:
         for damping in (0.0, 0.1):
             fused, unfused = _solve_both(matvec, b, rtol=1e-10, damping=damping)
             _assert_bitwise_equal(fused, unfused)
             assert fused[0].status is Status.CONVERGED
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_an_output_of_the_wrong_length_later_is_an_error(dtype):
+    # the step kernel takes q unchecked and refuses a vector of the wrong length itself
+    A, b = _problem(20, dtype, "dense", 3)
+    calls = [0]
+
+    def matvec(v):
+        calls[0] += 1
+        return A @ v if calls[0] < 4 else (A @ v)[:-1]
+
+    with pytest.raises(ValueError, match=r"A returned shape \(19,\), expected \(20,\)"):
+        tr.cg(matvec, b, rtol=0.0)
+    assert calls[0] == 4
+
+
+def test_the_step_kernels_refuse_other_types_instead_of_compiling_them():
+    for complex_ in (False, True):
+        kernel = kc.strict_step_kernel(complex_)
+        dtype = np.complex128 if complex_ else np.float64
+        work, state, record = np.zeros((3, 4), dtype), np.zeros(kc.STATE_SIZE), np.zeros(9)
+        before = len(kernel.signatures)
+        for q in (np.zeros(8, dtype)[::2], np.zeros(4, np.float32), [0.0] * 4):
+            with pytest.raises(TypeError):
+                kernel(work, q, state, record)
+        assert len(kernel.signatures) == before == 1
+        assert kernel(work, np.zeros(5, dtype), state, record) == kc.WRONG_LENGTH
 
 
 def test_non_hermitian_after_the_first_iteration_is_the_unfused():
@@ -178,6 +210,9 @@ def test_the_fused_kernels_are_the_ones_running(monkeypatch):
             return _kernel(*args)
 
         monkeypatch.setattr(kc, name, counted)
+    # (the step kernels through the strict dispatch trustregion.cg asks for)
+    steps = {False: kc.cg_step_real, True: kc.cg_step_complex}
+    monkeypatch.setattr(kc, "strict_step_kernel", steps.get)
     A, b = _problem(200, np.float64, "diagonal", 0)
     res = tr.cg(A, b, rtol=0.0, maxiter=300)
     assert res.nit == 300 and res.residual_history.shape == (301,)

@@ -9,6 +9,7 @@ from scipy.sparse.linalg import cg as scipy_cg
 
 import trustregion as tr
 from trustregion import Status
+from trustregion.core.cg import CGSpectrum
 
 
 def with_spectrum(eigs: np.ndarray, seed: int, complex_: bool = False) -> np.ndarray:
@@ -186,6 +187,25 @@ def test_spectrum_lazy_and_eager_agree_and_empty_without_iterations():
     assert none.ritz_values.size == 0 and none.eig_min is none.eig_max is none.condition is None
 
 
+@pytest.mark.parametrize("eager", [False, True])
+def test_spectrum_is_an_immutable_record_of_the_same_values(eager):
+    """The eager spectrum (read from the fused kernel's state) and the lazy one are the same
+    record: the same fields, immutable, the Ritz values computed once."""
+    A = with_spectrum(np.linspace(1.0, 50.0, 12), 5)
+    res = tr.cg(A, np.ones(12), rtol=0.0, maxiter=8, spectrum=eager)
+    spec = res.spectrum
+    assert isinstance(spec, CGSpectrum)
+    assert spec.lanczos_kept == 8 and type(spec.lanczos_kept) is int and spec.scale == 1.0
+    assert spec.condition == spec.eig_max / spec.eig_min
+    ritz = spec.ritz_values
+    assert ritz is spec.ritz_values  # cached
+    assert (spec.eig_min, spec.eig_max) == pytest.approx((ritz[0], ritz[-1]), rel=1e-13)
+    with pytest.raises(AttributeError):
+        spec.eig_min = 0.0  # type: ignore[misc]
+    assert repr(spec) == (f"CGSpectrum(eig_min={spec.eig_min!r}, eig_max={spec.eig_max!r}, "
+                          f"condition={spec.condition!r})")
+
+
 def test_negative_curvature_spectrum_uses_completed_iterations_only():
     res = tr.cg(np.diag([1.0, 2.0, -1.0]), np.ones(3), rtol=1e-12)
     assert res.status is Status.NEGATIVE_CURVATURE
@@ -233,6 +253,50 @@ def test_ritz_kernels_match_lapack(k, seed, ghosts):
     np.testing.assert_allclose(cg_ritz_values(alphas, rhos), ref, rtol=0, atol=1e-13 * scale)
     lo, hi = cg_extreme_ritz_values(alphas, rhos)
     assert abs(lo - ref[0]) <= 1e-13 * scale and abs(hi - ref[-1]) <= 1e-13 * scale
+
+
+@settings(max_examples=80, deadline=None)
+@given(k=st.integers(1, 60), seed=st.integers(0, 2**32 - 1), spread=st.floats(0.0, 12.0))
+def test_collatz_wielandt_start_bounds_the_largest_ritz_value(k, seed, spread):
+    """The upper Laguerre chain starts at the Collatz-Wielandt bound of one power step: never
+    below the largest eigenvalue of the Lanczos matrix (LAPACK's), never above Gershgorin's
+    bound (beyond its rounding margin), and the extremes found from it are LAPACK's."""
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    from trustregion.core.cg import lanczos_tridiagonal
+    from trustregion.kernels.linalg import _collatz_wielandt_bound, cg_extreme_ritz_values
+
+    rng = np.random.default_rng(seed)
+    alphas = 10.0 ** rng.uniform(-spread / 2, spread / 2, k)
+    rhos = np.cumprod(10.0 ** rng.uniform(-spread / 2, spread / 4, k))
+    diag, off = lanczos_tridiagonal(alphas, rhos)
+    ref = eigvalsh_tridiagonal(diag, off) if k > 1 else diag
+    e = np.append(off, 0.0)
+    bound = _collatz_wielandt_bound(diag, e)
+    gershgorin = np.max(diag + e + np.append(0.0, off))
+    assert ref[-1] <= bound <= gershgorin * (1 + 1e-14)
+    lo, hi = cg_extreme_ritz_values(alphas, rhos)
+    scale = np.abs(ref).max()
+    assert abs(lo - ref[0]) <= 1e-13 * scale and abs(hi - ref[-1]) <= 1e-13 * scale
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), where=st.floats(-0.5, 1.5))
+def test_one_point_sums_are_the_two_point_sums(k, seed, where):
+    """After one Laguerre chain is done the other is evaluated alone: the same sums and Sturm
+    count, bit for bit, as in the two-point pass (so the extremes do not depend on which
+    chain finished first)."""
+    from trustregion.core.cg import lanczos_tridiagonal
+    from trustregion.kernels.linalg import _inertia_sum, _inertia_sums
+
+    rng = np.random.default_rng(seed)
+    diag, off = lanczos_tridiagonal(10.0 ** rng.uniform(-2, 2, k),
+                                    np.cumprod(10.0 ** rng.uniform(-2, 1, k)))
+    e = np.append(off, 0.0)
+    x = where * float(np.max(diag + e + np.append(0.0, off)))
+    both = _inertia_sums(diag, e, x, 0.5 * x)
+    assert _inertia_sum(diag, e, x) == both[:4]
+    assert _inertia_sum(diag, e, 0.5 * x) == both[4:]
 
 
 @settings(max_examples=40, deadline=None)

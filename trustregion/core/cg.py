@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -57,8 +57,20 @@ _WHAT_HAPPENED = {
 }
 
 
-@dataclass(frozen=True)
-class CGSpectrum:
+class _SpectrumFields(NamedTuple):
+    eig_min: float | None
+    eig_max: float | None
+    condition: float | None
+    # every alpha_j and at least as many rho_j, of which the first lanczos_kept (those above
+    # the rounding floor) define T_k (cut on first use of ritz_values, not when the extremes
+    # are found: two slices cost a spectrum=True solve about a microsecond)
+    lanczos_alphas: np.ndarray
+    lanczos_rhos: np.ndarray
+    scale: float = 1.0
+    lanczos_kept: int | None = None  # None: all
+
+
+class CGSpectrum(_SpectrumFields):
     r"""What CG learned about the spectrum of the operator it solved with.
 
     CG's step lengths :math:`\alpha_j` and ratios :math:`\beta_j = \rho_{j+1}/\rho_j` are the
@@ -87,18 +99,23 @@ class CGSpectrum:
         iterations whose residual reached the rounding floor are left out (their coefficients
         describe rounding noise, not the operator); computed on
         first access (implicit QL, O(k^2)).
+    lanczos_alphas, lanczos_rhos : ndarray
+        CG's step lengths and at least as many :math:`\rho_j`; the first ``lanczos_kept``
+        (all if None) define :math:`T_k`.
+    scale : float
+        The power of two the operator was rescaled by (the values above are in the caller's
+        units).
+
+    Notes
+    -----
+    An immutable named tuple of these fields (building a frozen dataclass cost a
+    ``spectrum=True`` solve about a microsecond more); ``ritz_values`` is cached on the
+    instance.
     """
 
-    eig_min: float | None
-    eig_max: float | None
-    condition: float | None
-    # every alpha_j and at least as many rho_j, of which the first lanczos_kept (those above
-    # the rounding floor) define T_k (cut on first use of ritz_values, not when the extremes
-    # are found: two slices cost a spectrum=True solve about a microsecond)
-    lanczos_alphas: np.ndarray = field(repr=False)
-    lanczos_rhos: np.ndarray = field(repr=False)
-    scale: float = field(default=1.0, repr=False)
-    lanczos_kept: int | None = field(default=None, repr=False)  # None: all
+    def __repr__(self) -> str:
+        return (f"CGSpectrum(eig_min={self.eig_min!r}, eig_max={self.eig_max!r}, "
+                f"condition={self.condition!r})")
 
     @cached_property
     def ritz_values(self) -> np.ndarray:
@@ -205,19 +222,21 @@ def _render_message(
     return render(status, _WHAT_HAPPENED[status].format_map(fmt))
 
 
-_RESULT_DEFAULTS = {"direction": None, "curvature": None}
-
-
-def _new_result(**fields: Any) -> CGResult:
-    """A :class:`CGResult` without the frozen dataclass's ``__init__``.
+def _new_result(fields: dict[str, Any]) -> CGResult:
+    """A :class:`CGResult` whose instance dictionary is ``fields`` (every field), without the
+    frozen dataclass's ``__init__``.
 
     That ``__init__`` sets each of the 13 fields through ``object.__setattr__``, about 5 us
-    per call: a quarter of the fixed cost of a short solve. Filling ``__dict__`` at once
-    gives the same object (still frozen against later assignment).
+    per call: a quarter of the fixed cost of a short solve. Giving the object its dictionary
+    at once gives the same object (still frozen against later assignment).
     """
-    result = object.__new__(CGResult)
-    result.__dict__.update(_RESULT_DEFAULTS, **fields)
+    result = _object_new(CGResult)
+    _object_setattr(result, "__dict__", fields)
     return result
+
+
+_object_new: Any = object.__new__
+_object_setattr: Any = object.__setattr__
 
 
 def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -274,18 +293,12 @@ def _new_spectrum(
     lo: float | None, hi: float | None, condition: float | None, alpha: np.ndarray,
     rho: np.ndarray, scale: float, kept: int,
 ) -> CGSpectrum:
-    """A :class:`CGSpectrum` without the frozen dataclass's ``__init__`` (see
-    :func:`_new_result`)."""
-    spectrum = object.__new__(CGSpectrum)
-    fields = spectrum.__dict__
-    fields["eig_min"] = lo
-    fields["eig_max"] = hi
-    fields["condition"] = condition
-    fields["lanczos_alphas"] = alpha
-    fields["lanczos_rhos"] = rho
-    fields["scale"] = scale
-    fields["lanczos_kept"] = kept
-    return spectrum
+    """A :class:`CGSpectrum` by ``tuple.__new__`` (the named tuple's ``__new__`` is a Python
+    function: a call more)."""
+    return _tuple_new(CGSpectrum, (lo, hi, condition, alpha, rho, scale, kept))
+
+
+_tuple_new: Any = tuple.__new__
 
 
 # Safe windows, as powers of two, for the squared residual norm and the Rayleigh quotients of
@@ -549,10 +562,26 @@ def _solve(
     else:
         bb = _sqnorm_quiet(b, rdot, is_complex, lo_sq, hi_sq)
     b_is_zero = bb == 0.0 and not b.any()
+    plain = psolve is None
+    # float64 and complex128: NumPy's own BLAS dot products called from Numba kernels, which
+    # without a preconditioner do all of an iteration after the operator (see below)
+    blas = (dtype is _FLOAT64 or dtype is _COMPLEX128) and _kc.numpy_blas_found()
+    fused = plain and blas
+    # the fused loops keep x, r and p (and the damped product) as the rows of one array:
+    # made here, so that they need not be copied there (a copy costs microseconds after a
+    # large operator); kept if rescaling does not replace x or r
+    work: np.ndarray | None = None
+    x_row = r_row = None  # (the rows of `work`, to tell whether x and r still are)
     if x0_arr is None or b_is_zero:
         # b = 0: the solution is exactly 0, whatever x0 (as scipy)
-        x = np.zeros(n, dtype=dtype)
-        r = b.copy()
+        if fused:
+            work = np.zeros((4 if damping else 3, n), dtype=dtype)
+            x = x_row = work[0]
+            r = r_row = work[1]
+            r[:] = b
+        else:
+            x = np.zeros(n, dtype=dtype)
+            r = b.copy()
         n_matvec = matvecs_before
     else:
         x = x0_arr.astype(dtype, copy=True)
@@ -605,12 +634,19 @@ def _solve(
 
     def finish(status: Status, nit: int, after_matvec: bool = False, **extra: Any) -> CGResult:
         nonlocal x
-        # the fused loops record rr_0, alpha_0, rr_1, ... in an array
-        squares_and_steps = (
-            history if fused_record is None
-            else fused_record[: 2 * int(state[_kc.DONE]) + 1]
-        )
-        res = math.sqrt(squares_and_steps[-1]) / c_b
+        # (Everything here runs once per solve, after the last operator call, which leaves
+        # NumPy and the interpreter cold when the operator is large: every NumPy operation
+        # then costs microseconds, so there are as few as can be.)
+        if fused_record is None:
+            record = np.array(history)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
+            rr_last = history[-1]
+        else:
+            # the fused loops record rr_0, alpha_0, rr_1, ... in an array of their own (no
+            # copy needed); their state (one read) says how far, and its r^T r is the last
+            fused_state = state.tolist()
+            record = fused_record[: 2 * int(fused_state[_kc.DONE]) + 1]
+            rr_last = fused_state[_kc.RR]
+        res = math.sqrt(rr_last) / c_b
         curv_c, where = extra.pop("curv_c", ""), extra.pop("where", None)
         if c_b != 1.0 or c_A != 1.0:
             x = unscaled(x)
@@ -625,44 +661,49 @@ def _solve(
                     x = np.clip(x, -big, big)
         if x.base is not None:
             x = x.copy()  # a row of the fused loops' work array: the caller's own array
-        record = np.array(squares_and_steps)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
         squares = record[::2]
         residual_history = np.sqrt(squares)
         alphas = record[1::2]
         if c_b != 1.0:
             residual_history /= c_b
         lanczos_rhos = squares if psolve is None else rhos
-        result = _new_result(
-            x=x,
-            nit=nit,
-            n_matvec=n_matvec + nit + after_matvec,
-            residual_norm=float(res),
-            residual_history=residual_history,
-            success=status is Status.CONVERGED,
-            status=status,
-            _message_facts=(
+        # the fields as one dict display (a presized dict, where keyword arguments to a
+        # constructor would build and copy two)
+        fields = {
+            "x": x,
+            "nit": nit,
+            "n_matvec": n_matvec + nit + after_matvec,
+            "residual_norm": float(res),
+            "residual_history": residual_history,
+            "success": status is Status.CONVERGED,
+            "status": status,
+            "direction": None,
+            "curvature": None,
+            "_message_facts": (
                 status, res, tol / c_b, nit, extra.get("curvature"), curv_c, where, name_A,
                 name_b, name_M, info,
             ),
-            lanczos_alphas=alphas,
-            lanczos_rhos=lanczos_rhos,
-            lanczos_scale=c_A * c_M,
-            lanczos_eps=eps,
-            **extra,
-        )
+            "lanczos_alphas": alphas,
+            "lanczos_rhos": lanczos_rhos,
+            "lanczos_scale": c_A * c_M,
+            "lanczos_eps": eps,
+        }
+        if extra:
+            fields.update(extra)
         if spectrum:
             # computed now, as asked (stored where the cached property keeps it): when the
             # fused loop ended the solve, by its last kernel call (the same kernel on the same
             # record as _spectrum, the same arithmetic after it), which saves a call
             kept = 0.0
             if fused_record is not None:
-                kept, lo, hi, condition = state[_kc.KEPT :].tolist()
+                lo, hi, condition, kept = fused_state[_kc.EIG_MIN : _kc.KEPT + 1]
             if kept:
-                found = _new_spectrum(lo, hi, condition, alphas, squares, c_A, int(kept))
+                fields["spectrum"] = _tuple_new(
+                    CGSpectrum, (lo, hi, condition, alphas, squares, c_A, int(kept))
+                )
             else:
-                found = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
-            result.__dict__["spectrum"] = found
-        return result
+                fields["spectrum"] = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
+        return _new_result(fields)
 
     if b_is_zero or math.sqrt(rr) <= tol:
         return finish(Status.CONVERGED, 0)
@@ -671,7 +712,7 @@ def _solve(
     # seen so far is numerically in the null space: treat it as zero curvature (singular A).
     null_threshold = 0.0
     tol_sq = tol * tol
-    p = np.empty(n, dtype=dtype)
+    p = np.empty(n, dtype=dtype) if work is None else work[2]
     pp = rho_prev = 1.0
     lo_rq, hi_rq = info.lo_rq, info.hi_rq
     # The loop is the hot path for cheap operators: locals instead of attribute lookups,
@@ -689,12 +730,6 @@ def _solve(
     explicit = isinstance(A, np.ndarray) or type(A).__module__.startswith("scipy.")
     inf = math.inf  # a local: the loop tests against it every iteration
     ndarray = np.ndarray
-    plain = psolve is None
-    # float64 without a preconditioner: fused kernels calling NumPy's own ddot (see below)
-    # float64 and complex128: NumPy's own BLAS dot products called from Numba kernels, which
-    # without a preconditioner do all of an iteration after the operator (see below)
-    blas = (dtype is _FLOAT64 or dtype is _COMPLEX128) and _kc.numpy_blas_found()
-    fused = plain and blas
     p_strides = p.strides
     for k in range(maxiter):
         if psolve is None:
@@ -883,53 +918,74 @@ def _solve(
         # lengths and residual norms to `record`: fewer arguments, nothing returned but what
         # happened, which is what such a call costs. The first iteration's kernel has
         # prepared p and the state.
-        work = np.empty((4 if damping else 3, n), dtype=dtype)
-        work[0], work[1], work[2] = x, r, p
-        x, r, p = work[0], work[1], work[2]
+        if work is None or x is not x_row or r is not r_row:
+            work = np.empty((4 if damping else 3, n), dtype=dtype)
+            work[0], work[1], work[2] = x, r, p
+            x, r, p = work[0], work[1], work[2]
         record = np.empty(2 * min(maxiter, 128) + 1)
         record[: len(history)] = history  # rr_0, alpha_0, rr_1
         fused_record = record
-        step = _kc.cg_step_complex if is_complex else _kc.cg_step_real
+        step = _kc.strict_step_kernel(is_complex)
+        # The kernel takes only a writable C-contiguous vector of the dtype as q and refuses
+        # any other type with a TypeError before it runs, and a vector of the wrong length
+        # with WRONG_LENGTH (trustregion.kernels.cg.strict_step_kernel): so q is passed
+        # unchecked, which spares an iteration the checks below (about 4 us after a large
+        # operator, which leaves the interpreter cold); after a refusal every output is
+        # checked first.
+        unchecked = True
+        wrong_length = _kc.WRONG_LENGTH
         for k in range(1, maxiter):
             q = matvec(p)
-            if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
-                q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
-            elif q.strides != p_strides:
-                if is_complex:
-                    q = _checked(q, name_A, n, dtype, shape)  # as the unfused loop
-                else:
-                    # ndarray.dot reads a strided vector with its strides, which sums in
-                    # another order: the unfused loop takes over, from this iteration
-                    history[:] = record[: 2 * k + 1].tolist()
-                    fused_record = None
-                    rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
-                    null_threshold = float(state[_kc.NULL_THRESHOLD])
-                    pending, k_start = q, k
-                    break
-            done = step(work, q, state, record)
-            if done == _kc.RECORD_FULL:
-                record = fused_record = np.concatenate((record, np.empty(record.shape[0] - 1)))
+            done = wrong_length
+            if unchecked:
+                try:
+                    done = step(work, q, state, record)
+                except TypeError:
+                    unchecked = False
+            if done == wrong_length:
+                if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+                    q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
+                elif q.strides != p_strides:
+                    if is_complex:
+                        q = _checked(q, name_A, n, dtype, shape)  # as the unfused loop
+                    else:
+                        # ndarray.dot reads a strided vector with its strides, which sums in
+                        # another order: the unfused loop takes over, from this iteration
+                        history[:] = record[: 2 * k + 1].tolist()
+                        fused_record = None
+                        rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
+                        null_threshold = float(state[_kc.NULL_THRESHOLD])
+                        pending, k_start = q, k
+                        break
+                if not q.flags.writeable or not q.flags.aligned:
+                    q = q.copy()  # (the same values, of the one type the kernel takes)
                 done = step(work, q, state, record)
-            if done > _kc.CONVERGED:
-                if done == _kc.CHECK_HERMITIAN:
-                    # not Hermitian? (see the unfused loop)
-                    q = work[3] if damping else q
-                    pq_c = complex(state[_kc.PQ_REAL], state[_kc.PQ_IMAG])
-                    if np.all(np.isfinite(q)) and abs(pq_c.imag) > (
-                        sqrt_eps * math.sqrt(state[_kc.PP]) * float(np.linalg.norm(q))
-                    ):
-                        return finish(
-                            Status.NON_REAL_CURVATURE, k, True, curv_c=f"{pq_c:.3e}"
-                        )
-                    done = _kc.cg_resume_step_complex(work, q, state, record)
-                if done == _kc.CURVATURE:
-                    pq = float(state[_kc.PQ_REAL])  # p^T q, which failed the curvature test
-                    if pq != pq or pq == inf:
-                        return finish(Status.NON_FINITE, k, True)
-                    return finish(
-                        Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(),
-                        curvature=pq / c_A,
+            if done:
+                if done == _kc.RECORD_FULL:
+                    record = fused_record = np.concatenate(
+                        (record, np.empty(record.shape[0] - 1))
                     )
+                    done = step(work, q, state, record)
+                if done > _kc.CONVERGED:
+                    if done == _kc.CHECK_HERMITIAN:
+                        # not Hermitian? (see the unfused loop)
+                        q = work[3] if damping else q
+                        pq_c = complex(state[_kc.PQ_REAL], state[_kc.PQ_IMAG])
+                        if np.all(np.isfinite(q)) and abs(pq_c.imag) > (
+                            sqrt_eps * math.sqrt(state[_kc.PP]) * float(np.linalg.norm(q))
+                        ):
+                            return finish(
+                                Status.NON_REAL_CURVATURE, k, True, curv_c=f"{pq_c:.3e}"
+                            )
+                        done = _kc.cg_resume_step_complex(work, q, state, record)
+                    if done == _kc.CURVATURE:
+                        pq = float(state[_kc.PQ_REAL])  # p^T q, which failed the curvature test
+                        if pq != pq or pq == inf:
+                            return finish(Status.NON_FINITE, k, True)
+                        return finish(
+                            Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(),
+                            curvature=pq / c_A,
+                        )
             if callback is not None:
                 callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
             if done:  # (CONVERGED)

@@ -154,10 +154,10 @@ def numpy_zdotc(a: np.ndarray, b: np.ndarray) -> complex:
 # |p^T q| / pp lies in (LO_RQ, HI_RQ) (the first iteration's scale check); whether to find
 # the extreme Ritz values when the iteration ends (0.0: no; otherwise the factor the operator
 # was rescaled by, which they are divided by), and what was found (see
-# :func:`_spectrum_at_end`): how many iterations were kept (0: not found), the two values and
-# the condition estimate.
+# :func:`_spectrum_at_end`): the two values, the condition estimate and how many iterations
+# were kept (0: not found), in the order of :class:`trustregion.CGSpectrum`'s fields.
 (RR, PP, NULL_THRESHOLD, EPS, TOL_SQ, DAMPING, DAMPED, DONE, MAXITER, SQRT_EPS, PQ_REAL,
- PQ_IMAG, CHECK_RANGE, LO_RQ, HI_RQ, SPECTRUM, KEPT, EIG_MIN, EIG_MAX, CONDITION) = range(20)
+ PQ_IMAG, CHECK_RANGE, LO_RQ, HI_RQ, SPECTRUM, EIG_MIN, EIG_MAX, CONDITION, KEPT) = range(20)
 STATE_SIZE = 20
 # Iterations whose residual has fallen to this fraction of the first (in the M-norm, squared,
 # in units of the dtype's eps squared) are at the rounding floor: their coefficients describe
@@ -167,8 +167,11 @@ ROUNDING_FLOOR = 64.0**2
 # What an iteration kernel did: the iteration (and the new residual is within the
 # tolerance: CONVERGED), or nothing (but q_damped) because p^T q failed the curvature test,
 # or because the caller must check that the operator is Hermitian, or because the first
-# iteration's p^T q is out of the safe range, or because the record is full.
-ITERATED, CONVERGED, CURVATURE, CHECK_HERMITIAN, OUT_OF_RANGE, RECORD_FULL = range(6)
+# iteration's p^T q is out of the safe range, or because the record is full, or (nothing at
+# all) because the operator's output is not of the problem's length.
+ITERATED, CONVERGED, CURVATURE, CHECK_HERMITIAN, OUT_OF_RANGE, RECORD_FULL, WRONG_LENGTH = (
+    range(7)
+)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -334,8 +337,11 @@ def cg_step_real(
     """:func:`cg_iteration_real` on the rows of ``work`` (``x``, ``r``, ``p`` and, damped,
     ``q_damped``: one argument instead of four, which a call pays for), writing the step
     length and the new ``r^T r`` to ``record`` (``rr_0, alpha_0, rr_1, ...``) instead of
-    returning them. ``RECORD_FULL`` (nothing done) asks for a longer ``record``; with
+    returning them. ``RECORD_FULL`` (nothing done) asks for a longer ``record``,
+    ``WRONG_LENGTH`` (nothing done) says that ``q`` is not of the length of ``x``; with
     ``CURVATURE``, ``p^T q`` is at ``state[PQ_REAL]``."""
+    if q.shape[0] != work.shape[1]:
+        return WRONG_LENGTH
     done = int(state[DONE])
     if 2 * done + 2 >= record.shape[0]:
         return RECORD_FULL
@@ -397,6 +403,8 @@ def cg_step_complex(
 ) -> int:
     """:func:`cg_step_real` for complex128 (:func:`cg_iteration_complex` on the rows of
     ``work``); after ``CHECK_HERMITIAN`` resume with :func:`cg_resume_step_complex`."""
+    if q.shape[0] != work.shape[1]:
+        return WRONG_LENGTH
     done = int(state[DONE])
     if 2 * done + 2 >= record.shape[0]:
         return RECORD_FULL
@@ -421,6 +429,34 @@ def cg_resume_step_complex(
     done = int(state[DONE])
     what, alpha, rr = _iteration_complex(work[0], work[1], work[2], q, state, False)
     return _recorded(what, alpha, rr, done, state, record)
+
+
+_STRICT: dict[bool, Any] = {}
+
+
+def strict_step_kernel(complex_: bool) -> Any:
+    """:func:`cg_step_complex` or :func:`cg_step_real`, compiled for the arrays
+    :func:`trustregion.cg` passes and no others: C-contiguous rows ``work``, ``state`` and
+    ``record``, and a writable, aligned, C-contiguous operator output ``q`` of the dtype.
+
+    Called with a ``q`` of any other type (strided, another dtype, read-only, not an array,
+    not a vector) the kernel does not compile a version for it but refuses it with a
+    ``TypeError`` from its type dispatch, before anything runs: the caller's cue to check
+    and convert the output in Python. The dispatch checks the type of ``q`` anyway, and
+    after an operator that streams a large matrix through the caches the same checks in
+    Python (``type``, ``dtype``, ``shape`` and ``strides`` of ``q``) cost about 4 us an
+    iteration. A ``q`` of the wrong length is refused by the kernel itself
+    (``WRONG_LENGTH``).
+    """
+    kernel = _STRICT.get(complex_)
+    if kernel is None:
+        kernel = cg_step_complex if complex_ else cg_step_real
+        dtype = types.complex128 if complex_ else types.float64
+        kernel.compile((types.Array(dtype, 2, "C"), types.Array(dtype, 1, "C"),
+                        types.float64[::1], types.float64[::1]))
+        kernel.disable_compile()
+        _STRICT[complex_] = kernel
+    return kernel
 
 
 def _probe() -> bool:
