@@ -510,8 +510,8 @@ def adam_fit_float32(theta, obs, targets, orders, batch_size, sizes, relu, lr, b
     float64; per minibatch the passes run on a float32 copy of ``theta`` (refreshed after
     every step), float32 observations, activations and cotangents, and float32 BLAS
     products (twice the lanes of float64, and half the memory traffic); the residual
-    ``V - R`` is formed in float64 before it is rounded, tanh is computed in float64 and
-    rounded, and the gradient is widened to float64 before the L2 term and the step.
+    ``V - R`` is formed in float64 before it is rounded, tanh is :func:`tanh32` (within
+    1 ulp), and the gradient is widened to float64 before the L2 term and the step.
     Same arguments and result as :func:`adam_fit`.
     """
     theta_w = np.empty(theta.shape[0], np.float32)
