@@ -11,7 +11,8 @@ alone (:mod:`rl_adapters.checkpoint` imports no Numba):
   :class:`~rl_adapters.normalization.RunningMeanStd`; results agree to rounding (the
   summation order of a dot product may differ from BLAS);
 - the per-update loops: the GAE recursion (:func:`rl_adapters.rollout.compute_gae`) and
-  the critic's minibatch Adam (:class:`rl_adapters.value.ValueFunction`).
+  the critic's minibatch Adam and the L-BFGS objective
+  (:class:`rl_adapters.value.ValueFunction`).
 
 The large-batch paths (policy update, Fisher products) stay on BLAS.
 """
@@ -480,6 +481,54 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
                     v = G_below[i, k] * d
                     G_below[i, k] = v
                     db_h[k] += v
+
+
+@numba.njit(cache=True, error_model="numpy")
+def mse_loss_grad(theta, obs_w, targets, sizes, relu, l2, weight_mask, theta_w, grad_w,
+                  mixed):
+    """Mean squared error over the whole batch plus ``l2 * ||W||^2``, and its gradient.
+
+    The objective of :meth:`rl_adapters.value.ValueFunction.loss_and_grad` for the L-BFGS
+    fit, one compiled call per evaluation: the forward and reverse passes of
+    :func:`_fit_minibatch` over every row.  Without ``mixed``, ``theta_w`` is ``theta`` and
+    ``obs_w`` is float64.  With ``mixed``, ``theta_w`` is float32 scratch filled from
+    ``theta``, ``obs_w`` the float32 observations, and the passes run in float32; the
+    residual ``V - R``, the loss, the L2 term and the returned gradient are float64
+    either way.  ``grad_w`` is scratch at the passes' precision.  Returns
+    ``(loss, grad)`` with a new float64 ``grad``.
+    """
+    n_layers = sizes.shape[0] - 1
+    n = obs_w.shape[0]
+    offsets = np.zeros(n_layers + 1, dtype=np.int64)
+    for layer in range(n_layers):
+        offsets[layer + 1] = offsets[layer] + sizes[layer] * sizes[layer + 1] + sizes[layer + 1]
+    if mixed:
+        for i in range(theta.shape[0]):
+            theta_w[i] = theta[i]
+    acts, grads = _fit_buffers(n, sizes, theta_w)
+    w_t = [np.empty((sizes[layer + 1], sizes[layer]), theta_w.dtype)
+           for layer in range(n_layers)]
+    idx = np.arange(n)
+    _fit_minibatch(theta_w, grad_w, obs_w, targets, idx, offsets, sizes, relu, acts, grads,
+                   w_t)
+    out = acts[n_layers]
+    bias = theta_w[offsets[n_layers] - 1]
+    loss = 0.0
+    for i in range(n):
+        r = (np.float64(out[i, 0]) + bias) - targets[i]
+        loss += r * r
+    loss /= n
+    grad = np.empty(theta.shape[0])
+    for i in range(theta.shape[0]):
+        grad[i] = grad_w[i]
+    if l2 > 0.0:
+        penalty = 0.0
+        for i in range(theta.shape[0]):
+            if weight_mask[i]:
+                penalty += theta[i] * theta[i]
+                grad[i] += 2.0 * l2 * theta[i]
+        loss += l2 * penalty
+    return loss, grad
 
 
 @numba.njit(cache=True, error_model="numpy")

@@ -175,9 +175,9 @@ class TRPOConfig:
     value_lbfgs_iters: int = _f(25, "L-BFGS iterations per update", interval=_POSITIVE_INT)
     value_l2: float = _f(0.0, "L2 penalty on value weights (helps L-BFGS)",
                          interval=_NON_NEGATIVE)
-    value_dtype: str = _f("float64", "Adam value fit: precision of the forward and reverse "
-                          "passes (parameters and Adam steps stay float64; 'lbfgs' and "
-                          "'trust_region' ignore it, see value_tr_dtype)",
+    value_dtype: str = _f("float64", "Adam and L-BFGS value fits: precision of the forward "
+                          "and reverse passes (parameters and steps stay float64; "
+                          "'trust_region' ignores it, see value_tr_dtype)",
                           choices=("float32", "float64"))
     value_tr_epsilon: float = _f(1.0, "trust-region value fit: bound on "
                                  "mean((V_new - V_old)^2) / (2 mse_old)", interval=_POSITIVE)

@@ -8,10 +8,12 @@ minimizing the mean squared error
 
 Two optimizers, chosen by ``TRPOConfig.value_optimizer``: ``"adam"`` runs
 ``value_epochs`` shuffled passes of minibatch Adam (Kingma & Ba, with bias correction;
-the state is saved in checkpoints), ``"lbfgs"`` runs SciPy's L-BFGS-B on the full batch.
-Adam's forward and reverse passes run in float64 or, with ``TRPOConfig.value_dtype =
-"float32"``, in float32 (the parameters, the Adam moments and steps stay float64;
-:func:`rl_adapters._kernels.adam_fit_float32`); L-BFGS is always float64.
+the state is saved in checkpoints), ``"lbfgs"`` runs SciPy's L-BFGS-B on the full batch,
+each evaluation of the loss and its gradient one compiled call
+(:func:`rl_adapters._kernels.mse_loss_grad`).  The forward and reverse passes of either
+run in float64 or, with ``TRPOConfig.value_dtype = "float32"``, in float32 (the
+parameters, Adam's moments and steps, L-BFGS's iterates, the residuals and the loss stay
+float64; :func:`rl_adapters._kernels.adam_fit_float32`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 
-from rl_adapters._kernels import adam_fit, adam_fit_float32, adam_step
+from rl_adapters._kernels import adam_fit, adam_fit_float32, adam_step, mse_loss_grad
 from rl_adapters.mlp import MLP
 from rl_adapters.validation import (
     StateError,
@@ -124,14 +126,34 @@ class ValueFunction:
             grad += 2.0 * l2 * w
         return loss, grad
 
+    def _lbfgs_objective(self, obs: NDArray, targets: NDArray, l2: float, dtype: str):
+        """``theta -> (loss, grad)`` of :meth:`loss_and_grad` as one compiled call
+        (:func:`~rl_adapters._kernels.mse_loss_grad`), passes at ``dtype``."""
+        work = np.dtype(dtype)
+        mixed = work != np.float64
+        obs_w = np.ascontiguousarray(obs, dtype=work)
+        targets = np.ascontiguousarray(targets, dtype=np.float64)
+        sizes, relu = self.net.sizes_array, self.net.activation == "relu"
+        theta_w = np.empty(self.net.n_params, dtype=work)
+        grad_w = np.empty(self.net.n_params, dtype=work)
+        mask, l2 = self._weight_mask, float(l2)
+
+        def objective(theta: NDArray) -> tuple[float, NDArray]:
+            # mse_loss_grad returns a new gradient array each call: SciPy keeps the last
+            # one while it evaluates the next point.
+            return mse_loss_grad(theta, obs_w, targets, sizes, relu, l2, mask,
+                                 theta if not mixed else theta_w, grad_w, mixed)
+
+        return objective
+
     def fit(self, obs: NDArray, targets: NDArray, rng: np.random.Generator, *,
             optimizer: str = "adam", lr: float = 1e-3, epochs: int = 10,
             batch_size: int = 64, lbfgs_iters: int = 25, l2: float = 0.0,
             dtype: str = "float64") -> float:
         """Fit to ``targets``; return the mean squared error before the fit.
 
-        ``dtype`` ("float64" or "float32") is the precision of the Adam fit's forward and
-        reverse passes (``optimizer="adam"`` only; L-BFGS runs in float64).
+        ``dtype`` ("float64" or "float32") is the precision of the forward and reverse
+        passes, for either optimizer.
         """
         if dtype not in _ADAM_FITS:
             raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_ADAM_FITS)}")
@@ -140,7 +162,7 @@ class ValueFunction:
         loss_before = float(err0 @ err0) / n
         if optimizer == "lbfgs":
             res = minimize(
-                self.loss_and_grad, self.theta, args=(obs, targets, l2), jac=True,
+                self._lbfgs_objective(obs, targets, l2, dtype), self.theta, jac=True,
                 method="L-BFGS-B", options={"maxiter": lbfgs_iters},
             )
             if np.all(np.isfinite(res.x)):

@@ -248,3 +248,63 @@ def test_the_agent_fits_in_float32_and_a_checkpoint_keeps_it(tmp_path):
     resumed.learn(steps)
     np.testing.assert_array_equal(resumed.value.theta, straight.value.theta)
     np.testing.assert_array_equal(resumed.theta, straight.theta)
+
+
+# ---------------------------------------------------------------- the L-BFGS objective
+@given(obs_dim=st.integers(1, 5),
+       hidden=st.lists(st.integers(1, 9), min_size=0, max_size=3).map(tuple),
+       activation=st.sampled_from(["tanh", "relu"]), n=st.integers(1, 40),
+       l2=st.sampled_from([0.0, 1e-2]), seed=st.integers(0, 2**16))
+def test_lbfgs_objective_equals_numpy_loss_and_grad(obs_dim, hidden, activation, n, l2,
+                                                     seed):
+    obs, targets, vf, _ = problem(seed, obs_dim, hidden, activation, n)
+    theta = vf.theta + 0.1 * np.random.default_rng(seed).standard_normal(vf.theta.shape)
+    loss, grad = vf.loss_and_grad(theta, obs, targets, l2)
+    loss64, grad64 = vf._lbfgs_objective(obs, targets, l2, "float64")(theta)
+    assert grad64.dtype == np.float64 and grad64.shape == grad.shape
+    assert loss64 == pytest.approx(loss, rel=1e-12, abs=1e-15)
+    np.testing.assert_allclose(grad64, grad, rtol=1e-10, atol=1e-13 * max(1.0, abs(grad).max()))
+    # float32 passes: the float64 definition at the float32-rounded parameters, to float32
+    # rounding (the loss and L2 term in float64 at the float64 parameters).
+    loss32, grad32 = vf._lbfgs_objective(obs, targets, l2, "float32")(theta)
+    assert grad32.dtype == np.float64
+    rounded = theta.astype(np.float32).astype(np.float64)
+    data_loss, data_grad = vf.loss_and_grad(rounded, obs, targets)
+    penalty = l2 * float(np.sum(np.where(vf._weight_mask, theta, 0.0) ** 2))
+    assert loss32 == pytest.approx(data_loss + penalty, rel=1e-5, abs=1e-6)
+    scale = max(1.0, np.abs(data_grad).max())
+    np.testing.assert_allclose(grad32 - 2 * l2 * np.where(vf._weight_mask, theta, 0.0),
+                               data_grad, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_lbfgs_objective_returns_a_new_gradient_each_call():
+    # SciPy keeps the previous gradient while it evaluates the next point.
+    obs, targets, vf, _ = problem(3, 3, (8, 8), "tanh", 50)
+    for dtype in ("float64", "float32"):
+        objective = vf._lbfgs_objective(obs, targets, 0.0, dtype)
+        _, g1 = objective(vf.theta)
+        kept = g1.copy()
+        _, g2 = objective(vf.theta + 0.5)
+        assert g1 is not g2
+        np.testing.assert_array_equal(g1, kept)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_lbfgs_fit_on_the_default_critic_matches_numpy_lbfgs(dtype):
+    # The CartPole shape (1024 x 4, critic 64 x 64), 25 iterations: the compiled objective
+    # fits as well as SciPy's L-BFGS-B on the NumPy loss_and_grad.
+    from scipy.optimize import minimize
+
+    obs, targets, fast, ref = problem(5, 4, (64, 64), "tanh", 1024)
+    before = ref.loss_and_grad(ref.theta, obs, targets)[0]
+    res = minimize(ref.loss_and_grad, ref.theta, args=(obs, targets), jac=True,
+                   method="L-BFGS-B", options={"maxiter": 25})
+    reported = fast.fit(obs, targets, np.random.default_rng(0), optimizer="lbfgs",
+                        lbfgs_iters=25, dtype=dtype)
+    assert reported == pytest.approx(before, rel=1e-12)
+    after = ref.loss_and_grad(fast.theta, obs, targets)[0]
+    assert after < 0.5 * before
+    assert after == pytest.approx(res.fun, rel=0.05)
+    if dtype == "float64":
+        # Rounding-level differences only, over 25 iterations.
+        np.testing.assert_allclose(fast.theta, res.x, rtol=1e-6, atol=1e-8)
