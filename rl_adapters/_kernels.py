@@ -24,6 +24,11 @@ import numba
 import numpy as np
 from numba.extending import overload
 
+from trustregion.kernels.categorical import (
+    categorical_log_prob,
+    categorical_sample_inverse_cdf,
+)
+
 # tanh, branch-free so that LLVM vectorizes the loops that call it (Numba has no SVML
 # here, and a libm call per entry keeps a loop scalar).  Kernels calling it compile with
 # ``error_model="numpy"``: Python's error model checks every float division for a zero
@@ -174,6 +179,33 @@ def mlp_forward_rows(x, theta, sizes, relu):
                 h[i, o] = v
         offset = b0 + n_out
     return h[:, : sizes[n_layers]].copy()
+
+
+@numba.njit(cache=True)
+def categorical_act_rows(obs, theta, sizes, relu, uniforms, bounds, start, actions_out,
+                         env_actions_out, logp_out):
+    """A categorical policy's sampling step for a few rows, fused: what
+    :meth:`rl_adapters.policies.CategoricalPolicy.act_from_noise` computes with four or more
+    NumPy and kernel calls, in one, with the same calls in the same order (the same bits).
+
+    :func:`mlp_forward_rows` gives the logits; per action component ``j`` (logits columns
+    ``bounds[j]:bounds[j + 1]``) the inverse-CDF pick at ``uniforms[:, j]`` goes into
+    ``actions_out[:, j]``, the pick plus ``start[j]`` into ``env_actions_out[:, j]``, and its
+    log-probability is added to ``logp_out`` (zeroed first).
+    """
+    logits = mlp_forward_rows(obs, theta, sizes, relu)
+    n = logits.shape[0]
+    for i in range(n):
+        logp_out[i] = 0.0
+    for j in range(bounds.shape[0] - 1):
+        block = logits[:, bounds[j] : bounds[j + 1]]
+        picks = categorical_sample_inverse_cdf(np.ascontiguousarray(block),
+                                               np.ascontiguousarray(uniforms[:, j]))
+        logp = categorical_log_prob(block, picks)
+        for i in range(n):
+            actions_out[i, j] = picks[i]
+            env_actions_out[i, j] = picks[i] + start[j]
+            logp_out[i] += logp[i]
 
 
 @numba.njit(cache=True)

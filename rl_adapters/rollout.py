@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rl_adapters._kernels import (
+    categorical_act_rows,
     gae_advantages,
     normalize_and_act_rows,
     record_step,
@@ -49,7 +50,7 @@ from rl_adapters.env_checks import (
     env_name,
     insert_innermost,
 )
-from rl_adapters.policies import DiagGaussianPolicy
+from rl_adapters.policies import CategoricalPolicy, DiagGaussianPolicy
 from rl_adapters.seeding import env_generators, generator_state_dict, load_generator_state_dict
 from rl_adapters.validation import (
     EnvOutputError,
@@ -683,13 +684,21 @@ class Collector:
         # dozen NumPy and kernel calls per step: the same arithmetic in the same order.
         fused_act = (sde is None and rms is not None and type(policy) is DiagGaussianPolicy
                      and E <= ROWWISE_CHUNK)
-        if fused_act:
+        # A categorical policy's sampling, likewise one call (the observations are
+        # normalized before it as in the general path).
+        fused_categorical = (sde is None and type(policy) is CategoricalPolicy
+                             and E <= ROWWISE_CHUNK)
+        if fused_act or fused_categorical:
             net = policy.net
             sizes, relu, n_net = net.sizes_array, net.activation == "relu", net.n_params
+            env_act_buf = np.empty_like(act_buf)
+        if fused_act:
             has_bounds = policy.low is not None
             low = policy.low if has_bounds else np.zeros(0)
             high = policy.high if has_bounds else np.zeros(0)
-            env_act_buf = np.empty_like(act_buf)
+        if fused_categorical:
+            bounds = np.cumsum((0, *policy.nvec)).astype(np.int64)
+            starts, multi = policy.start, policy.multi
         scale = scaler is not None
         if scale:
             returns, s_mean, s_var = (scaler.returns, scaler.rms.mean.reshape(-1),
@@ -716,7 +725,11 @@ class Collector:
                 else:
                     rms.count = rms_update(rms.mean, rms.var, rms.count, raw)
                     rms_normalize_into(raw, rms.mean, rms.var, rms.epsilon, clip_obs, obs)
-                if sde is None:
+                if fused_categorical:
+                    categorical_act_rows(obs, theta, sizes, relu, noise[t], bounds, starts,
+                                         act_buf[t], env_act_buf[t], logp_buf[t])
+                    env_actions = env_act_buf[t] if multi else env_act_buf[t, :, 0]
+                elif sde is None:
                     env_actions, logp_buf[t] = policy.act_from_noise(theta, obs, noise[t],
                                                                      act_buf[t])
                 else:

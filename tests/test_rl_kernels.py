@@ -143,3 +143,55 @@ def test_fused_step_kernels_equal_the_separate_calls_bitwise():
     np.testing.assert_array_equal(ep_l, ep_length + 1)
     np.testing.assert_array_equal(returns, scaler.returns)
     np.testing.assert_array_equal(s_var, scaler.rms.var.reshape(-1))
+
+
+@pytest.mark.parametrize(("nvec", "start", "rows"),
+                         [((2,), (0,), 1), ((3,), (-1,), 2), ((2, 3, 4), (0, 5, -2), 8)])
+def test_fused_categorical_act_equals_act_from_noise_bitwise(nvec, start, rows):
+    # The rollout's one-call categorical step against the policy's own sampling path.
+    from rl_adapters._kernels import categorical_act_rows
+    from rl_adapters.policies import CategoricalPolicy
+
+    rng = np.random.default_rng(sum(nvec) + rows)
+    policy = CategoricalPolicy(4, nvec, (16, 16), start=start)
+    # Larger-than-init logits, so that every category is picked somewhere.
+    theta = 30.0 * policy.init_params(rng)
+    bounds = np.cumsum((0, *policy.nvec)).astype(np.int64)
+    for _ in range(20):
+        obs = 3.0 * rng.standard_normal((rows, 4))
+        noise = policy.draw_noise(rng, (rows,))
+        want_actions = np.empty((rows, len(nvec)), dtype=np.int64)
+        want_env, want_logp = policy.act_from_noise(theta, obs, noise, want_actions)
+        actions = np.full((rows, len(nvec)), -99, dtype=np.int64)
+        env_actions = np.full((rows, len(nvec)), -99, dtype=np.int64)
+        logp = np.full(rows, np.nan)
+        categorical_act_rows(obs, theta, policy.net.sizes_array, False, noise, bounds,
+                             policy.start, actions, env_actions, logp)
+        np.testing.assert_array_equal(actions, want_actions)
+        np.testing.assert_array_equal(env_actions if policy.multi else env_actions[:, 0],
+                                      want_env)
+        np.testing.assert_array_equal(logp, want_logp)
+
+
+@pytest.mark.parametrize(("env_id", "n_envs", "overrides"),
+                         [("CartPole-v1", 2, {}), ("Acrobot-v1", 3, {"normalize_obs": True})])
+def test_the_fused_categorical_rollout_is_the_general_one_bit_for_bit(monkeypatch, env_id,
+                                                                     n_envs, overrides):
+    import rl_adapters.rollout as rollout
+    from rl_adapters import TRPO
+
+    def run():
+        agent = TRPO(env_id, seed=3, n_envs=n_envs, n_steps=64, **overrides)
+        agent.learn(2 * 64 * n_envs)
+        return agent
+
+    fused = run()
+    # The general path: the collector does not recognise the policy as categorical.
+    monkeypatch.setattr(rollout, "CategoricalPolicy", type(None))
+    general = run()
+    np.testing.assert_array_equal(fused.theta, general.theta)
+    np.testing.assert_array_equal(fused.value.theta, general.value.theta)
+    clocks = ("steps_per_sec", "env_time", "policy_time", "update_time", "wall_time")
+    for a, b in zip(fused.metrics, general.metrics, strict=True):
+        np.testing.assert_equal({k: v for k, v in a.items() if k not in clocks},
+                                {k: v for k, v in b.items() if k not in clocks})
