@@ -191,21 +191,7 @@ class StateDependentGaussianPolicy(Policy):
         n = obs.shape[0]
         out = np.empty((n, 2 * d + self.latent_dim), dtype=theta.dtype)
         if not keep_cache and net.n_layers > 1:
-            # No cache wanted (sampling, line search): the hidden layers as their own network
-            # (fused loops for a few rows), then the output layer.
-            if n <= 8:
-                phi = mlp_forward_rows(np.ascontiguousarray(obs, dtype=np.float64), theta,
-                                       self._hidden_sizes, net.activation == "relu")
-            else:
-                phi, _ = self._hidden_net.forward(theta[: self._hidden_net.n_params], obs,
-                                                  keep_cache=False)
-            if net.activation == "relu":
-                np.maximum(phi, 0.0, out=phi)
-            else:
-                np.tanh(phi, out=phi)
-            W, b = net.unflatten(theta[: net.n_params])[-1]
-            np.matmul(phi, W, out=out[:, :d])
-            out[:, :d] += b
+            phi = self._mean_into(theta, obs, out)
             cache = None
         else:
             mean, cache = net.forward(theta[: net.n_params], obs, keep_cache=True)
@@ -215,6 +201,32 @@ class StateDependentGaussianPolicy(Policy):
         np.square(phi, out=phi_sq)
         self._variance(theta, phi_sq, out=out[:, d : 2 * d])
         return out, cache if keep_cache else None
+
+    def _mean_into(self, theta: NDArray, obs: NDArray, out: NDArray) -> NDArray:
+        """``mu(s)`` into ``out[:, :act_dim]`` without a forward cache; returns ``phi(s)``.
+
+        The hidden layers run as their own network (fused loops for a few rows), then the
+        output layer.  :meth:`outputs` and the deterministic :meth:`act` share it, so the
+        mean is the same bits in both.
+        """
+        net = self.net
+        if obs.shape[0] <= 8:
+            phi = mlp_forward_rows(np.ascontiguousarray(obs, dtype=np.float64), theta,
+                                   self._hidden_sizes, net.activation == "relu")
+        else:
+            phi, _ = self._hidden_net.forward(theta[: self._hidden_net.n_params], obs,
+                                              keep_cache=False)
+        if net.activation == "relu":
+            np.maximum(phi, 0.0, out=phi)
+        else:
+            np.tanh(phi, out=phi)
+        start = net.n_params - (self.latent_dim + 1) * self.act_dim
+        W = theta[start : start + self.latent_dim * self.act_dim].reshape(
+            self.latent_dim, self.act_dim)
+        mean = out[:, : self.act_dim]
+        np.matmul(phi, W, out=mean)
+        mean += theta[start + self.latent_dim * self.act_dim : net.n_params]
+        return phi
 
     def split(self, outputs: NDArray) -> tuple[NDArray, NDArray, NDArray]:
         """``(mean, variance, phi^2)`` views of :meth:`outputs`."""
@@ -277,7 +289,12 @@ class StateDependentGaussianPolicy(Policy):
         """
         self._check_act_inputs(theta, obs)
         if deterministic:
-            out, _ = self.outputs(theta, obs)
+            if self.net.n_layers > 1:
+                # The mean alone (evaluation): outputs() would also form the variance.
+                out = np.empty((obs.shape[0], 2 * self.act_dim + self.latent_dim))
+                self._mean_into(theta, obs, out)
+            else:
+                out, _ = self.outputs(theta, obs)
             mean = out[:, : self.act_dim].copy()
             return self._clip(mean), mean, None
         actions = np.empty((obs.shape[0], self.act_dim))

@@ -497,3 +497,22 @@ def test_bad_arguments_raise_clear_errors():
     after = noise.state_dict()
     for key, value in state.items():
         np.testing.assert_array_equal(after[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("hidden", [(), (6,), (8, 5)])
+@pytest.mark.parametrize("rows", [1, 3, 12])
+def test_the_deterministic_action_is_the_mean_of_outputs_bit_for_bit(hidden, rows):
+    # act(deterministic=True) forms the mean alone (no variance); it must be the same bits
+    # as the mean columns of outputs(), with and without the per-row kernel (rows <= 8).
+    rng = np.random.default_rng(len(hidden) + rows)
+    policy = StateDependentGaussianPolicy(3, 2, hidden, "tanh", low=-np.ones(2),
+                                          high=np.ones(2))
+    theta = policy.init_params(rng) + 0.3 * rng.standard_normal(policy.n_params)
+    obs = 2.0 * rng.standard_normal((rows, 3))
+    env_actions, mean, logp = policy.act(theta, obs, rng, deterministic=True)
+    outputs, _ = policy.outputs(theta, obs)
+    assert logp is None
+    np.testing.assert_array_equal(mean, outputs[:, :2])
+    np.testing.assert_array_equal(env_actions, np.clip(outputs[:, :2], -1.0, 1.0))
+    with_cache, _ = policy.outputs(theta, obs, keep_cache=True)
+    np.testing.assert_allclose(mean, with_cache[:, :2], rtol=1e-12, atol=1e-14)
