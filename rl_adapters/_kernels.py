@@ -391,6 +391,9 @@ def _fit_buffers(rows, sizes, like):
     return acts, grads
 
 
+# The critic fit's entry points release the GIL (``nogil``): the agent runs them on a second
+# thread while the policy steps (``TRPOConfig.parallel_update``).
+#
 # The critic fit's kernels contract a * b + c into fused multiply-adds (``fastmath``
 # "contract" only: no reassociation, no approximations, NaN and inf as IEEE): fewer
 # instructions in tanh, one rounding instead of two, so results differ from unfused
@@ -515,7 +518,7 @@ def _fit_minibatch(theta, grad, obs, targets, idx, offsets, sizes, relu, acts, g
                     db_h[k] += v
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def mse_loss_grad(theta, obs_w, targets, sizes, relu, l2, weight_mask, theta_w, grad_w,
                   mixed):
     """Mean squared error over the whole batch plus ``l2 * ||W||^2``, and its gradient.
@@ -563,7 +566,7 @@ def mse_loss_grad(theta, obs_w, targets, sizes, relu, l2, weight_mask, theta_w, 
     return loss, grad
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def adam_fit(theta, obs, targets, orders, batch_size, sizes, relu, lr, beta1, beta2, eps,
              m, v, t, l2, weight_mask):
     """Minibatch Adam on the mean squared error, all epochs in one compiled loop.
@@ -582,7 +585,7 @@ def adam_fit(theta, obs, targets, orders, batch_size, sizes, relu, lr, beta1, be
                         relu, lr, beta1, beta2, eps, m, v, t, l2, weight_mask, False)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def adam_fit_float32(theta, obs, targets, orders, batch_size, sizes, relu, lr, beta1, beta2,
                      eps, m, v, t, l2, weight_mask):
     """:func:`adam_fit` with the forward and reverse passes in float32.

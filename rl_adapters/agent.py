@@ -21,6 +21,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -263,6 +264,7 @@ class TRPO:
                                        config.clip_obs, config.obs_norm_update,
                                        sde_noise=sde_noise)
         self._fisher_shards: Any = None  # rl_adapters.ray_workers.FisherShards, on first use
+        self._critic_thread: futures.ThreadPoolExecutor | None = None  # parallel_update
         self.collector.reset()
         self.num_timesteps = 0
         self.n_updates = 0
@@ -331,10 +333,22 @@ class TRPO:
         adv = adv_tn.reshape(n)
         if cfg.normalize_advantage and n > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        # 3-5. Policy step.
-        step_info = self._policy_step(obs, actions, adv)
-        # 6. Critic.
-        value_loss, value_mse_after, value_fit_status = self._fit_value(obs, returns)
+        # 3-6. Policy step and critic fit. They share only the batch, which neither writes,
+        # and the critic's fit is the only user of self.rng once the policy step's Fisher
+        # subsample is drawn (first, as in a sequential update): on a second thread the
+        # critic gives the same bits, and its BLAS calls and nogil kernels overlap the
+        # policy step's.
+        fvp_rows = self._fvp_rows(n)
+        if cfg.parallel_update:
+            critic = self._update_pool().submit(self._fit_value, obs, returns)
+            try:
+                step_info = self._policy_step(obs, actions, adv, fvp_rows)
+            finally:
+                futures.wait([critic])  # never leave the critic running past an error
+            value_loss, value_mse_after, value_fit_status = critic.result()
+        else:
+            step_info = self._policy_step(obs, actions, adv, fvp_rows)
+            value_loss, value_mse_after, value_fit_status = self._fit_value(obs, returns)
         t_end = time.perf_counter()
         self.num_timesteps += n
         self.n_updates += 1
@@ -362,6 +376,21 @@ class TRPO:
         self.metrics.append(metrics)
         return metrics
 
+    def _update_pool(self) -> futures.ThreadPoolExecutor:
+        """The thread that fits the critic during the policy step (made on first use)."""
+        if self._critic_thread is None:
+            self._critic_thread = futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="trpo-critic")
+        return self._critic_thread
+
+    def _fvp_rows(self, n: int) -> NDArray | None:
+        """The Fisher subsample's rows (``fvp_subsample < 1``), drawn from ``self.rng``."""
+        frac = self.config.fvp_subsample
+        if frac >= 1.0:
+            return None
+        k = max(1, round(frac * n))
+        return np.sort(self.rng.choice(n, size=k, replace=False))
+
     def _fit_value(self, obs: NDArray, returns: NDArray) -> tuple[float, float, str]:
         """Fit the critic to the lambda-returns: (MSE before, MSE after, status name)."""
         cfg = self.config
@@ -377,7 +406,8 @@ class TRPO:
         err = self.value.predict(obs) - returns
         return value_loss, float(err @ err) / err.shape[0], ""
 
-    def _policy_step(self, obs: NDArray, actions: NDArray, adv: NDArray) -> PolicyStepMetrics:
+    def _policy_step(self, obs: NDArray, actions: NDArray, adv: NDArray,
+                     fvp_rows: NDArray | None = None) -> PolicyStepMetrics:
         cfg = self.config
         policy = self.policy
         theta_old = self.theta
@@ -388,10 +418,8 @@ class TRPO:
         g = policy.surrogate_gradient(theta_old, cache, out_old, actions, adv, cfg.entropy_coef)
         # Fisher-vector products reuse the forward pass (or one on a subsample).
         fisher: Callable[[NDArray], NDArray]
-        if cfg.fvp_subsample < 1.0:
-            k = max(1, round(cfg.fvp_subsample * obs.shape[0]))
-            idx = np.sort(self.rng.choice(obs.shape[0], size=k, replace=False))
-            fisher = self._fisher(theta_old, obs[idx])
+        if fvp_rows is not None:
+            fisher = self._fisher(theta_old, obs[fvp_rows])
         elif cfg.fvp_workers > 1:
             fisher = self._fisher(theta_old, obs)
         else:
@@ -723,6 +751,9 @@ class TRPO:
 
     def close(self) -> None:
         self.collector.close()
+        if self._critic_thread is not None:
+            self._critic_thread.shutdown()
+            self._critic_thread = None
         if self._fisher_shards is not None:
             self._fisher_shards.close()
 

@@ -286,3 +286,27 @@ def test_fisher_ritz_values_in_the_metrics_lie_inside_the_damped_fisher_spectrum
     assert eig[0] - tol <= row["fisher_eig_min"] <= row["fisher_eig_max"] <= eig[-1] + tol
     assert row["fisher_eig_min"] >= damping - tol
     assert row["fisher_condition"] == pytest.approx(row["fisher_eig_max"] / row["fisher_eig_min"])
+
+
+@pytest.mark.parametrize(("env_id", "overrides"), [
+    ("CartPole-v1", {"n_envs": 2, "n_steps": 64}),  # L-BFGS critic
+    ("Pendulum-v1", {"n_envs": 2, "n_steps": 64, "value_epochs": 3}),  # gSDE, float32 Adam
+    ("Pendulum-v1", {"n_envs": 1, "n_steps": 128, "use_sde": False, "fvp_subsample": 0.5,
+                     "value_optimizer": "trust_region", "value_tr_subsample": 0.5}),
+])
+def test_the_critic_on_a_second_thread_gives_the_same_bits(env_id, overrides):
+    # parallel_update fits the critic while the policy steps; both random draws (the
+    # Fisher subsample, then the critic's) keep their order, so every bit is the same.
+    runs = [TRPO(env_id, seed=4, parallel_update=flag, **overrides) for flag in (True, False)]
+    for agent in runs:
+        agent.learn(3 * agent.config.n_envs * agent.config.n_steps)
+    parallel, sequential = runs
+    np.testing.assert_array_equal(parallel.theta, sequential.theta)
+    np.testing.assert_array_equal(parallel.value.theta, sequential.value.theta)
+    clocks = ("steps_per_sec", "env_time", "policy_time", "update_time", "wall_time")
+    for a, b in zip(parallel.metrics, sequential.metrics, strict=True):
+        np.testing.assert_equal({k: v for k, v in a.items() if k not in clocks},
+                                {k: v for k, v in b.items() if k not in clocks})
+    assert parallel.rng.bit_generator.state == sequential.rng.bit_generator.state
+    parallel.close()
+    assert parallel._critic_thread is None
