@@ -273,6 +273,8 @@ def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]
 # rounding noise, not the operator, and put Ritz values outside its spectrum. Cut there (the
 # fused kernels, which find the spectrum in their last call, cut at the same place).
 _ROUNDING_FLOOR = _kc.ROUNDING_FLOOR
+# where finish reads the fused loops' state (module constants: no attribute lookups)
+_DONE, _RR, _EIG_MIN, _KEPT_END = _kc.DONE, _kc.RR, _kc.EIG_MIN, _kc.KEPT + 1
 
 
 def _spectrum(alphas: Any, rhos: Any, scale: float, eps: float) -> CGSpectrum:
@@ -505,12 +507,14 @@ def _solve(
     bb_probed = False  # b^T b was found finite (and in range): b is a valid vector
     bb_fused = -1.0  # b^T b by NumPy's ddot, when that was the probe (float64)
     if b_info is not None and b.ndim == 1 and b.shape[0]:
-        if b.dtype is _FLOAT64 and b.strides == _UNIT_STRIDE and _kc.numpy_blas_found():
+        if b.dtype is _FLOAT64 and b.strides == _UNIT_STRIDE and (
+            _kc._FOUND or _kc.numpy_blas_found()
+        ):
             bb_fused = _kc.numpy_ddot(b, b)  # b.dot(b) without NumPy's FP checks
             bb_probed = b_info.lo_sq < bb_fused < b_info.hi_sq
         elif (
             b.dtype is _COMPLEX128 and complex_ok and b.strides == _UNIT_STRIDE_C
-            and _kc.numpy_blas_found()
+            and (_kc._FOUND or _kc.numpy_blas_found())
         ):
             bb_fused = _kc.numpy_zdotc(b, b).real  # np.vdot(b, b).real, the same
             bb_probed = b_info.lo_sq < bb_fused < b_info.hi_sq
@@ -565,7 +569,9 @@ def _solve(
     plain = psolve is None
     # float64 and complex128: NumPy's own BLAS dot products called from Numba kernels, which
     # without a preconditioner do all of an iteration after the operator (see below)
-    blas = (dtype is _FLOAT64 or dtype is _COMPLEX128) and _kc.numpy_blas_found()
+    blas = (dtype is _FLOAT64 or dtype is _COMPLEX128) and (
+        _kc._FOUND or _kc.numpy_blas_found()  # (the flag, once probed: a call fewer)
+    )
     fused = plain and blas
     # the fused loops keep x, r and p (and the damped product) as the rows of one array:
     # made here, so that they need not be copied there (a copy costs microseconds after a
@@ -632,22 +638,29 @@ def _solve(
                 out = y * half * half
             return out if x_base is None else x_base + out
 
-    def finish(status: Status, nit: int, after_matvec: bool = False, **extra: Any) -> CGResult:
+    def finish(
+        status: Status, nit: int, after_matvec: bool = False, *, curv_c: str = "",
+        where: str | None = None, direction: np.ndarray | None = None,
+        curvature: float | None = None,
+    ) -> CGResult:
         nonlocal x
         # (Everything here runs once per solve, after the last operator call, which leaves
         # NumPy and the interpreter cold when the operator is large: every NumPy operation
         # then costs microseconds, so there are as few as can be.)
         if fused_record is None:
             record = np.array(history)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
+            squares = record[::2]
+            alphas = record[1::2]
             rr_last = history[-1]
         else:
             # the fused loops record rr_0, alpha_0, rr_1, ... in an array of their own (no
             # copy needed); their state (one read) says how far, and its r^T r is the last
             fused_state = state.tolist()
-            record = fused_record[: 2 * int(fused_state[_kc.DONE]) + 1]
-            rr_last = fused_state[_kc.RR]
+            end = 2 * int(fused_state[_DONE]) + 1
+            squares = fused_record[0:end:2]
+            alphas = fused_record[1:end:2]
+            rr_last = fused_state[_RR]
         res = math.sqrt(rr_last) / c_b
-        curv_c, where = extra.pop("curv_c", ""), extra.pop("where", None)
         if c_b != 1.0 or c_A != 1.0:
             x = unscaled(x)
             if not np.all(np.isfinite(x)):
@@ -661,9 +674,7 @@ def _solve(
                     x = np.clip(x, -big, big)
         if x.base is not None:
             x = x.copy()  # a row of the fused loops' work array: the caller's own array
-        squares = record[::2]
         residual_history = np.sqrt(squares)
-        alphas = record[1::2]
         if c_b != 1.0:
             residual_history /= c_b
         lanczos_rhos = squares if psolve is None else rhos
@@ -677,26 +688,24 @@ def _solve(
             "residual_history": residual_history,
             "success": status is Status.CONVERGED,
             "status": status,
-            "direction": None,
-            "curvature": None,
+            "direction": direction,
+            "curvature": curvature,
             "_message_facts": (
-                status, res, tol / c_b, nit, extra.get("curvature"), curv_c, where, name_A,
-                name_b, name_M, info,
+                status, res, tol / c_b, nit, curvature, curv_c, where, name_A, name_b, name_M,
+                info,
             ),
             "lanczos_alphas": alphas,
             "lanczos_rhos": lanczos_rhos,
             "lanczos_scale": c_A * c_M,
             "lanczos_eps": eps,
         }
-        if extra:
-            fields.update(extra)
         if spectrum:
             # computed now, as asked (stored where the cached property keeps it): when the
             # fused loop ended the solve, by its last kernel call (the same kernel on the same
             # record as _spectrum, the same arithmetic after it), which saves a call
             kept = 0.0
             if fused_record is not None:
-                lo, hi, condition, kept = fused_state[_kc.EIG_MIN : _kc.KEPT + 1]
+                lo, hi, condition, kept = fused_state[_EIG_MIN:_KEPT_END]
             if kept:
                 fields["spectrum"] = _tuple_new(
                     CGSpectrum, (lo, hi, condition, alphas, squares, c_A, int(kept))
@@ -780,30 +789,38 @@ def _solve(
                 if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
                     q = _checked(q, name_A, n, dtype, shape)
             if fused and pp > 0.0 and q.strides == p_strides:
-                # The whole iteration in one kernel, as in the plain loops below, with the
-                # scale check of p^T q added: if it fails (or the curvature test does, or
-                # the operator may not be Hermitian), the kernel changes nothing but
-                # q_damped and the general code below takes over.
+                # The whole iteration by the fused loop's step kernel (below), with the scale
+                # check of p^T q added (state[CHECK_RANGE]): if it fails (or the curvature
+                # test does, or the operator may not be Hermitian), the kernel changes
+                # nothing but the damped product and the general code below takes over. One
+                # kernel for every iteration, and the loop's state, record and work array
+                # made once, here: each distinct call and NumPy operation costs microseconds
+                # after an operator that leaves the caches cold.
+                if work is None or x is not x_row or r is not r_row:
+                    # (a warm start or a rescaled b: the same values, as rows of one array)
+                    work = np.empty((4 if damping else 3, n), dtype=dtype)
+                    work[0], work[1], work[2] = x, r, p
+                    x, r, p = work[0], work[1], work[2]
                 state = np.array([
                     rr, pp, null_threshold, eps, tol_sq, damping_typed,
                     1.0 if damping else 0.0, 0.0, min(maxiter, 2**53), sqrt_eps, 0.0, 0.0,
                     1.0, lo_rq, hi_rq, 1.0 if spectrum else 0.0, 0.0, 0.0, 0.0, 0.0,
                 ])
-                iteration = _kc.cg_iteration_complex if is_complex else _kc.cg_iteration_real
-                done, alpha, rr_next = iteration(x, r, p, q, q_damped, state)
-                state[_kc.CHECK_RANGE] = 0.0
-                if done == _kc.ITERATED:
-                    rr = rr_next
-                    append_alpha(alpha)
-                    append_rr(rr)
+                record = np.empty(2 * min(maxiter, 128) + 1)
+                record[0] = rr
+                step = _kc.strict_step_kernel(is_complex)
+                try:
+                    done = step(work, q, state, record)
+                except TypeError:  # (a read-only or unaligned q: the general code below)
+                    done = _kc.WRONG_LENGTH
+                if done <= _kc.CONVERGED:  # ITERATED or CONVERGED
+                    fused_record = record
                     if callback is not None:
                         callback(x if c_b == 1.0 else unscaled(x))
-                    if rr <= tol_sq:
+                    if done:
                         return finish(Status.CONVERGED, 1)
-                    break  # on to the plain loop (p and state are ready)
-                if damping:
-                    q = q_damped  # formed by the kernel
-            elif damping:
+                    break  # on to the fused loop (p, state and record are ready)
+            if damping:
                 add_scaled(q_damped, q, p, damping_typed)
                 q = q_damped
             # The operator's scale is not known yet: p^T A p may overflow, which is handled
@@ -918,14 +935,15 @@ def _solve(
         # lengths and residual norms to `record`: fewer arguments, nothing returned but what
         # happened, which is what such a call costs. The first iteration's kernel has
         # prepared p and the state.
-        if work is None or x is not x_row or r is not r_row:
-            work = np.empty((4 if damping else 3, n), dtype=dtype)
-            work[0], work[1], work[2] = x, r, p
-            x, r, p = work[0], work[1], work[2]
-        record = np.empty(2 * min(maxiter, 128) + 1)
-        record[: len(history)] = history  # rr_0, alpha_0, rr_1
-        fused_record = record
-        step = _kc.strict_step_kernel(is_complex)
+        if fused_record is None:  # (the first iteration ran the general code)
+            if work is None or x is not x_row or r is not r_row:
+                work = np.empty((4 if damping else 3, n), dtype=dtype)
+                work[0], work[1], work[2] = x, r, p
+                x, r, p = work[0], work[1], work[2]
+            record = np.empty(2 * min(maxiter, 128) + 1)
+            record[: len(history)] = history  # rr_0, alpha_0, rr_1
+            fused_record = record
+            step = _kc.strict_step_kernel(is_complex)
         # The kernel takes only a writable C-contiguous vector of the dtype as q and refuses
         # any other type with a TypeError before it runs, and a vector of the wrong length
         # with WRONG_LENGTH (trustregion.kernels.cg.strict_step_kernel): so q is passed
