@@ -950,6 +950,8 @@ def _solve(
         # unchecked, which spares an iteration the checks below (about 4 us after a large
         # operator, which leaves the interpreter cold); after a refusal every output is
         # checked first.
+        if TYPE_CHECKING:
+            assert work is not None and record is not None
         unchecked = True
         wrong_length = _kc.WRONG_LENGTH
         for k in range(1, maxiter):
