@@ -891,7 +891,9 @@ def _solve(
             return finish(
                 Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(), curvature=pq / c_A
             )
-        if pq * eps > null_threshold * pp:
+        if pq * eps > null_threshold * pp and pp > 0.0:
+            # (pp = ||p||^2 underflows to 0 for a tiny complex64 p, whose curvature can still
+            # be positive: then there is no threshold to raise)
             null_threshold = eps * pq / pp
         alpha = rho / pq
         append_alpha(alpha)
