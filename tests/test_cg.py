@@ -345,6 +345,27 @@ def test_message_is_written_on_first_access_and_is_the_same():
         res.mesage  # noqa: B018
 
 
+@pytest.mark.parametrize("scale", [1.0, 2.0**-700])
+@pytest.mark.parametrize("M", [None, "jacobi"])
+def test_residual_history_is_computed_on_first_access_from_the_recorded_norms(scale, M):
+    rng = np.random.default_rng(3)
+    A = spd_matrix(30, 1e3, rng)
+    b = rng.standard_normal(30) * scale  # (2^-700: b is rescaled inside, exactly)
+    precond = None if M is None else np.diag(1.0 / np.diag(A))
+    res = tr.cg(A, b, M=precond, rtol=1e-10)
+    assert "residual_history" not in res.__dict__
+    history = res.residual_history
+    assert res.__dict__["residual_history"] is history and res.residual_history is history
+    assert history.shape == (res.nit + 1,) and history[-1] == res.residual_norm
+    # ||r_0|| = ||b||, and the norms are those of the true residuals to rounding
+    np.testing.assert_allclose(history[0], np.linalg.norm(b), rtol=1e-14)
+    assert history[-1] <= 1e-10 * np.linalg.norm(b) < history[-2]
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(tr.cg(A, b, M=precond, rtol=1e-10)))
+    assert copy.residual_history.tobytes() == history.tobytes()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
 def test_first_and_later_iterations_agree(dtype):
     """The plain loop (no preconditioner, after the first iteration) computes what the

@@ -147,7 +147,8 @@ class CGResult:
         ``||r||`` of the recurrence residual at ``x`` (``b - (A + damping I) x`` in exact
         arithmetic).
     residual_history : ndarray
-        ``||r||`` before the first iteration and after each iteration, length ``nit + 1``.
+        ``||r||`` before the first iteration and after each iteration, length ``nit + 1``
+        (computed on first access).
     success : bool
         True exactly when ``status`` is ``CONVERGED``.
     status : Status
@@ -207,6 +208,17 @@ class CGResult:
                     message = _render_message(*facts)
                     self.__dict__["message"] = message
                     return message
+            elif name == "residual_history":
+                # likewise the residual norms: cg keeps their squares (the square roots of
+                # an array are a NumPy call, microseconds after a large operator)
+                facts = self.__dict__.get("_residual_facts")
+                if facts is not None:
+                    squares, c_b = facts
+                    history = np.sqrt(squares)
+                    if c_b != 1.0:
+                        history /= c_b  # back from the rescaled right-hand side (exact)
+                    self.__dict__["residual_history"] = history
+                    return history
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
@@ -674,9 +686,6 @@ def _solve(
                     x = np.clip(x, -big, big)
         if x.base is not None:
             x = x.copy()  # a row of the fused loops' work array: the caller's own array
-        residual_history = np.sqrt(squares)
-        if c_b != 1.0:
-            residual_history /= c_b
         lanczos_rhos = squares if psolve is None else rhos
         # the fields as one dict display (a presized dict, where keyword arguments to a
         # constructor would build and copy two)
@@ -685,7 +694,7 @@ def _solve(
             "nit": nit,
             "n_matvec": n_matvec + nit + after_matvec,
             "residual_norm": float(res),
-            "residual_history": residual_history,
+            "_residual_facts": (squares, c_b),  # residual_history, on first access
             "success": status is Status.CONVERGED,
             "status": status,
             "direction": direction,
@@ -958,31 +967,36 @@ def _solve(
         wrong_length = _kc.WRONG_LENGTH
         for k in range(1, maxiter):
             q = matvec(p)
-            done = wrong_length
+            # (what an ordinary iteration runs is the call and two tests: every bytecode
+            # costs after a large operator; anything else is handled under `if done`)
             if unchecked:
                 try:
                     done = step(work, q, state, record)
                 except TypeError:
                     unchecked = False
-            if done == wrong_length:
-                if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
-                    q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
-                elif q.strides != p_strides:
-                    if is_complex:
-                        q = _checked(q, name_A, n, dtype, shape)  # as the unfused loop
-                    else:
-                        # ndarray.dot reads a strided vector with its strides, which sums in
-                        # another order: the unfused loop takes over, from this iteration
-                        history[:] = record[: 2 * k + 1].tolist()
-                        fused_record = None
-                        rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
-                        null_threshold = float(state[_kc.NULL_THRESHOLD])
-                        pending, k_start = q, k
-                        break
-                if not q.flags.writeable or not q.flags.aligned:
-                    q = q.copy()  # (the same values, of the one type the kernel takes)
-                done = step(work, q, state, record)
+                    done = wrong_length
+            else:
+                done = wrong_length
             if done:
+                if done == wrong_length:
+                    if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+                        q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
+                    elif q.strides != p_strides:
+                        if is_complex:
+                            q = _checked(q, name_A, n, dtype, shape)  # as the unfused loop
+                        else:
+                            # ndarray.dot reads a strided vector with its strides, which sums
+                            # in another order: the unfused loop takes over, from this
+                            # iteration
+                            history[:] = record[: 2 * k + 1].tolist()
+                            fused_record = None
+                            rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
+                            null_threshold = float(state[_kc.NULL_THRESHOLD])
+                            pending, k_start = q, k
+                            break
+                    if not q.flags.writeable or not q.flags.aligned:
+                        q = q.copy()  # (the same values, of the one type the kernel takes)
+                    done = step(work, q, state, record)
                 if done == _kc.RECORD_FULL:
                     record = fused_record = np.concatenate(
                         (record, np.empty(record.shape[0] - 1))
@@ -1008,10 +1022,12 @@ def _solve(
                             Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(),
                             curvature=pq / c_A,
                         )
-            if callback is not None:
+                if callback is not None:
+                    callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
+                if done:  # (CONVERGED)
+                    return finish(Status.CONVERGED, k + 1)
+            elif callback is not None:
                 callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
-            if done:  # (CONVERGED)
-                return finish(Status.CONVERGED, k + 1)
         else:
             return finish(Status.MAX_ITER, maxiter)
     if is_complex:
