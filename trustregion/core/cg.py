@@ -285,8 +285,11 @@ def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]
 # rounding noise, not the operator, and put Ritz values outside its spectrum. Cut there (the
 # fused kernels, which find the spectrum in their last call, cut at the same place).
 _ROUNDING_FLOOR = _kc.ROUNDING_FLOOR
-# where finish reads the fused loops' state (module constants: no attribute lookups)
-_DONE, _RR, _EIG_MIN, _KEPT_END = _kc.DONE, _kc.RR, _kc.EIG_MIN, _kc.KEPT + 1
+# where finish reads the fused loops' state (module constants: no attribute lookups; the
+# spectrum's four entries are read by literal index there)
+_DONE, _RR = _kc.DONE, _kc.RR
+if (_kc.EIG_MIN, _kc.EIG_MAX, _kc.CONDITION, _kc.KEPT) != (16, 17, 18, 19):  # pragma: no cover
+    raise ImportError("trustregion.core.cg reads the spectrum at state[16:20]")
 
 
 def _spectrum(alphas: Any, rhos: Any, scale: float, eps: float) -> CGSpectrum:
@@ -712,13 +715,13 @@ def _solve(
             # computed now, as asked (stored where the cached property keeps it): when the
             # fused loop ended the solve, by its last kernel call (the same kernel on the same
             # record as _spectrum, the same arithmetic after it), which saves a call
-            kept = 0.0
-            if fused_record is not None:
-                lo, hi, condition, kept = fused_state[_EIG_MIN:_KEPT_END]
-            if kept:
-                fields["spectrum"] = _tuple_new(
-                    CGSpectrum, (lo, hi, condition, alphas, squares, c_A, int(kept))
-                )
+            # (the state's entries by literal index, checked against the kernels' layout at
+            # import: a slice and its unpacking cost a tenth of what the spectrum adds)
+            if fused_record is not None and fused_state[19]:  # (KEPT: found)
+                fields["spectrum"] = _tuple_new(CGSpectrum, (
+                    fused_state[16], fused_state[17], fused_state[18], alphas, squares, c_A,
+                    int(fused_state[19]),
+                ))
             else:
                 fields["spectrum"] = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
         return _new_result(fields)
