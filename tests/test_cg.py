@@ -56,6 +56,34 @@ def test_iterates_match_scipy(n):
         assert np.linalg.norm(x_ours - x_theirs) <= 1e-10 * scale, f"iterate {k}"
 
 
+@pytest.mark.parametrize("n", [5, 50, 300])
+@pytest.mark.parametrize("kind", ["dense", "diagonal"])
+@pytest.mark.parametrize("warm", [False, True])
+def test_float64_iterates_are_scipys_bit_for_bit(n, kind, warm):
+    # without a preconditioner a float64 solve does scipy's operations in scipy's order, with
+    # NumPy's own dot products: every iterate is scipy's to the bit, however the loop is run
+    # (fused kernels, first iteration, result building), which guards the float64 results
+    # against changes of the implementation
+    rng = np.random.default_rng(1000 * n + 2 * warm + (kind == "dense"))
+    if kind == "dense":
+        A = spd_matrix(n, 1e3, rng)
+        matvec = A.dot
+    else:
+        d = rng.uniform(0.5, 80.0, n)
+        matvec = lambda v: d * v  # noqa: E731
+    b = rng.standard_normal(n)
+    x0 = rng.standard_normal(n) if warm else None
+    ours: list[np.ndarray] = []
+    theirs: list[np.ndarray] = []
+    res = tr.cg(matvec, b, x0=x0, rtol=1e-10, maxiter=60,
+                callback=lambda x: ours.append(x.copy()))
+    x, _ = scipy_cg(LinearOperator((n, n), matvec=matvec, dtype=np.float64), b, x0=x0,
+                    rtol=1e-10, maxiter=60, callback=lambda x: theirs.append(x.copy()))
+    assert len(ours) == len(theirs) == res.nit > 0
+    assert all(u.tobytes() == w.tobytes() for u, w in zip(ours, theirs, strict=True))
+    assert res.x.tobytes() == x.tobytes()
+
+
 def test_preconditioned_iterates_match_scipy():
     rng = np.random.default_rng(7)
     n = 60
