@@ -56,6 +56,34 @@ def test_iterates_match_scipy(n):
         assert np.linalg.norm(x_ours - x_theirs) <= 1e-10 * scale, f"iterate {k}"
 
 
+@pytest.mark.parametrize("n", [5, 50, 300])
+@pytest.mark.parametrize("kind", ["dense", "diagonal"])
+@pytest.mark.parametrize("warm", [False, True])
+def test_float64_iterates_are_scipys_bit_for_bit(n, kind, warm):
+    # without a preconditioner a float64 solve does scipy's operations in scipy's order, with
+    # NumPy's own dot products: every iterate is scipy's to the bit, however the loop is run
+    # (fused kernels, first iteration, result building), which guards the float64 results
+    # against changes of the implementation
+    rng = np.random.default_rng(1000 * n + 2 * warm + (kind == "dense"))
+    if kind == "dense":
+        A = spd_matrix(n, 1e3, rng)
+        matvec = A.dot
+    else:
+        d = rng.uniform(0.5, 80.0, n)
+        matvec = lambda v: d * v  # noqa: E731
+    b = rng.standard_normal(n)
+    x0 = rng.standard_normal(n) if warm else None
+    ours: list[np.ndarray] = []
+    theirs: list[np.ndarray] = []
+    res = tr.cg(matvec, b, x0=x0, rtol=1e-10, maxiter=60,
+                callback=lambda x: ours.append(x.copy()))
+    x, _ = scipy_cg(LinearOperator((n, n), matvec=matvec, dtype=np.float64), b, x0=x0,
+                    rtol=1e-10, maxiter=60, callback=lambda x: theirs.append(x.copy()))
+    assert len(ours) == len(theirs) == res.nit > 0
+    assert all(u.tobytes() == w.tobytes() for u, w in zip(ours, theirs, strict=True))
+    assert res.x.tobytes() == x.tobytes()
+
+
 def test_preconditioned_iterates_match_scipy():
     rng = np.random.default_rng(7)
     n = 60
@@ -343,6 +371,29 @@ def test_message_is_written_on_first_access_and_is_the_same():
     assert pickle.loads(pickle.dumps(res)).message == message
     with pytest.raises(AttributeError, match="has no attribute 'mesage'"):
         res.mesage  # noqa: B018
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0**-700])
+@pytest.mark.parametrize("M", [None, "jacobi"])
+def test_residual_history_is_computed_on_first_access_from_the_recorded_norms(scale, M):
+    rng = np.random.default_rng(3)
+    A = spd_matrix(30, 1e3, rng)
+    b = rng.standard_normal(30) * scale  # (2^-700: b is rescaled inside, exactly)
+    precond = None if M is None else np.diag(1.0 / np.diag(A))
+    res = tr.cg(A, b, M=precond, rtol=1e-10)
+    assert "residual_history" not in res.__dict__
+    history = res.residual_history
+    assert res.__dict__["residual_history"] is history and res.residual_history is history
+    assert history.shape == (res.nit + 1,) and history[-1] == res.residual_norm
+    # ||r_0|| = ||b|| (its square would underflow at 2^-700: scaled exactly), and the last
+    # norm is the first within the tolerance
+    b_norm = np.linalg.norm(b / scale) * scale
+    np.testing.assert_allclose(history[0], b_norm, rtol=1e-14)
+    assert history[-1] <= 1e-10 * b_norm < history[-2]
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(tr.cg(A, b, M=precond, rtol=1e-10)))
+    assert copy.residual_history.tobytes() == history.tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])

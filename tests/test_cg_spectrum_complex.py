@@ -383,3 +383,16 @@ def test_complex_direction_update_on_real_and_imaginary_parts(n):
     update_direction_z(p, z, 0.7)
     update_direction(p2, z, 0.7)
     np.testing.assert_array_equal(p, p2)
+
+
+def test_complex64_preconditioned_run_into_underflow_solves_instead_of_raising():
+    # rtol = 0 on a 1x1 system: the direction p shrinks until ||p||^2 underflows to 0 in
+    # complex64 while p^H A p is still positive (it raised ZeroDivisionError before)
+    rng = np.random.default_rng(1000)
+    a = np.array([[6.7555714 + 0.0j]], dtype=np.complex64)
+    b = (rng.standard_normal(1) + 1j * rng.standard_normal(1)).astype(np.complex64)
+    M = np.array([[1.0 / 6.7555714]], dtype=np.complex64)
+    res = tr.cg(a, b, M=M, damping=0.3, maxiter=20, rtol=0.0)
+    assert res.x.dtype == np.complex64 and np.all(np.isfinite(res.x))
+    expected = np.linalg.solve(a.astype(np.complex128) + 0.3 * np.eye(1), b)
+    np.testing.assert_allclose(res.x, expected, rtol=1e-6)

@@ -147,7 +147,8 @@ class CGResult:
         ``||r||`` of the recurrence residual at ``x`` (``b - (A + damping I) x`` in exact
         arithmetic).
     residual_history : ndarray
-        ``||r||`` before the first iteration and after each iteration, length ``nit + 1``.
+        ``||r||`` before the first iteration and after each iteration, length ``nit + 1``
+        (computed on first access).
     success : bool
         True exactly when ``status`` is ``CONVERGED``.
     status : Status
@@ -207,6 +208,17 @@ class CGResult:
                     message = _render_message(*facts)
                     self.__dict__["message"] = message
                     return message
+            elif name == "residual_history":
+                # likewise the residual norms: cg keeps their squares (the square roots of
+                # an array are a NumPy call, microseconds after a large operator)
+                facts = self.__dict__.get("_residual_facts")
+                if facts is not None:
+                    squares, c_b = facts
+                    history = np.sqrt(squares)
+                    if c_b != 1.0:
+                        history /= c_b  # back from the rescaled right-hand side (exact)
+                    self.__dict__["residual_history"] = history
+                    return history
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
@@ -273,6 +285,11 @@ def lanczos_tridiagonal(alphas: Any, rhos: Any) -> tuple[np.ndarray, np.ndarray]
 # rounding noise, not the operator, and put Ritz values outside its spectrum. Cut there (the
 # fused kernels, which find the spectrum in their last call, cut at the same place).
 _ROUNDING_FLOOR = _kc.ROUNDING_FLOOR
+# where finish reads the fused loops' state (module constants: no attribute lookups; the
+# spectrum's four entries are read by literal index there)
+_DONE, _RR = _kc.DONE, _kc.RR
+if (_kc.EIG_MIN, _kc.EIG_MAX, _kc.CONDITION, _kc.KEPT) != (16, 17, 18, 19):  # pragma: no cover
+    raise ImportError("trustregion.core.cg reads the spectrum at state[16:20]")
 
 
 def _spectrum(alphas: Any, rhos: Any, scale: float, eps: float) -> CGSpectrum:
@@ -505,12 +522,14 @@ def _solve(
     bb_probed = False  # b^T b was found finite (and in range): b is a valid vector
     bb_fused = -1.0  # b^T b by NumPy's ddot, when that was the probe (float64)
     if b_info is not None and b.ndim == 1 and b.shape[0]:
-        if b.dtype is _FLOAT64 and b.strides == _UNIT_STRIDE and _kc.numpy_blas_found():
+        if b.dtype is _FLOAT64 and b.strides == _UNIT_STRIDE and (
+            _kc._FOUND or _kc.numpy_blas_found()
+        ):
             bb_fused = _kc.numpy_ddot(b, b)  # b.dot(b) without NumPy's FP checks
             bb_probed = b_info.lo_sq < bb_fused < b_info.hi_sq
         elif (
             b.dtype is _COMPLEX128 and complex_ok and b.strides == _UNIT_STRIDE_C
-            and _kc.numpy_blas_found()
+            and (_kc._FOUND or _kc.numpy_blas_found())
         ):
             bb_fused = _kc.numpy_zdotc(b, b).real  # np.vdot(b, b).real, the same
             bb_probed = b_info.lo_sq < bb_fused < b_info.hi_sq
@@ -565,7 +584,9 @@ def _solve(
     plain = psolve is None
     # float64 and complex128: NumPy's own BLAS dot products called from Numba kernels, which
     # without a preconditioner do all of an iteration after the operator (see below)
-    blas = (dtype is _FLOAT64 or dtype is _COMPLEX128) and _kc.numpy_blas_found()
+    blas = (dtype is _FLOAT64 or dtype is _COMPLEX128) and (
+        _kc._FOUND or _kc.numpy_blas_found()  # (the flag, once probed: a call fewer)
+    )
     fused = plain and blas
     # the fused loops keep x, r and p (and the damped product) as the rows of one array:
     # made here, so that they need not be copied there (a copy costs microseconds after a
@@ -632,22 +653,29 @@ def _solve(
                 out = y * half * half
             return out if x_base is None else x_base + out
 
-    def finish(status: Status, nit: int, after_matvec: bool = False, **extra: Any) -> CGResult:
+    def finish(
+        status: Status, nit: int, after_matvec: bool = False, *, curv_c: str = "",
+        where: str | None = None, direction: np.ndarray | None = None,
+        curvature: float | None = None,
+    ) -> CGResult:
         nonlocal x
         # (Everything here runs once per solve, after the last operator call, which leaves
         # NumPy and the interpreter cold when the operator is large: every NumPy operation
         # then costs microseconds, so there are as few as can be.)
         if fused_record is None:
             record = np.array(history)  # rr_0, alpha_0, rr_1, alpha_1, ..., rr_nit
+            squares = record[::2]
+            alphas = record[1::2]
             rr_last = history[-1]
         else:
             # the fused loops record rr_0, alpha_0, rr_1, ... in an array of their own (no
             # copy needed); their state (one read) says how far, and its r^T r is the last
             fused_state = state.tolist()
-            record = fused_record[: 2 * int(fused_state[_kc.DONE]) + 1]
-            rr_last = fused_state[_kc.RR]
+            end = 2 * int(fused_state[_DONE]) + 1
+            squares = fused_record[0:end:2]
+            alphas = fused_record[1:end:2]
+            rr_last = fused_state[_RR]
         res = math.sqrt(rr_last) / c_b
-        curv_c, where = extra.pop("curv_c", ""), extra.pop("where", None)
         if c_b != 1.0 or c_A != 1.0:
             x = unscaled(x)
             if not np.all(np.isfinite(x)):
@@ -661,11 +689,6 @@ def _solve(
                     x = np.clip(x, -big, big)
         if x.base is not None:
             x = x.copy()  # a row of the fused loops' work array: the caller's own array
-        squares = record[::2]
-        residual_history = np.sqrt(squares)
-        alphas = record[1::2]
-        if c_b != 1.0:
-            residual_history /= c_b
         lanczos_rhos = squares if psolve is None else rhos
         # the fields as one dict display (a presized dict, where keyword arguments to a
         # constructor would build and copy two)
@@ -674,33 +697,31 @@ def _solve(
             "nit": nit,
             "n_matvec": n_matvec + nit + after_matvec,
             "residual_norm": float(res),
-            "residual_history": residual_history,
+            "_residual_facts": (squares, c_b),  # residual_history, on first access
             "success": status is Status.CONVERGED,
             "status": status,
-            "direction": None,
-            "curvature": None,
+            "direction": direction,
+            "curvature": curvature,
             "_message_facts": (
-                status, res, tol / c_b, nit, extra.get("curvature"), curv_c, where, name_A,
-                name_b, name_M, info,
+                status, res, tol / c_b, nit, curvature, curv_c, where, name_A, name_b, name_M,
+                info,
             ),
             "lanczos_alphas": alphas,
             "lanczos_rhos": lanczos_rhos,
             "lanczos_scale": c_A * c_M,
             "lanczos_eps": eps,
         }
-        if extra:
-            fields.update(extra)
         if spectrum:
             # computed now, as asked (stored where the cached property keeps it): when the
             # fused loop ended the solve, by its last kernel call (the same kernel on the same
             # record as _spectrum, the same arithmetic after it), which saves a call
-            kept = 0.0
-            if fused_record is not None:
-                lo, hi, condition, kept = fused_state[_kc.EIG_MIN : _kc.KEPT + 1]
-            if kept:
-                fields["spectrum"] = _tuple_new(
-                    CGSpectrum, (lo, hi, condition, alphas, squares, c_A, int(kept))
-                )
+            # (the state's entries by literal index, checked against the kernels' layout at
+            # import: a slice and its unpacking cost a tenth of what the spectrum adds)
+            if fused_record is not None and fused_state[19]:  # (KEPT: found)
+                fields["spectrum"] = _tuple_new(CGSpectrum, (
+                    fused_state[16], fused_state[17], fused_state[18], alphas, squares, c_A,
+                    int(fused_state[19]),
+                ))
             else:
                 fields["spectrum"] = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
         return _new_result(fields)
@@ -780,30 +801,38 @@ def _solve(
                 if type(q) is not np.ndarray or q.shape != shape or q.dtype != dtype:
                     q = _checked(q, name_A, n, dtype, shape)
             if fused and pp > 0.0 and q.strides == p_strides:
-                # The whole iteration in one kernel, as in the plain loops below, with the
-                # scale check of p^T q added: if it fails (or the curvature test does, or
-                # the operator may not be Hermitian), the kernel changes nothing but
-                # q_damped and the general code below takes over.
+                # The whole iteration by the fused loop's step kernel (below), with the scale
+                # check of p^T q added (state[CHECK_RANGE]): if it fails (or the curvature
+                # test does, or the operator may not be Hermitian), the kernel changes
+                # nothing but the damped product and the general code below takes over. One
+                # kernel for every iteration, and the loop's state, record and work array
+                # made once, here: each distinct call and NumPy operation costs microseconds
+                # after an operator that leaves the caches cold.
+                if work is None or x is not x_row or r is not r_row:
+                    # (a warm start or a rescaled b: the same values, as rows of one array)
+                    work = np.empty((4 if damping else 3, n), dtype=dtype)
+                    work[0], work[1], work[2] = x, r, p
+                    x, r, p = work[0], work[1], work[2]
                 state = np.array([
                     rr, pp, null_threshold, eps, tol_sq, damping_typed,
                     1.0 if damping else 0.0, 0.0, min(maxiter, 2**53), sqrt_eps, 0.0, 0.0,
                     1.0, lo_rq, hi_rq, 1.0 if spectrum else 0.0, 0.0, 0.0, 0.0, 0.0,
                 ])
-                iteration = _kc.cg_iteration_complex if is_complex else _kc.cg_iteration_real
-                done, alpha, rr_next = iteration(x, r, p, q, q_damped, state)
-                state[_kc.CHECK_RANGE] = 0.0
-                if done == _kc.ITERATED:
-                    rr = rr_next
-                    append_alpha(alpha)
-                    append_rr(rr)
+                record = np.empty(2 * min(maxiter, 128) + 1)
+                record[0] = rr
+                step = _kc.strict_step_kernel(is_complex)
+                try:
+                    done = step(work, q, state, record)
+                except TypeError:  # (a read-only or unaligned q: the general code below)
+                    done = _kc.WRONG_LENGTH
+                if done <= _kc.CONVERGED:  # ITERATED or CONVERGED
+                    fused_record = record
                     if callback is not None:
                         callback(x if c_b == 1.0 else unscaled(x))
-                    if rr <= tol_sq:
+                    if done:
                         return finish(Status.CONVERGED, 1)
-                    break  # on to the plain loop (p and state are ready)
-                if damping:
-                    q = q_damped  # formed by the kernel
-            elif damping:
+                    break  # on to the fused loop (p, state and record are ready)
+            if damping:
                 add_scaled(q_damped, q, p, damping_typed)
                 q = q_damped
             # The operator's scale is not known yet: p^T A p may overflow, which is handled
@@ -874,7 +903,9 @@ def _solve(
             return finish(
                 Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(), curvature=pq / c_A
             )
-        if pq * eps > null_threshold * pp:
+        if pq * eps > null_threshold * pp and pp > 0.0:
+            # (pp = ||p||^2 underflows to 0 for a tiny complex64 p, whose curvature can still
+            # be positive: then there is no threshold to raise)
             null_threshold = eps * pq / pp
         alpha = rho / pq
         append_alpha(alpha)
@@ -918,49 +949,57 @@ def _solve(
         # lengths and residual norms to `record`: fewer arguments, nothing returned but what
         # happened, which is what such a call costs. The first iteration's kernel has
         # prepared p and the state.
-        if work is None or x is not x_row or r is not r_row:
-            work = np.empty((4 if damping else 3, n), dtype=dtype)
-            work[0], work[1], work[2] = x, r, p
-            x, r, p = work[0], work[1], work[2]
-        record = np.empty(2 * min(maxiter, 128) + 1)
-        record[: len(history)] = history  # rr_0, alpha_0, rr_1
-        fused_record = record
-        step = _kc.strict_step_kernel(is_complex)
+        if fused_record is None:  # (the first iteration ran the general code)
+            if work is None or x is not x_row or r is not r_row:
+                work = np.empty((4 if damping else 3, n), dtype=dtype)
+                work[0], work[1], work[2] = x, r, p
+                x, r, p = work[0], work[1], work[2]
+            record = np.empty(2 * min(maxiter, 128) + 1)
+            record[: len(history)] = history  # rr_0, alpha_0, rr_1
+            fused_record = record
+            step = _kc.strict_step_kernel(is_complex)
         # The kernel takes only a writable C-contiguous vector of the dtype as q and refuses
         # any other type with a TypeError before it runs, and a vector of the wrong length
         # with WRONG_LENGTH (trustregion.kernels.cg.strict_step_kernel): so q is passed
         # unchecked, which spares an iteration the checks below (about 4 us after a large
         # operator, which leaves the interpreter cold); after a refusal every output is
         # checked first.
+        if TYPE_CHECKING:
+            assert work is not None and record is not None
         unchecked = True
         wrong_length = _kc.WRONG_LENGTH
         for k in range(1, maxiter):
             q = matvec(p)
-            done = wrong_length
+            # (what an ordinary iteration runs is the call and two tests: every bytecode
+            # costs after a large operator; anything else is handled under `if done`)
             if unchecked:
                 try:
                     done = step(work, q, state, record)
                 except TypeError:
                     unchecked = False
-            if done == wrong_length:
-                if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
-                    q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
-                elif q.strides != p_strides:
-                    if is_complex:
-                        q = _checked(q, name_A, n, dtype, shape)  # as the unfused loop
-                    else:
-                        # ndarray.dot reads a strided vector with its strides, which sums in
-                        # another order: the unfused loop takes over, from this iteration
-                        history[:] = record[: 2 * k + 1].tolist()
-                        fused_record = None
-                        rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
-                        null_threshold = float(state[_kc.NULL_THRESHOLD])
-                        pending, k_start = q, k
-                        break
-                if not q.flags.writeable or not q.flags.aligned:
-                    q = q.copy()  # (the same values, of the one type the kernel takes)
-                done = step(work, q, state, record)
+                    done = wrong_length
+            else:
+                done = wrong_length
             if done:
+                if done == wrong_length:
+                    if type(q) is not ndarray or q.dtype is not dtype or q.shape != shape:
+                        q = _checked(q, name_A, n, dtype, shape)  # (contiguous)
+                    elif q.strides != p_strides:
+                        if is_complex:
+                            q = _checked(q, name_A, n, dtype, shape)  # as the unfused loop
+                        else:
+                            # ndarray.dot reads a strided vector with its strides, which sums
+                            # in another order: the unfused loop takes over, from this
+                            # iteration
+                            history[:] = record[: 2 * k + 1].tolist()
+                            fused_record = None
+                            rr, pp = float(state[_kc.RR]), float(state[_kc.PP])
+                            null_threshold = float(state[_kc.NULL_THRESHOLD])
+                            pending, k_start = q, k
+                            break
+                    if not q.flags.writeable or not q.flags.aligned:
+                        q = q.copy()  # (the same values, of the one type the kernel takes)
+                    done = step(work, q, state, record)
                 if done == _kc.RECORD_FULL:
                     record = fused_record = np.concatenate(
                         (record, np.empty(record.shape[0] - 1))
@@ -986,10 +1025,12 @@ def _solve(
                             Status.NEGATIVE_CURVATURE, k, True, direction=p.copy(),
                             curvature=pq / c_A,
                         )
-            if callback is not None:
+                if callback is not None:
+                    callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
+                if done:  # (CONVERGED)
+                    return finish(Status.CONVERGED, k + 1)
+            elif callback is not None:
                 callback(x if c_b == 1.0 and c_A == 1.0 else unscaled(x))
-            if done:  # (CONVERGED)
-                return finish(Status.CONVERGED, k + 1)
         else:
             return finish(Status.MAX_ITER, maxiter)
     if is_complex:

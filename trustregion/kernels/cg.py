@@ -367,6 +367,7 @@ def _recorded(
         return what
     record[2 * done + 1] = alpha
     record[2 * done + 2] = rr
+    state[CHECK_RANGE] = 0.0  # (the first iteration's scale check is done)
     what = CONVERGED if rr <= state[TOL_SQ] else ITERATED
     if state[SPECTRUM] != 0.0 and (what == CONVERGED or state[DONE] >= state[MAXITER]):
         _spectrum_at_end(state, record, done + 1)
