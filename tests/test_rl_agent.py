@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from agent_checks import assert_same_run
 
 import rl_adapters.agent as agent_module
 import trustregion as tr
@@ -301,12 +302,7 @@ def test_the_critic_on_a_second_thread_gives_the_same_bits(env_id, overrides):
     for agent in runs:
         agent.learn(3 * agent.config.n_envs * agent.config.n_steps)
     parallel, sequential = runs
-    np.testing.assert_array_equal(parallel.theta, sequential.theta)
-    np.testing.assert_array_equal(parallel.value.theta, sequential.value.theta)
-    clocks = ("steps_per_sec", "env_time", "policy_time", "update_time", "wall_time")
-    for a, b in zip(parallel.metrics, sequential.metrics, strict=True):
-        np.testing.assert_equal({k: v for k, v in a.items() if k not in clocks},
-                                {k: v for k, v in b.items() if k not in clocks})
+    assert_same_run(parallel, sequential)
     assert parallel.rng.bit_generator.state == sequential.rng.bit_generator.state
     parallel.close()
     assert parallel._critic_thread is None

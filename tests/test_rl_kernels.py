@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from agent_checks import assert_same_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -189,9 +190,4 @@ def test_the_fused_categorical_rollout_is_the_general_one_bit_for_bit(monkeypatc
     # The general path: the collector does not recognise the policy as categorical.
     monkeypatch.setattr(rollout, "CategoricalPolicy", type(None))
     general = run()
-    np.testing.assert_array_equal(fused.theta, general.theta)
-    np.testing.assert_array_equal(fused.value.theta, general.value.theta)
-    clocks = ("steps_per_sec", "env_time", "policy_time", "update_time", "wall_time")
-    for a, b in zip(fused.metrics, general.metrics, strict=True):
-        np.testing.assert_equal({k: v for k, v in a.items() if k not in clocks},
-                                {k: v for k, v in b.items() if k not in clocks})
+    assert_same_run(fused, general)
