@@ -380,6 +380,16 @@ def tanh_into(z, out):
 
 
 @numba.njit(cache=True)
+def _layer_offsets(sizes):
+    """Where each layer's (W, b) starts in the flat parameter vector, and its end last."""
+    n_layers = sizes.shape[0] - 1
+    offsets = np.zeros(n_layers + 1, dtype=np.int64)
+    for layer in range(n_layers):
+        offsets[layer + 1] = offsets[layer] + sizes[layer] * sizes[layer + 1] + sizes[layer + 1]
+    return offsets
+
+
+@numba.njit(cache=True)
 def _fit_buffers(rows, sizes, like):
     """Per-layer activations ``(rows, sizes[l])`` and their cotangents, allocated once,
     of ``like``'s dtype (the precision of the passes)."""
@@ -534,9 +544,7 @@ def mse_loss_grad(theta, obs_w, targets, sizes, relu, l2, weight_mask, theta_w, 
     """
     n_layers = sizes.shape[0] - 1
     n = obs_w.shape[0]
-    offsets = np.zeros(n_layers + 1, dtype=np.int64)
-    for layer in range(n_layers):
-        offsets[layer + 1] = offsets[layer] + sizes[layer] * sizes[layer + 1] + sizes[layer + 1]
+    offsets = _layer_offsets(sizes)
     if mixed:
         for i in range(theta.shape[0]):
             theta_w[i] = theta[i]
@@ -620,9 +628,7 @@ def _adam_epochs(theta, grad, theta_w, grad_w, obs_w, targets, orders, batch_siz
     """
     n_layers = sizes.shape[0] - 1
     n = obs_w.shape[0]
-    offsets = np.zeros(n_layers + 1, dtype=np.int64)
-    for layer in range(n_layers):
-        offsets[layer + 1] = offsets[layer] + sizes[layer] * sizes[layer + 1] + sizes[layer + 1]
+    offsets = _layer_offsets(sizes)
     if n == 0 or batch_size < 1:
         return t
     full = min(batch_size, n)

@@ -220,12 +220,11 @@ class StateDependentGaussianPolicy(Policy):
             np.maximum(phi, 0.0, out=phi)
         else:
             np.tanh(phi, out=phi)
-        start = net.n_params - (self.latent_dim + 1) * self.act_dim
-        W = theta[start : start + self.latent_dim * self.act_dim].reshape(
-            self.latent_dim, self.act_dim)
+        # The output layer's (W, b), sliced directly: net.unflatten would view every layer.
+        start, w_end, b_end = net._slices[-1]
         mean = out[:, : self.act_dim]
-        np.matmul(phi, W, out=mean)
-        mean += theta[start + self.latent_dim * self.act_dim : net.n_params]
+        np.matmul(phi, theta[start:w_end].reshape(self.latent_dim, self.act_dim), out=mean)
+        mean += theta[w_end:b_end]
         return phi
 
     def split(self, outputs: NDArray) -> tuple[NDArray, NDArray, NDArray]:

@@ -136,20 +136,18 @@ class ValueFunction:
             # from 500 / 500 / 500 to 250 / 453 / 414 (benchmarks/results/sweeps/cartpole_r5).
             # float64 keeps NumPy's objective, so its runs stay bit for bit what they were.
             return lambda theta: self.loss_and_grad(theta, obs, targets, l2)
-        work = np.dtype(dtype)
-        mixed = work != np.float64
-        obs_w = np.ascontiguousarray(obs, dtype=work)
+        obs_w = np.ascontiguousarray(obs, dtype=np.float32)
         targets = np.ascontiguousarray(targets, dtype=np.float64)
         sizes, relu = self.net.sizes_array, self.net.activation == "relu"
-        theta_w = np.empty(self.net.n_params, dtype=work)
-        grad_w = np.empty(self.net.n_params, dtype=work)
+        theta_w = np.empty(self.net.n_params, dtype=np.float32)
+        grad_w = np.empty(self.net.n_params, dtype=np.float32)
         mask, l2 = self._weight_mask, float(l2)
 
         def objective(theta: NDArray) -> tuple[float, NDArray]:
             # mse_loss_grad returns a new gradient array each call: SciPy keeps the last
             # one while it evaluates the next point.
-            return mse_loss_grad(theta, obs_w, targets, sizes, relu, l2, mask,
-                                 theta if not mixed else theta_w, grad_w, mixed)
+            return mse_loss_grad(theta, obs_w, targets, sizes, relu, l2, mask, theta_w,
+                                 grad_w, True)
 
         return objective
 
