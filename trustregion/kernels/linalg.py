@@ -179,19 +179,26 @@ def cg_ritz_values(alphas: np.ndarray, rhos: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _lanczos_entries(alphas: np.ndarray, rhos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Diagonal ``d`` and off-diagonal ``e`` (``e[j]`` couples j and j+1) of CG's Lanczos T."""
+    """Diagonal ``d`` and off-diagonal ``e`` (``e[j]`` couples j and j+1) of CG's Lanczos T.
+
+    The arithmetic of :func:`trustregion.core.cg.lanczos_tridiagonal` (the same bits): one
+    reciprocal of each step length, used twice, where dividing by it twice would cost a
+    division more per entry (divisions and square roots are most of this loop's time).
+    """
     k = alphas.shape[0]
     both = np.empty(2 * k)  # one allocation for the two
     d = both[:k]
     e = both[k:]
     if k:
         e[k - 1] = 0.0
-    for j in range(k):
-        d[j] = 1.0 / alphas[j]
-        if j > 0:
+        inv_prev = 1.0 / alphas[0]
+        d[0] = inv_prev
+        for j in range(1, k):
+            inv = 1.0 / alphas[j]
             beta = rhos[j] / rhos[j - 1]
-            d[j] += beta / alphas[j - 1]
-            e[j - 1] = math.sqrt(beta) / alphas[j - 1]
+            d[j] = inv + beta * inv_prev
+            e[j - 1] = math.sqrt(beta) * inv_prev
+            inv_prev = inv
     return d, e
 
 
@@ -291,7 +298,7 @@ def _inertia_sum(d: np.ndarray, e: np.ndarray, x: float) -> tuple[float, float, 
     return gx, hx, negx, hitx
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _laguerre_step(k: int, g: float, h: float, m: float) -> float:
     """Laguerre's step for a root of multiplicity ``m`` (0 when undefined)."""
     disc = math.sqrt(max((k / m - 1.0) * (k * h - g * g), 0.0))
@@ -299,7 +306,7 @@ def _laguerre_step(k: int, g: float, h: float, m: float) -> float:
     return 0.0 if denom == 0.0 else k / denom
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _multiplicity(q: float, k: int) -> float:
     """The root multiplicity m for which Laguerre's step shrinks the distance by ``q``.
 
@@ -364,43 +371,75 @@ def _laguerre_extremes(
             x0 = s0 = lower
         elif not done0:
             x0, s0, gs0, hs0, dir0, pl0, q0, m0, done0 = _laguerre_advance(
-                k, x0, g0, h0, hit0, neg0 == 0, s0, gs0, hs0, dir0, pl0, q0, m0, tiny
+                k, x0, g0, h0, hit0, neg0, s0, gs0, hs0, dir0, pl0, q0, m0, tiny
             )
         if i == 0 and neg1 != k:
             x1 = s1 = upper
         elif not done1:
             x1, s1, gs1, hs1, dir1, pl1, q1, m1, done1 = _laguerre_advance(
-                k, x1, g1, h1, hit1, neg1 == k, s1, gs1, hs1, dir1, pl1, q1, m1, tiny
+                k, x1, g1, h1, hit1, k - neg1, s1, gs1, hs1, dir1, pl1, q1, m1, tiny
             )
         if done0 and done1:
             break
     return x0, x1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _laguerre_advance(
-    k: int, x: float, g: float, h: float, hit: bool, outside: bool, safe: float,
+    k: int, x: float, g: float, h: float, hit: bool, beyond: int, safe: float,
     g_safe: float, h_safe: float, direction: float, plain: float, q_prev: float, m: float,
     tiny: float,
 ) -> tuple[float, float, float, float, float, float, float, float, bool]:
-    """One step of a chain of :func:`_laguerre_extremes`, from the sums at ``x``."""
-    if m != 1.0 and not outside:
-        # the modified step overshot the extreme root: back, and plain steps from there
-        x, g, h = safe, g_safe, h_safe
-        m, plain, q_prev = 1.0, 0.0, 0.0
-    elif hit:
-        return x, safe, g_safe, h_safe, direction, plain, q_prev, m, True  # an eigenvalue
+    """One step of a chain of :func:`_laguerre_extremes`, from the sums at ``x``.
+
+    ``beyond`` is the Sturm count past ``x`` on the chain's side (the eigenvalues below ``x``
+    for the lower chain, above it for the upper one): 0 outside the spectrum, 1 between the
+    extreme eigenvalue and the next. ``m`` is the multiplicity the step assumes (1: plain
+    steps; 0: plain steps towards the extreme eigenvalue from the inside, see
+    :func:`_laguerre_extremes`).
+    """
+    if m == 0.0:
+        if hit or beyond != 1:
+            # on the root, or just past it: rounding (the exact iterates do not pass it)
+            return x, safe, g_safe, h_safe, direction, plain, q_prev, m, True
+        step = _laguerre_step_towards(k, g, h, direction > 0.0)
     else:
-        safe, g_safe, h_safe = x, g, h
-    step = _laguerre_step(k, g, h, m)
-    if step == 0.0 or direction * step < 0.0:
-        # undefined, or turned back: x is the root to rounding
-        return x, safe, g_safe, h_safe, direction, plain, q_prev, m, True
+        step = 0.0
+        if m != 1.0 and beyond == 1:
+            # the accelerated step passed the extreme root but not the next one: x lies
+            # between them, and the Laguerre iterate towards the extreme root converges to it
+            # from this side, monotonically (see _laguerre_step_towards). Taken when that root
+            # dominates p'/p here (g points back at it), or when the step back covers at
+            # least a twentieth of the way to the last point outside; a smaller one means x
+            # sits close to the next root, from which the steps back crawl: then plain steps
+            # from that point instead
+            step = _laguerre_step_towards(k, g, h, direction < 0.0)
+            if g * direction < 0.0 or abs(step) >= 0.05 * abs(x - safe):
+                m, plain, q_prev = 0.0, 0.0, 0.0
+        if m != 0.0:
+            if m != 1.0 and beyond != 0:
+                # the accelerated step overshot further: back, and plain steps from there
+                x, g, h = safe, g_safe, h_safe
+                m, plain, q_prev = 1.0, 0.0, 0.0
+            elif hit:
+                return x, safe, g_safe, h_safe, direction, plain, q_prev, m, True  # a root
+            else:
+                safe, g_safe, h_safe = x, g, h
+            # (a pair of roots, m < 2.5: the step that is exact for two, see _pair_step)
+            step = _laguerre_step(k, g, h, m) if m == 1.0 or m >= 2.5 else _pair_step(g, h)
+            if step == 0.0 or direction * step < 0.0:
+                # undefined, or turned back: x is the root to rounding
+                return x, safe, g_safe, h_safe, direction, plain, q_prev, m, True
     done = abs(step) <= tiny
-    if m == 1.0:
+    if m <= 1.0:
+        if m == 0.0 and (step == 0.0 or (g * step > 0.0 and 1.0 / abs(g) - abs(step) <= tiny)):
+            # exactly one root (at distance a) on the step's side, the others behind x: then
+            # |g| < 1/a when g points at it, and Laguerre's step does not pass it, so
+            # |step| <= a < 1/|g|: an error bound, without a further evaluation
+            done = True
         if plain != 0.0:
             q = step / plain  # how two consecutive plain steps shrink
-            if q > 0.15 and abs(q - q_prev) <= 0.05 * q:
+            if m == 1.0 and q > 0.15 and abs(q - q_prev) <= 0.05 * q:
                 # a steady linear rate: the signature of a multiple root
                 mult = _multiplicity(q, k)
                 if mult > 1.25:
@@ -411,9 +450,38 @@ def _laguerre_advance(
                 # next step would be below the rounding level, no need to take it
                 done = True
             q_prev = q
-        plain = step if m == 1.0 else 0.0
+        plain = step if m <= 1.0 else 0.0
     x -= step
     return x, safe, g_safe, h_safe, step, plain, q_prev, m, done
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pair_step(g: float, h: float) -> float:
+    """Laguerre's step for a polynomial of degree 2 (0 when undefined): exact for a pair of
+    roots far from the others, ``1/a + 1/b = g`` and ``1/a^2 + 1/b^2 = h``, towards the
+    nearer.
+
+    From outside the spectrum it is never shorter than Newton's step ``1/g`` (``g^2 >= h``
+    when every ``1/(x - lambda_i)`` has the same sign), so it makes progress; it may pass the
+    extreme root when the others are not far, which the next Sturm count tells.
+    """
+    disc = math.sqrt(max(2.0 * h - g * g, 0.0))
+    denom = g + disc if g >= 0.0 else g - disc
+    return 0.0 if denom == 0.0 else 2.0 / denom
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _laguerre_step_towards(k: int, g: float, h: float, positive: bool) -> float:
+    """Laguerre's step (a simple root, degree ``k``) of the sign asked for (0 when undefined):
+    ``x - x_new`` for the iterate below ``x`` when ``positive``, above it otherwise.
+
+    For a polynomial with real roots the two iterates bound an interval around ``x`` free of
+    roots (Laguerre; Parlett 1964), so from between two roots each converges monotonically
+    to its side's root.
+    """
+    disc = math.sqrt(max((k - 1.0) * (k * h - g * g), 0.0))
+    denom = g + disc if positive else g - disc
+    return 0.0 if denom == 0.0 else k / denom
 
 
 @numba.njit(cache=True, nogil=True)
