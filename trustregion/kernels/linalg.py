@@ -336,10 +336,16 @@ def _laguerre_extremes(
     of orthogonality), so an extreme eigenvalue of T can be a tight cluster, towards which
     Laguerre's iteration is only linear (17 steps where 5 do otherwise). When two steps
     shrink at a steady rate, the multiplicity it implies (:func:`_multiplicity`) gives the
-    modified step, cubic for a multiple root. That step can overshoot the extreme root of a
+    modified step, cubic for a multiple root; for a pair (multiplicity below 2.5) the step
+    that is exact for two roots (:func:`_pair_step`), which separates a near-double root
+    where the modified step only reaches its middle. Either can pass the extreme root of a
     cluster that is not exactly multiple; the Sturm count at the next point tells (a
-    negative pivot below the spectrum, a positive one above), and the chain then goes on with
-    plain steps from the last point outside.
+    negative pivot below the spectrum, a positive one above). Past the extreme root only
+    (between it and the next), the chain approaches it from there with plain Laguerre steps
+    towards it (:func:`_laguerre_step_towards`, monotone), and stops as soon as the bound
+    ``|step| <= a < 1/|p'/p|`` on the distance ``a`` to it is within the rounding level;
+    past more roots, or when x sits close to the next one, it goes on with plain steps from
+    the last point outside.
     """
     k = d.shape[0]
     tiny = 4.0 * 2.220446049250313e-16 * norm  # a step at the rounding level of ||T||
