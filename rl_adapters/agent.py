@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
+from rl_adapters._memory import keep_freed_memory
 from rl_adapters.checkpoint import read_state, write_state
 from rl_adapters.config import TRPOConfig
 from rl_adapters.env_checks import (
@@ -235,14 +236,14 @@ class TRPO:
         # Random streams (rl_adapters.seeding): training (this one: initialization, then
         # Fisher subsamples and critic minibatches), one per environment (in the groups),
         # predict.
-        self.rng = np.random.default_rng(self.seed)
-        self.theta: NDArray = self.policy.init_params(self.rng)
-        self.value = ValueFunction(obs_dim, config.value_hidden, config.activation)
-        self.value.init(self.rng)
+        self._rng = np.random.default_rng(self.seed)
+        self.theta: NDArray = self.policy.init_params(self._rng)
+        self._value = ValueFunction(obs_dim, config.value_hidden, config.activation)
+        self._value.init(self._rng)
         # The trust-region critic fit keeps only its settings (from the config).
         self.value_fit = (
             TrustRegionValueFit(
-                self.value.net, epsilon=config.value_tr_epsilon,
+                self._value.net, epsilon=config.value_tr_epsilon,
                 cg_iters=config.value_tr_cg_iters, damping=config.value_tr_damping,
                 outer_iters=config.value_tr_outer_iters, gn_subsample=config.value_tr_subsample,
                 gn_dtype=config.value_tr_dtype)
@@ -265,6 +266,10 @@ class TRPO:
                                        sde_noise=sde_noise)
         self._fisher_shards: Any = None  # rl_adapters.ray_workers.FisherShards, on first use
         self._critic_thread: futures.ThreadPoolExecutor | None = None  # parallel_update
+        # A critic fit still running from the last update inside learn(), and that
+        # update's metrics row, whose critic columns it fills in (_join_critic).
+        self._critic_fit: futures.Future | None = None
+        self._critic_row: dict[str, float | str] | None = None
         self.collector.reset()
         self.num_timesteps = 0
         self.n_updates = 0
@@ -274,16 +279,41 @@ class TRPO:
         self._predict_rng = predict_generator(self.seed)
 
     # ----------------------------------------------------------------- training
+    @property
+    def value(self) -> ValueFunction:
+        """The critic ``V(s)`` (its fit from the last update finished first)."""
+        self._join_critic()
+        return self._value
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The training stream: initialization, Fisher subsamples, critic minibatches."""
+        self._join_critic()
+        return self._rng
+
     def learn(self, total_timesteps: int, *, callback: Callable[..., Any] | None = None,
               progress_bar: bool = False) -> TRPO:
         """Train for ``total_timesteps`` more environment steps (whole updates).
 
         ``callback(agent, metrics)`` runs after every update; returning ``False`` stops.
+
+        With ``config.parallel_update`` the critic's fit of an update runs on through the
+        callback and the next rollout, which do not need it (the rollout only acts; the
+        critic values its observations after it): the same bits, less wall clock. The
+        critic's columns of ``metrics`` (``value_loss``, ``value_mse_after``,
+        ``value_fit_status``) are then NaN and ``"PENDING"`` when the callback sees them,
+        and filled in, in the same dict, when the fit ends: before the next update's
+        advantages, or when :meth:`wait_for_critic` is called, or when ``learn`` returns.
+        Reading ``agent.value``, ``agent.rng`` or :meth:`state_dict` waits for the fit.
+
+        The first call asks glibc's malloc to keep freed memory for reuse, for the rest of
+        the process (:mod:`rl_adapters._memory`: the same bits, fewer page faults).
         """
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int | np.integer) \
                 or total_timesteps < 0:
             raise ValueError(f"total_timesteps must be an int >= 0, got {total_timesteps!r}")
         target = self.num_timesteps + int(total_timesteps)
+        keep_freed_memory()  # rl_adapters._memory: the same bits, fewer page faults
         with _blas_threads(self.config.blas_threads):
             return self._learn(target, int(total_timesteps), callback, progress_bar)
 
@@ -295,34 +325,77 @@ class TRPO:
             bar = tqdm(total=total, unit="step", dynamic_ncols=True)
         try:
             while self.num_timesteps < target:
-                metrics = self.train_one_update()
+                metrics = self._update(critic_runs_on=self.config.parallel_update)
                 if bar is not None:
                     # The last update may overshoot the budget: keep the bar at 100%.
                     bar.update(min(self.config.batch_size, bar.total - bar.n))
                     bar.set_postfix(ret=f"{metrics['ep_return_mean']:.1f}", refresh=False)
                 if callback is not None and callback(self, metrics) is False:
                     break
+        except BaseException:
+            self._join_critic(raise_error=False)  # the error in flight comes first
+            raise
         finally:
             if bar is not None:
                 bar.close()
+        self._join_critic(charge=True)
         return self
 
     def train_one_update(self) -> dict[str, float | str]:
         """Collect one batch and make one TRPO update; return its metrics."""
+        return self._update(critic_runs_on=False)
+
+    def wait_for_critic(self) -> None:
+        """Wait for the critic's fit still running from the last update of :meth:`learn`
+        (``parallel_update``), and fill in the critic's columns of that update's metrics.
+        Nothing to wait for outside a :meth:`learn` callback."""
+        self._join_critic()
+
+    def _join_critic(self, raise_error: bool = True, charge: bool = False) -> None:
+        """Wait for a critic fit left running by :meth:`_update` and fill in its row.
+
+        ``charge`` adds the wait to that row's clocks: at the end of :meth:`learn`, where
+        no later row counts it (a wait in the next update is in that update's clocks).
+        """
+        fit, row = self._critic_fit, self._critic_row
+        if fit is None or row is None:
+            return
+        self._critic_fit = self._critic_row = None
+        t0 = time.perf_counter()
+        futures.wait([fit])
+        if charge:
+            waited = time.perf_counter() - t0
+            row["update_time"] = float(row["update_time"]) + waited
+            row["wall_time"] = float(row["wall_time"]) + waited
+        try:
+            value_loss, value_mse_after, status = fit.result()
+        except BaseException:
+            row["value_fit_status"] = "FAILED"
+            if raise_error:
+                raise
+            return
+        row.update(value_loss=value_loss, value_mse_after=value_mse_after,
+                   value_fit_status=status)
+
+    def _update(self, critic_runs_on: bool) -> dict[str, float | str]:
+        """One update; with ``critic_runs_on`` the critic's fit is left running (learn)."""
         cfg = self.config
         t_start = time.perf_counter()
-        # 1. Collect.
+        # 1. Collect. A critic fit still running from the last update overlaps it: the
+        # rollout reads neither the critic nor self._rng.
         try:
             batch = self.collector.collect(self.theta, cfg.n_steps)
         except EnvOutputError as err:
+            self._join_critic(raise_error=False)
             raise err.located(f"{err.at} of the update from timestep {self.num_timesteps}") \
                 from None
         t_collect = time.perf_counter()
+        self._join_critic()
         self.episode_returns.extend(batch.episode_returns)
         self.episode_lengths.extend(batch.episode_lengths)
         # 2. Returns and advantages.
         adv_tn, returns_tn, values_tn = advantages_and_returns(
-            batch, self.value, cfg.gamma, cfg.gae_lambda
+            batch, self._value, cfg.gamma, cfg.gae_lambda
         )
         T, E, obs_dim = batch.obs.shape
         n = T * E
@@ -334,18 +407,24 @@ class TRPO:
         if cfg.normalize_advantage and n > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         # 3-6. Policy step and critic fit. They share only the batch, which neither writes,
-        # and the critic's fit is the only user of self.rng once the policy step's Fisher
+        # and the critic's fit is the only user of self._rng once the policy step's Fisher
         # subsample is drawn (first, as in a sequential update): on a second thread the
         # critic gives the same bits, and its BLAS calls and nogil kernels overlap the
-        # policy step's.
+        # policy step's (and, with critic_runs_on, the next rollout's).
         fvp_rows = self._fvp_rows(n)
+        critic: futures.Future | None = None
         if cfg.parallel_update:
             critic = self._update_pool().submit(self._fit_value, obs, returns)
             try:
                 step_info = self._policy_step(obs, actions, adv, fvp_rows)
-            finally:
+            except BaseException:
                 futures.wait([critic])  # never leave the critic running past an error
-            value_loss, value_mse_after, value_fit_status = critic.result()
+                raise
+            if not critic_runs_on:
+                value_loss, value_mse_after, value_fit_status = critic.result()
+            else:
+                value_loss, value_mse_after, value_fit_status = float("nan"), float("nan"), \
+                    "PENDING"
         else:
             step_info = self._policy_step(obs, actions, adv, fvp_rows)
             value_loss, value_mse_after, value_fit_status = self._fit_value(obs, returns)
@@ -374,6 +453,8 @@ class TRPO:
             wall_time=t_end - t_start,
         ).as_dict()
         self.metrics.append(metrics)
+        if critic_runs_on and critic is not None:
+            self._critic_fit, self._critic_row = critic, metrics
         return metrics
 
     def _update_pool(self) -> futures.ThreadPoolExecutor:
@@ -384,26 +465,26 @@ class TRPO:
         return self._critic_thread
 
     def _fvp_rows(self, n: int) -> NDArray | None:
-        """The Fisher subsample's rows (``fvp_subsample < 1``), drawn from ``self.rng``."""
+        """The Fisher subsample's rows (``fvp_subsample < 1``), drawn from ``self._rng``."""
         frac = self.config.fvp_subsample
         if frac >= 1.0:
             return None
         k = max(1, round(frac * n))
-        return np.sort(self.rng.choice(n, size=k, replace=False))
+        return np.sort(self._rng.choice(n, size=k, replace=False))
 
     def _fit_value(self, obs: NDArray, returns: NDArray) -> tuple[float, float, str]:
         """Fit the critic to the lambda-returns: (MSE before, MSE after, status name)."""
         cfg = self.config
         if self.value_fit is not None:
-            theta, info = self.value_fit.fit(self.value.theta, obs, returns, rng=self.rng)
-            self.value.theta = theta
+            theta, info = self.value_fit.fit(self._value.theta, obs, returns, rng=self._rng)
+            self._value.theta = theta
             return float(info["mse_before"]), float(info["mse_after"]), info["status"].name
-        value_loss = self.value.fit(
-            obs, returns, self.rng, optimizer=cfg.value_optimizer, lr=cfg.value_lr,
+        value_loss = self._value.fit(
+            obs, returns, self._rng, optimizer=cfg.value_optimizer, lr=cfg.value_lr,
             epochs=cfg.value_epochs, batch_size=cfg.value_batch_size,
             lbfgs_iters=cfg.value_lbfgs_iters, l2=cfg.value_l2, dtype=cfg.value_dtype,
         )
-        err = self.value.predict(obs) - returns
+        err = self._value.predict(obs) - returns
         return value_loss, float(err @ err) / err.shape[0], ""
 
     def _policy_step(self, obs: NDArray, actions: NDArray, adv: NDArray,
@@ -750,6 +831,7 @@ class TRPO:
         return agent
 
     def close(self) -> None:
+        self._join_critic(raise_error=False)
         self.collector.close()
         if self._critic_thread is not None:
             self._critic_thread.shutdown()

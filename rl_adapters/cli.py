@@ -14,7 +14,9 @@
 crash or a kill loses at most one checkpoint interval:
 
 - ``config.json`` (the configuration, the seed and the requested total steps) at the start;
-- ``metrics.csv``: one row per update, appended and flushed as each update ends;
+- ``metrics.csv``: one row per update, appended and flushed when the update's critic fit
+  has ended (the fit runs on through the next rollout), at the latest as the next update
+  ends;
 - ``model.npz``: the checkpoint, at the start, every ``--save-every`` steps and at the
   end, each time written to a temporary file and renamed over the previous one
   (``agent.save``), so the file on disk is always a whole checkpoint;
@@ -659,10 +661,22 @@ def _run(agent: Any, run_dir: str, target: int, args: argparse.Namespace, *,
     last_saved = agent.num_timesteps
     save_every = args.save_every
 
+    # A row is written once its critic columns are in: the critic's fit of an update runs
+    # on through the next rollout (TRPO.learn), so each update writes the row before it.
+    held: list[dict[str, float]] = []
+
+    def write_held() -> None:
+        for row in held:
+            log.append(row)
+        held.clear()
+
     def after_update(agent: Any, metrics: dict[str, float]) -> bool:
         nonlocal last_saved
-        log.append(metrics)
+        write_held()
+        held.append(metrics)
         if save_every and agent.num_timesteps - last_saved >= save_every:
+            agent.wait_for_critic()
+            write_held()
             log.sync()  # the rows a checkpoint counts are on disk before it is
             _save(agent, model)
             last_saved = agent.num_timesteps
@@ -675,10 +689,12 @@ def _run(agent: Any, run_dir: str, target: int, args: argparse.Namespace, *,
                 agent.learn(max(0, target - agent.num_timesteps), callback=after_update,
                             progress_bar=not args.no_progress)
             except KeyboardInterrupt:
+                write_held()
                 print(f"trpo train: aborted mid-update; {model} keeps the checkpoint of step "
                       f"{last_saved}; continue with: trpo train --resume {run_dir}",
                       file=sys.stderr)
                 return EXIT_SIGNAL[signal.SIGINT]
+        write_held()
         log.sync()
         if agent.num_timesteps != last_saved:
             _save(agent, model)

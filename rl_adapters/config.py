@@ -209,8 +209,8 @@ class TRPOConfig:
     fvp_workers: int = _f(1, "Ray actors sharing the Fisher-vector products (1: in this "
                           "process)", interval=_POSITIVE_INT)
     parallel_update: bool = _f(True, "fit the critic on a second thread while the policy "
-                               "steps (the two are independent: the same bits, less wall "
-                               "clock on two cores)")
+                               "steps and, in learn(), the next rollout runs (they are "
+                               "independent: the same bits, less wall clock on two cores)")
 
     def __post_init__(self) -> None:
         for f in fields(self):

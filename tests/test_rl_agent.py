@@ -1,5 +1,7 @@
 """The TRPO agent: line search safety, determinism, resume, learning, acting."""
 
+import math
+
 import numpy as np
 import pytest
 from agent_checks import assert_same_run
@@ -306,3 +308,55 @@ def test_the_critic_on_a_second_thread_gives_the_same_bits(env_id, overrides):
     assert parallel.rng.bit_generator.state == sequential.rng.bit_generator.state
     parallel.close()
     assert parallel._critic_thread is None
+
+
+def test_the_critic_fit_runs_on_into_the_next_rollout_and_fills_in_its_row():
+    # Inside learn() the critic's fit of an update runs on through the callback and the
+    # next rollout. The callback sees that update's critic columns pending, the row
+    # before it complete, and agent.value waits for the fit: at every callback the critic
+    # is the sequential run's after the same update.
+    overrides = {"n_envs": 2, "n_steps": 64}
+    sequential = TRPO("CartPole-v1", seed=7, parallel_update=False, **overrides)
+    after_each = []
+    for _ in range(4):
+        sequential.train_one_update()
+        after_each.append(sequential.value.theta.copy())
+    agent = TRPO("CartPole-v1", seed=7, **overrides)
+    seen = []
+
+    def callback(agent, metrics):
+        seen.append((metrics["value_fit_status"], math.isnan(metrics["value_loss"]),
+                     [row["value_fit_status"] for row in agent.metrics[:-1]]))
+        np.testing.assert_array_equal(agent.value.theta, after_each[len(seen) - 1])
+        # agent.value waited for the fit: the row is complete now, in the same dict.
+        assert metrics["value_fit_status"] == "" and np.isfinite(metrics["value_loss"])
+
+    agent.learn(4 * 128, callback=callback)
+    assert seen == [("PENDING", True, [""] * k) for k in range(4)]
+    assert_same_run(agent, sequential)
+    assert agent._critic_fit is None
+    agent.close()
+
+
+def test_an_env_error_in_the_next_rollout_waits_for_the_running_critic(monkeypatch):
+    # The rollout after an update fails while that update's critic is still fitting: the
+    # error is the environment's, and the agent's critic and row are complete.
+    agent = TRPO("CartPole-v1", seed=3, n_envs=2, n_steps=64)
+    calls = 0
+    collect = agent.collector.collect
+
+    def failing_collect(theta, n_steps):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the environment broke")
+        return collect(theta, n_steps)
+
+    monkeypatch.setattr(agent.collector, "collect", failing_collect)
+    with pytest.raises(RuntimeError, match="the environment broke"):
+        agent.learn(4 * 128)
+    assert agent._critic_fit is None
+    assert agent.n_updates == 1
+    assert agent.metrics[0]["value_fit_status"] == ""
+    assert np.isfinite(agent.metrics[0]["value_loss"])
+    agent.close()

@@ -10,6 +10,7 @@ A run writes its metrics as it goes and checkpoints every ``--save-every`` steps
 
 import csv
 import json
+import math
 import os
 import random
 import shutil
@@ -423,7 +424,9 @@ def test_resume_drops_rows_past_the_checkpoint_and_cleans_temp_files(tmp_path, c
 
 
 def test_metrics_are_on_disk_while_training(tmp_path, capsys, monkeypatch):
-    # The callback sees the CSV as training goes: every finished update is there.
+    # The callback sees the CSV as training goes: every update whose critic fit has ended
+    # is there. The fit runs on into the next rollout, so an update writes the row of the
+    # one before it, and a checkpoint waits for the fit and writes its own row first.
     monkeypatch.chdir(tmp_path)
     seen = []
     learn = TRPO.learn
@@ -439,8 +442,13 @@ def test_metrics_are_on_disk_while_training(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(TRPO, "learn", spying_learn)
     train(capsys, "run", 5 * BATCH, "--save-every", 2 * BATCH)
-    assert [(u, rows) for u, rows, _ in seen] == [(u, u) for u in range(1, 6)]
+    assert [(u, rows) for u, rows, _ in seen] == [(1, 0), (2, 2), (3, 2), (4, 4), (5, 4)]
     assert [ckpt for _, _, ckpt in seen] == [0, 64, 64, 128, 128]
+    rows = metric_rows("run/metrics.csv")
+    assert len(rows) == 5
+    # Every row was written with its critic's columns in, never a pending fit's.
+    assert all(math.isfinite(float(row["value_loss"])) for row in rows)
+    assert all(row["value_fit_status"] != "PENDING" for row in rows)
 
 
 # ----------------------------------------------------------------- signals and kill -9

@@ -25,7 +25,10 @@ SMALL = {"n_steps": 32, "n_envs": 2, "value_epochs": 1, "value_batch_size": 32,
 #: the owner, or caches derived from saved fields.
 NOT_IN_STATE = {
     "TRPO": {"fisher_shards",  # Ray actors for fvp_workers > 1, rebuilt on first use
-             "critic_thread"},  # parallel_update's worker thread, made on first use
+             "critic_thread",  # parallel_update's worker thread, made on first use
+             # a critic fit running on into the next rollout inside learn(), and the
+             # metrics row it completes: joined before any state is read
+             "critic_fit", "critic_row"},
     "Collector": {
         # Per-env state of the groups is saved by global env index (state["rngs"],
         # ["snapshots"]), so a checkpoint loads under any grouping.
