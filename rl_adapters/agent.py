@@ -386,7 +386,7 @@ class TRPO:
         try:
             batch = self.collector.collect(self.theta, cfg.n_steps)
         except EnvOutputError as err:
-            self._join_critic(raise_error=False)
+            # (a critic fit still running is waited for by learn(), where errors pass)
             raise err.located(f"{err.at} of the update from timestep {self.num_timesteps}") \
                 from None
         t_collect = time.perf_counter()
