@@ -30,6 +30,7 @@ import contextlib
 import math
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -223,6 +224,9 @@ def _serve(blas_threads: int, sizes: tuple[int, ...], activation: str,
 
 def main(argv: list[str]) -> None:
     blas_threads, sizes, activation = int(argv[0]), tuple(map(int, argv[1].split(","))), argv[2]
+    # Ctrl-C in a terminal reaches the whole process group: the agent handles it (and
+    # stops this process, or its exit closes the pipe, which ends the loop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # the pipe to the parent is the original stdout; anything printed goes to stderr
     outbox = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
