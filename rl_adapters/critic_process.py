@@ -30,6 +30,7 @@ import contextlib
 import math
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -47,6 +48,11 @@ __all__ = ["CriticProcess", "CriticProcessWarning"]
 # One message each way per fit: ("fit", theta, obs, targets, l2, lbfgs_iters, dtype) or
 # ("stop",) to the child; ("ok", theta, loss_before, mse_after) or ("error", text) back.
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+#: A fit the worker has not answered within this many seconds, or 20 times its slowest
+#: fit so far if longer, counts as a hung worker: it is killed and the fit done here.
+MIN_PATIENCE = 120.0
 
 
 class CriticProcessWarning(RuntimeWarning):
@@ -77,12 +83,18 @@ class CriticProcess:
         root = str(Path(__file__).resolve().parent.parent)  # where rl_adapters is found
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
-        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "rl_adapters.critic_process", str(self.blas_threads),
-             ",".join(map(str, self.sizes)), activation],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-        )
         self._lock = threading.Lock()  # one fit at a time (the agent has one critic thread)
+        self._slowest = 0.0  # seconds, the longest fit so far (see MIN_PATIENCE)
+        self._answered = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "rl_adapters.critic_process", str(self.blas_threads),
+                 ",".join(map(str, self.sizes)), activation],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            )
+        except (OSError, ValueError) as err:  # no interpreter to run (an embedded Python)
+            self._give_up(f"it could not be started ({type(err).__name__}: {err})")
         # kill the child if the agent is dropped without close() (or at interpreter exit)
         self._finalizer = weakref.finalize(self, _kill, self._proc)
 
@@ -101,14 +113,22 @@ class CriticProcess:
             if proc is None:
                 return None
             assert proc.stdin is not None and proc.stdout is not None
+            t0 = time.monotonic()
+            patience = max(MIN_PATIENCE, 20.0 * self._slowest)
             try:
                 pickle.dump(("fit", theta, obs, targets, float(l2), int(lbfgs_iters), dtype),
                             proc.stdin, protocol=_PROTOCOL)
                 proc.stdin.flush()
+                if not _answers_within(proc.stdout, patience):
+                    self._give_up(f"it gave no answer in {patience:.0f} s")
+                    return None
                 reply = pickle.load(proc.stdout)
             except (OSError, EOFError, pickle.UnpicklingError) as err:
                 self._give_up(f"it ended or broke its pipe ({type(err).__name__}: {err})")
                 return None
+            if self._answered:  # (the first answer also waited for the worker's imports)
+                self._slowest = max(self._slowest, time.monotonic() - t0)
+            self._answered += 1
             if reply[0] != "ok":
                 self._give_up(f"it raised {reply[1]}")
                 return None
@@ -118,7 +138,8 @@ class CriticProcess:
         proc = self._proc
         self._proc = None
         code = _kill(proc)
-        self.failed = f"the critic's worker process (pid {proc.pid if proc else '?'}): {why}" \
+        pid = f" (pid {proc.pid})" if proc is not None else ""
+        self.failed = f"the critic's worker process{pid}: {why}" \
             + ("" if code is None else f", exit code {code}")
         warnings.warn(f"{self.failed}; the critic is fitted in this process from now on "
                       "(the same results, less overlap with the rollout)",
@@ -145,6 +166,15 @@ class CriticProcess:
             self.cpu_seconds = usage.ru_utime + usage.ru_stime
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _answers_within(stream: IO[bytes], seconds: float) -> bool:
+    """Whether the worker's pipe has an answer to read within ``seconds`` (POSIX; elsewhere
+    the read just waits)."""
+    if os.name != "posix":  # pragma: no cover - select() takes only sockets on Windows
+        return True
+    readable, _, _ = select.select([stream], [], [], seconds)
+    return bool(readable)
 
 
 def _reap(proc: subprocess.Popen[bytes], timeout: float) -> Any:

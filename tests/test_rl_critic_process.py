@@ -121,3 +121,33 @@ def test_a_dropped_worker_is_killed_with_its_owner():
     proc = worker._proc
     del worker
     assert proc.returncode is not None  # killed and reaped by the finalizer
+
+
+def test_a_worker_that_cannot_start_is_reported_and_the_run_goes_on(monkeypatch,
+                                                                    worker_for_every_run):
+    monkeypatch.setattr("sys.executable", "/nonexistent/python")
+    reference = TRPO("CartPole-v1", seed=2, critic_process=False, **SMALL)
+    reference.learn(2 * 128)
+    agent = TRPO("CartPole-v1", seed=2, **SMALL)
+    with pytest.warns(CriticProcessWarning, match="could not be started"):
+        agent.learn(2 * 128)
+    assert_same_run(agent, reference)
+    agent.close()
+    reference.close()
+
+
+def test_a_hung_worker_is_killed_and_the_caller_fits_itself(monkeypatch):
+    monkeypatch.setattr("rl_adapters.critic_process.MIN_PATIENCE", 1.0)
+    critic = ValueFunction(3, hidden=(8,))
+    critic.init(np.random.default_rng(0))
+    obs = np.random.default_rng(1).standard_normal((50, 3))
+    worker = CriticProcess(tuple(critic.net.sizes), critic.net.activation, 1)
+    assert worker.fit(critic.theta, obs, obs[:, 0], l2=0.0, lbfgs_iters=3,
+                      dtype="float64") is not None
+    pid = worker.pid
+    os.kill(pid, signal.SIGSTOP)
+    with pytest.warns(CriticProcessWarning, match="gave no answer in 1 s"):
+        assert worker.fit(critic.theta, obs, obs[:, 0], l2=0.0, lbfgs_iters=3,
+                          dtype="float64") is None
+    assert _gone(pid)
+    worker.close()
