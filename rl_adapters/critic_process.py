@@ -38,7 +38,6 @@ import threading
 import time
 import warnings
 import weakref
-from pathlib import Path
 from typing import IO, Any
 
 from numpy.typing import NDArray
@@ -80,9 +79,9 @@ class CriticProcess:
         self.failed: str | None = None  # why the child is gone, once it is
         self.peak_rss_mib: float | None = None  # the child's, after close()
         self.cpu_seconds: float | None = None
-        root = str(Path(__file__).resolve().parent.parent)  # where rl_adapters is found
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
+        # this interpreter's import path, so that the child finds the same NumPy, SciPy and
+        # rl_adapters (the bits depend on them), wherever they were found here
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         self._lock = threading.Lock()  # one fit at a time (the agent has one critic thread)
         self._slowest = 0.0  # seconds, the longest fit so far (see MIN_PATIENCE)
         self._answered = 0
