@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import time
 from collections import deque
@@ -871,9 +872,11 @@ class TRPO:
         if self._critic_process is not None:
             worker, self._critic_process = self._critic_process, None
             worker.close()
-            if worker.cpu_seconds is not None and worker.peak_rss_mib is not None:
-                self.critic_process_usage = {"cpu_seconds": worker.cpu_seconds,
-                                             "peak_rss_mib": worker.peak_rss_mib}
+            if worker.cpu_seconds is not None:
+                self.critic_process_usage = {
+                    "cpu_seconds": worker.cpu_seconds,
+                    "peak_rss_mib": math.nan if worker.peak_rss_mib is None
+                    else worker.peak_rss_mib}
         if self._fisher_shards is not None:
             self._fisher_shards.close()
 

@@ -45,7 +45,8 @@ from numpy.typing import NDArray
 __all__ = ["CriticProcess", "CriticProcessWarning"]
 
 # One message each way per fit: ("fit", theta, obs, targets, l2, lbfgs_iters, dtype) or
-# ("stop",) to the child; ("ok", theta, loss_before, mse_after) or ("error", text) back.
+# ("stop",) to the child; ("ok", theta, loss_before, mse_after) or ("error", text) back,
+# and ("stopped", its peak RSS in MiB or None) before it exits.
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
@@ -153,16 +154,21 @@ class CriticProcess:
         if proc is None:
             return
         self._finalizer.detach()
+        peak = None
         try:
-            assert proc.stdin is not None
+            assert proc.stdin is not None and proc.stdout is not None
             pickle.dump(("stop",), proc.stdin, protocol=_PROTOCOL)
             proc.stdin.close()
-        except OSError:
+            if _answers_within(proc.stdout, 10.0):
+                peak = pickle.load(proc.stdout)[1]
+        except (OSError, EOFError, pickle.UnpicklingError, IndexError, TypeError):
             pass
         usage = _reap(proc, timeout=10.0)
         if usage is not None:
-            self.peak_rss_mib = usage.ru_maxrss / 1024.0
             self.cpu_seconds = usage.ru_utime + usage.ru_stime
+        # (not usage.ru_maxrss: the kernel counts in it the pages of this process, which
+        # the child shared between its fork and its exec)
+        self.peak_rss_mib = peak
         if proc.stdout is not None:
             proc.stdout.close()
 
@@ -236,6 +242,8 @@ def _serve(blas_threads: int, sizes: tuple[int, ...], activation: str,
             except EOFError:
                 return
             if message[0] != "fit":
+                pickle.dump(("stopped", _own_peak_rss_mib()), outbox, protocol=_PROTOCOL)
+                outbox.flush()
                 return
             _, theta, obs, targets, l2, iters, dtype = message
             try:
@@ -249,6 +257,18 @@ def _serve(blas_threads: int, sizes: tuple[int, ...], activation: str,
                 reply = ("error", f"{type(exc).__name__}: {exc}")
             pickle.dump(reply, outbox, protocol=_PROTOCOL)
             outbox.flush()
+
+
+def _own_peak_rss_mib() -> float | None:
+    """This process's peak resident memory since its exec (Linux's VmHWM), in MiB."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
 
 
 def main(argv: list[str]) -> None:
