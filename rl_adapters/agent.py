@@ -145,13 +145,13 @@ class UpdateMetrics:
         return out
 
 
-#: Columns of the per-update metrics (the CSV written by ``trpo train``), from the fields of
-#: :class:`UpdateMetrics` with :class:`PolicyStepMetrics` in place of ``policy_step``.
 #: learn() runs shorter than this many updates fit an L-BFGS critic on the update's thread
 #: even with ``config.critic_process``: the worker's start (a Python interpreter importing
 #: NumPy and SciPy, about 0.4 s of CPU) would cost them more than it saves.
 CRITIC_PROCESS_MIN_UPDATES = 20
 
+#: Columns of the per-update metrics (the CSV written by ``trpo train``), from the fields of
+#: :class:`UpdateMetrics` with :class:`PolicyStepMetrics` in place of ``policy_step``.
 METRIC_KEYS = tuple(
     name for f in fields(UpdateMetrics)
     for name in ([g.name for g in fields(PolicyStepMetrics)] if f.name == "policy_step"
