@@ -20,8 +20,10 @@ Sides:
 
 Each run records, besides the curve, its wall clock and its process CPU time (user + sys,
 from ``os.wait4`` on the child: imports, training and evaluations) and the CPU time of the
-training alone (``time.process_time`` around ``learn`` minus the evaluations'). On a machine
-shared with other work, wall-clock ratios depend on the load; CPU times much less.
+training alone (``time.process_time`` around ``learn`` minus the evaluations', plus the CPU
+time of our critic's worker process where the run had one: ``TRPOConfig.critic_process``,
+whose peak RSS is likewise added to the run's). On a machine shared with other work,
+wall-clock ratios depend on the load; CPU times much less.
 
 Run from the repository root::
 
@@ -198,7 +200,21 @@ def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: in
         result["final_wide"] = wide_final_eval(
             lambda s: agent.evaluate(1, deterministic=True, seed=[s])[0], seed,
             final_eval_episodes)
+    agent.close()  # reaps the critic's worker process, if the run had one
+    if agent.critic_process_usage is not None:
+        # its CPU time is training time (it only fits the critic inside learn); its peak
+        # RSS adds to this process's (see peak_rss)
+        result["critic_process"] = agent.critic_process_usage
+        result["train_cpu_seconds"] += agent.critic_process_usage["cpu_seconds"]
     write_json(out, result)
+
+
+def peak_rss(r: dict[str, Any]) -> float:
+    """A run's peak RSS in MiB: its process's, plus its critic worker's where it had one
+    (the process clock of ``launch`` reports the larger of the two, not their sum)."""
+    if "critic_process" in r:
+        return float(r["peak_rss_mib"] + r["critic_process"]["peak_rss_mib"])
+    return float(r["process"]["max_rss_mib"])
 
 
 def worker_sb3(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: int,
@@ -336,7 +352,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "steps_per_s": float(np.mean(steps / train_wall)),
         "cpu": float(np.mean([r["process"]["cpu_seconds"] for r in runs])),
         "train_cpu": float(np.mean([r["train_cpu_seconds"] for r in runs])),
-        "rss": float(np.max([r["process"]["max_rss_mib"] for r in runs])),
+        "rss": float(np.max([peak_rss(r) for r in runs])),
     }
 
 

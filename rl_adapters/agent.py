@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from numpy.typing import NDArray
 from rl_adapters._memory import keep_freed_memory
 from rl_adapters.checkpoint import read_state, write_state
 from rl_adapters.config import TRPOConfig
+from rl_adapters.critic_process import CriticProcess
 from rl_adapters.env_checks import (
     CheckedEnv,
     UnknownEnvError,
@@ -142,6 +144,11 @@ class UpdateMetrics:
                 out[f.name] = value
         return out
 
+
+#: learn() runs shorter than this many updates fit an L-BFGS critic on the update's thread
+#: even with ``config.critic_process``: the worker's start (a Python interpreter importing
+#: NumPy and SciPy, about 0.4 s of CPU) would cost them more than it saves.
+CRITIC_PROCESS_MIN_UPDATES = 20
 
 #: Columns of the per-update metrics (the CSV written by ``trpo train``), from the fields of
 #: :class:`UpdateMetrics` with :class:`PolicyStepMetrics` in place of ``policy_step``.
@@ -270,6 +277,10 @@ class TRPO:
         # update's metrics row, whose critic columns it fills in (_join_critic).
         self._critic_fit: futures.Future | None = None
         self._critic_row: dict[str, float | str] | None = None
+        # The L-BFGS critic's worker process (config.critic_process), started by learn().
+        self._critic_process: CriticProcess | None = None
+        #: The worker's CPU seconds and peak RSS (MiB) once it is closed (close()).
+        self.critic_process_usage: dict[str, float] | None = None
         self.collector.reset()
         self.num_timesteps = 0
         self.n_updates = 0
@@ -318,6 +329,7 @@ class TRPO:
             return self._learn(target, int(total_timesteps), callback, progress_bar)
 
     def _learn(self, target: int, total: int, callback, progress_bar: bool) -> TRPO:
+        self._start_critic_process(total)
         bar = None
         if progress_bar:
             from tqdm.auto import tqdm
@@ -340,6 +352,18 @@ class TRPO:
                 bar.close()
         self._join_critic(charge=True)
         return self
+
+    def _start_critic_process(self, total: int) -> None:
+        """Start the critic's worker process (config.critic_process) for a run of at least
+        ``CRITIC_PROCESS_MIN_UPDATES`` updates, early: it imports NumPy and SciPy during
+        the first rollout."""
+        cfg = self.config
+        if (self._critic_process is None and self.critic_process_usage is None
+                and cfg.critic_process and cfg.parallel_update and self.value_fit is None
+                and cfg.value_optimizer == "lbfgs"
+                and total >= CRITIC_PROCESS_MIN_UPDATES * cfg.batch_size):
+            self._critic_process = CriticProcess(
+                tuple(self._value.net.sizes), self._value.net.activation, cfg.blas_threads)
 
     def train_one_update(self) -> dict[str, float | str]:
         """Collect one batch and make one TRPO update; return its metrics."""
@@ -475,6 +499,15 @@ class TRPO:
     def _fit_value(self, obs: NDArray, returns: NDArray) -> tuple[float, float, str]:
         """Fit the critic to the lambda-returns: (MSE before, MSE after, status name)."""
         cfg = self.config
+        if self._critic_process is not None:
+            # the same fit in the worker process (rl_adapters.critic_process); None if the
+            # worker is gone, which has warned: then here, as below
+            fitted = self._critic_process.fit(
+                self._value.theta, obs, returns, l2=cfg.value_l2,
+                lbfgs_iters=cfg.value_lbfgs_iters, dtype=cfg.value_dtype)
+            if fitted is not None:
+                self._value.theta, value_loss, value_mse_after = fitted
+                return value_loss, value_mse_after, ""
         if self.value_fit is not None:
             theta, info = self.value_fit.fit(self._value.theta, obs, returns, rng=self._rng)
             self._value.theta = theta
@@ -836,6 +869,14 @@ class TRPO:
         if self._critic_thread is not None:
             self._critic_thread.shutdown()
             self._critic_thread = None
+        if self._critic_process is not None:
+            worker, self._critic_process = self._critic_process, None
+            worker.close()
+            if worker.cpu_seconds is not None:
+                self.critic_process_usage = {
+                    "cpu_seconds": worker.cpu_seconds,
+                    "peak_rss_mib": math.nan if worker.peak_rss_mib is None
+                    else worker.peak_rss_mib}
         if self._fisher_shards is not None:
             self._fisher_shards.close()
 

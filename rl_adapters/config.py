@@ -211,6 +211,10 @@ class TRPOConfig:
     parallel_update: bool = _f(True, "fit the critic on a second thread while the policy "
                                "steps and, in learn(), the next rollout runs (they are "
                                "independent: the same bits, less wall clock on two cores)")
+    critic_process: bool = _f(True, "with parallel_update and value_optimizer='lbfgs', fit the "
+                              "critic in a worker process of its own during learn() runs of "
+                              "at least 20 updates (SciPy's L-BFGS needs the GIL the rollout "
+                              "holds: the same bits, less wall clock on two cores)")
 
     def __post_init__(self) -> None:
         for f in fields(self):

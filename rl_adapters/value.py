@@ -24,7 +24,6 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize
 
-from rl_adapters._kernels import adam_fit, adam_fit_float32, adam_step, mse_loss_grad
 from rl_adapters.mlp import MLP
 from rl_adapters.validation import (
     StateError,
@@ -39,8 +38,12 @@ from rl_adapters.validation import (
 
 __all__ = ["AdamState", "ValueFunction"]
 
-#: The compiled Adam fit for each precision of the passes (``ValueFunction.fit``'s dtype).
-_ADAM_FITS = {"float64": adam_fit, "float32": adam_fit_float32}
+#: The precisions of the passes (``ValueFunction.fit``'s dtype).
+_DTYPES = ("float64", "float32")
+
+# The compiled kernels (rl_adapters._kernels) are imported where they are used: the float64
+# L-BFGS fit is NumPy's, and the critic's worker process (rl_adapters.critic_process), which
+# runs only that, then never loads Numba (about 50 MiB of its peak memory).
 
 
 class AdamState:
@@ -53,6 +56,8 @@ class AdamState:
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
     def step(self, theta: NDArray, grad: NDArray, lr: float) -> None:
+        from rl_adapters._kernels import adam_step
+
         self.t += 1
         adam_step(theta, grad, self.m, self.v, lr, self.beta1, self.beta2, self.eps, self.t)
 
@@ -136,6 +141,8 @@ class ValueFunction:
             # from 500 / 500 / 500 to 250 / 453 / 414 (benchmarks/results/sweeps/cartpole_r5).
             # float64 keeps NumPy's objective, so its runs stay bit for bit what they were.
             return lambda theta: self.loss_and_grad(theta, obs, targets, l2)
+        from rl_adapters._kernels import mse_loss_grad
+
         obs_w = np.ascontiguousarray(obs, dtype=np.float32)
         targets = np.ascontiguousarray(targets, dtype=np.float64)
         sizes, relu = self.net.sizes_array, self.net.activation == "relu"
@@ -160,8 +167,8 @@ class ValueFunction:
         ``dtype`` ("float64" or "float32") is the precision of the forward and reverse
         passes, for either optimizer.
         """
-        if dtype not in _ADAM_FITS:
-            raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_ADAM_FITS)}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_DTYPES)}")
         n = obs.shape[0]
         err0 = self.predict(obs) - targets
         loss_before = float(err0 @ err0) / n
@@ -176,7 +183,9 @@ class ValueFunction:
         theta = self.theta.copy()
         orders = np.stack([rng.permutation(n) for _ in range(epochs)])
         adam = self.adam
-        adam.t = _ADAM_FITS[dtype](
+        from rl_adapters._kernels import adam_fit, adam_fit_float32
+
+        adam.t = (adam_fit if dtype == "float64" else adam_fit_float32)(
             theta, np.ascontiguousarray(obs, dtype=np.float64),
             np.ascontiguousarray(targets, dtype=np.float64), orders, int(batch_size),
             self.net.sizes_array, self.net.activation == "relu", float(lr), adam.beta1,

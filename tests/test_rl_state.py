@@ -28,7 +28,10 @@ NOT_IN_STATE = {
              "critic_thread",  # parallel_update's worker thread, made on first use
              # a critic fit running on into the next rollout inside learn(), and the
              # metrics row it completes: joined before any state is read
-             "critic_fit", "critic_row"},
+             "critic_fit", "critic_row",
+             # the L-BFGS critic's worker process (stateless: it gets the critic's
+             # parameters with every fit) and its CPU time and peak RSS once closed
+             "critic_process", "critic_process_usage"},
     "Collector": {
         # Per-env state of the groups is saved by global env index (state["rngs"],
         # ["snapshots"]), so a checkpoint loads under any grouping.
