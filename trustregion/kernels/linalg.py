@@ -414,7 +414,7 @@ def _inertia_lanes_typer(typingctx: Any, d: Any, e: Any, xs: Any) -> Any:
 _inertia_lanes: Any = intrinsic(_inertia_lanes_typer)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _inertia_sums4(
     d: np.ndarray, e: np.ndarray, x: float, y: float, u: float, v: float
 ) -> tuple[float, float, int, bool, float, float, int, bool,
@@ -422,7 +422,10 @@ def _inertia_sums4(
     """:func:`_inertia_sums_scalar` at four points, in one pass of four SIMD lanes
     (:func:`_inertia_lanes`): about the time of one point alone (the recurrences are a chain
     of latencies, which the lanes share), where the scalar pass at two points costs twice
-    that. The same bits; the scalar passes when a rescaling is needed."""
+    that. The same bits; the scalar passes when a rescaling is needed. Inlined, as the next
+    function, into the chains' loop: no call, and no tuple of sixteen values returned through
+    memory (0.03-0.1 us of a spectrum=True solve, measured in place; inlining the scalar
+    one-point pass too measured 0.05-0.1 us slower)."""
     g, h, neg, hit, ok = _inertia_lanes(d, e, (x, y, u, v))
     if ok:
         return (g[0], h[0], neg[0], hit[0], g[1], h[1], neg[1], hit[1],
@@ -432,7 +435,7 @@ def _inertia_sums4(
     return g0, h0, n0, t0, g1, h1, n1, t1, g2, h2, n2, t2, g3, h3, n3, t3
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _inertia_sums(
     d: np.ndarray, e: np.ndarray, x: float, y: float
 ) -> tuple[float, float, int, bool, float, float, int, bool]:
