@@ -30,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import NDArray
 
+from rl_adapters import critic_process
 from rl_adapters._memory import keep_freed_memory
 from rl_adapters.checkpoint import read_state, write_state
 from rl_adapters.config import TRPOConfig
@@ -360,7 +361,7 @@ class TRPO:
         cfg = self.config
         if (self._critic_process is None and self.critic_process_usage is None
                 and cfg.critic_process and cfg.parallel_update and self.value_fit is None
-                and cfg.value_optimizer == "lbfgs"
+                and cfg.value_optimizer == "lbfgs" and critic_process.available()
                 and total >= CRITIC_PROCESS_MIN_UPDATES * cfg.batch_size):
             self._critic_process = CriticProcess(
                 tuple(self._value.net.sizes), self._value.net.activation, cfg.blas_threads)
@@ -499,10 +500,11 @@ class TRPO:
     def _fit_value(self, obs: NDArray, returns: NDArray) -> tuple[float, float, str]:
         """Fit the critic to the lambda-returns: (MSE before, MSE after, status name)."""
         cfg = self.config
-        if self._critic_process is not None:
+        worker = self._critic_process
+        if worker is not None:
             # the same fit in the worker process (rl_adapters.critic_process); None if the
             # worker is gone, which has warned: then here, as below
-            fitted = self._critic_process.fit(
+            fitted = worker.fit(
                 self._value.theta, obs, returns, l2=cfg.value_l2,
                 lbfgs_iters=cfg.value_lbfgs_iters, dtype=cfg.value_dtype)
             if fitted is not None:
@@ -747,7 +749,13 @@ class TRPO:
         """
         mine = self.state_dict()
         check_keys(state, set(mine) - {"metrics"}, {"metrics"})
-        if str_scalar(state, "config") != self.config.to_json():
+        # compared as configurations, not as text: a file saved before a field was added
+        # has no entry for it, which means its default
+        try:
+            saved_config = TRPOConfig.from_json(str_scalar(state, "config"))
+        except (ValueError, TypeError) as err:
+            raise StateError("config", f"not a configuration: {err}") from None
+        if saved_config != self.config:
             raise StateError("config", "saved with a different configuration; build the agent "
                              "with TRPOConfig.from_json(state['config']) or use TRPO.load")
         env_id = str_scalar(state, "env_id")

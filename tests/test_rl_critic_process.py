@@ -6,7 +6,11 @@ to the agent's process with a warning, and the run is still the same.
 """
 
 import os
+import resource
 import signal
+import struct
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -51,7 +55,8 @@ def test_the_worker_gives_the_same_bits_as_the_thread(worker_for_every_run):
     without.close()
 
 
-def test_a_killed_worker_hands_the_fits_back_and_the_run_is_the_same(worker_for_every_run):
+def test_a_killed_worker_hands_the_fits_back_and_the_run_is_the_same(worker_for_every_run,
+                                                                     capfd):
     reference = TRPO("CartPole-v1", seed=6, critic_process=False, **SMALL)
     reference.learn(5 * 128)
     agent = TRPO("CartPole-v1", seed=6, **SMALL)
@@ -64,6 +69,7 @@ def test_a_killed_worker_hands_the_fits_back_and_the_run_is_the_same(worker_for_
     with pytest.warns(CriticProcessWarning, match=r"critic's worker process \(pid \d+\).*"
                       r"exit code -9; the critic is fitted in this process"):
         agent.learn(5 * 128, callback=kill_after_two)
+    assert "Traceback" not in capfd.readouterr().err
     assert_same_run(agent, reference)
     assert agent._critic_process.pid is None  # gone, not restarted
     agent.close()
@@ -136,18 +142,79 @@ def test_a_worker_that_cannot_start_is_reported_and_the_run_goes_on(monkeypatch,
     reference.close()
 
 
-def test_a_hung_worker_is_killed_and_the_caller_fits_itself(monkeypatch):
+@pytest.mark.parametrize("rows", [50, 20_000])  # a batch within the pipe's buffer, and over it
+def test_a_hung_worker_is_killed_and_the_caller_fits_itself(monkeypatch, rows):
+    # A stopped worker answers nothing and, for a batch larger than the pipe's buffer
+    # (20,000 x 3 float64: 480 KB), does not even take it: neither may hang the agent.
     monkeypatch.setattr("rl_adapters.critic_process.MIN_PATIENCE", 1.0)
     critic = ValueFunction(3, hidden=(8,))
     critic.init(np.random.default_rng(0))
-    obs = np.random.default_rng(1).standard_normal((50, 3))
+    obs = np.random.default_rng(1).standard_normal((rows, 3))
     worker = CriticProcess(tuple(critic.net.sizes), critic.net.activation, 1)
-    assert worker.fit(critic.theta, obs, obs[:, 0], l2=0.0, lbfgs_iters=3,
+    assert worker.fit(critic.theta, obs[:50], obs[:50, 0], l2=0.0, lbfgs_iters=3,
                       dtype="float64") is not None
     pid = worker.pid
     os.kill(pid, signal.SIGSTOP)
-    with pytest.warns(CriticProcessWarning, match="gave no answer in 1 s"):
+    t0 = time.monotonic()
+    with pytest.warns(CriticProcessWarning, match="took and answered no fit in 1 s"):
         assert worker.fit(critic.theta, obs, obs[:, 0], l2=0.0, lbfgs_iters=3,
                           dtype="float64") is None
+    assert time.monotonic() - t0 < 30.0
     assert _gone(pid)
+    worker.close()
+
+
+def test_the_worker_takes_descriptors_beyond_select_s_limit():
+    # select() refuses descriptors above 1023; an agent in a process with many open files
+    # (Ray raises the limit) still talks to its worker.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit on open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while len(held) < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        worker = CriticProcess((3, 8, 1), "tanh", 1)
+        assert worker._proc.stdin.fileno() > 1023
+        critic = ValueFunction(3, hidden=(8,))
+        critic.init(np.random.default_rng(0))
+        obs = np.random.default_rng(1).standard_normal((40, 3))
+        assert worker.fit(critic.theta, obs, obs[:, 0], l2=0.0, lbfgs_iters=3,
+                          dtype="float64") is not None
+        worker.close()
+        assert worker.cpu_seconds is not None
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_worker_imports_what_this_process_imports(monkeypatch, tmp_path):
+    # An rl_adapters/ in the working directory does not shadow the one this process uses,
+    # and a pathlib.Path on sys.path (which import ignores) does not stop the worker.
+    fake = tmp_path / "rl_adapters"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('the wrong rl_adapters')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [*sys.path, tmp_path / "elsewhere"])
+    critic = ValueFunction(3, hidden=(8,))
+    critic.init(np.random.default_rng(0))
+    obs = np.random.default_rng(1).standard_normal((40, 3))
+    worker = CriticProcess((3, 8, 1), "tanh", 1)
+    assert worker.fit(critic.theta, obs, obs[:, 0], l2=0.0, lbfgs_iters=3,
+                      dtype="float64") is not None
+    worker.close()
+
+
+def test_a_worker_cut_off_mid_message_exits_without_output():
+    # The agent's process dies while sending: the worker reads half a message, and ends
+    # (exit code 1) without printing a traceback anywhere.
+    worker = CriticProcess((3, 8, 1), "tanh", 1)
+    proc = worker._proc
+    os.set_blocking(proc.stdin.fileno(), True)
+    proc.stdin.write(struct.pack("<Q", 1000) + b"\x80\x05")
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 1
+    assert proc.stderr is None  # (and its stderr is the null device: nothing to print)
     worker.close()

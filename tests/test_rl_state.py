@@ -1,6 +1,7 @@
 """Each stateful component owns its state: state_dict() covers every attribute, round-trips."""
 
 import inspect
+import json
 
 import numpy as np
 import pytest
@@ -117,6 +118,23 @@ def test_load_state_dict_rejects_another_configuration(agent):
     other = TRPO(agent.env_id, seed=0, **{**SMALL, "max_kl": 0.5})
     with pytest.raises(ValueError, match="different configuration"):
         other.load_state_dict(agent.state_dict())
+
+
+def test_a_state_saved_before_a_field_existed_loads(agent, tmp_path):
+    # A checkpoint written before a configuration field was added has no entry for it,
+    # which means the field's default: it loads (TRPO.load and load_state_dict), and a
+    # configuration that is not one says so.
+    state = agent.state_dict()
+    saved = json.loads(state["config"])
+    del saved["critic_process"]  # (added in the seventh session)
+    state["config"] = json.dumps(saved)
+    agent.load_state_dict(state)
+    path = tmp_path / "older.npz"
+    write_state(str(path), state)
+    TRPO.load(str(path)).close()
+    state["config"] = "{not json"
+    with pytest.raises(ValueError, match="config: not a configuration"):
+        agent.load_state_dict(state)
 
 
 def test_loading_into_another_environment_fails_clearly(agent, tmp_path):
