@@ -15,7 +15,6 @@ One update, top to bottom (see ``docs/trpo_update.md`` for the map to this file)
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -31,10 +30,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rl_adapters import critic_process
+from rl_adapters._blas import blas_threads as _blas_threads
 from rl_adapters._memory import keep_freed_memory
 from rl_adapters.checkpoint import read_state, write_state
 from rl_adapters.config import TRPOConfig
-from rl_adapters.critic_process import CriticProcess
 from rl_adapters.env_checks import (
     CheckedEnv,
     UnknownEnvError,
@@ -279,7 +278,7 @@ class TRPO:
         self._critic_fit: futures.Future | None = None
         self._critic_row: dict[str, float | str] | None = None
         # The L-BFGS critic's worker process (config.critic_process), started by learn().
-        self._critic_process: CriticProcess | None = None
+        self._critic_process: critic_process.CriticProcess | None = None
         #: The worker's CPU seconds and peak RSS (MiB) once it is closed (close()).
         self.critic_process_usage: dict[str, float] | None = None
         self.collector.reset()
@@ -363,7 +362,7 @@ class TRPO:
                 and cfg.critic_process and cfg.parallel_update and self.value_fit is None
                 and cfg.value_optimizer == "lbfgs" and critic_process.available()
                 and total >= CRITIC_PROCESS_MIN_UPDATES * cfg.batch_size):
-            self._critic_process = CriticProcess(
+            self._critic_process = critic_process.CriticProcess(
                 tuple(self._value.net.sizes), self._value.net.activation, cfg.blas_threads)
 
     def train_one_update(self) -> dict[str, float | str]:
@@ -519,8 +518,7 @@ class TRPO:
             epochs=cfg.value_epochs, batch_size=cfg.value_batch_size,
             lbfgs_iters=cfg.value_lbfgs_iters, l2=cfg.value_l2, dtype=cfg.value_dtype,
         )
-        err = self._value.predict(obs) - returns
-        return value_loss, float(err @ err) / err.shape[0], ""
+        return value_loss, self._value.mse(obs, returns), ""
 
     def _policy_step(self, obs: NDArray, actions: NDArray, adv: NDArray,
                      fvp_rows: NDArray | None = None) -> PolicyStepMetrics:
@@ -888,15 +886,6 @@ class TRPO:
         if self._fisher_shards is not None:
             self._fisher_shards.close()
 
-
-
-def _blas_threads(n: int):
-    """Limit BLAS threads: oversubscribed OpenBLAS threads make small matmuls 100x slower."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is in the `rl` extra
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=n, user_api="blas")
 
 
 def _env_id(env: Any) -> str | None:

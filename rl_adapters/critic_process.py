@@ -28,7 +28,6 @@ and Windows cannot wait on a pipe with one. Elsewhere the fit stays on the agent
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import pickle
@@ -320,18 +319,13 @@ def _write_message(outbox: IO[bytes], message: Any) -> None:
 def _serve(blas_threads: int, sizes: tuple[int, ...], activation: str,
            inbox: IO[bytes], outbox: IO[bytes]) -> None:
     """Fit on request until told to stop (or the parent goes away)."""
+    from rl_adapters._blas import blas_threads as limit_blas_threads
     from rl_adapters._memory import keep_freed_memory
     from rl_adapters.value import ValueFunction
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - as the agent's own _blas_threads
-        limits: Any = contextlib.nullcontext()
-    else:
-        limits = threadpool_limits(limits=blas_threads, user_api="blas")
     keep_freed_memory()  # as the parent's learn() does: the same bits, fewer page faults
     critic = ValueFunction(sizes[0], hidden=sizes[1:-1], activation=activation)
-    with limits:
+    with limit_blas_threads(blas_threads):
         while True:
             message = _read_message(inbox)
             if message[0] != "fit":
@@ -342,9 +336,8 @@ def _serve(blas_threads: int, sizes: tuple[int, ...], activation: str,
                 critic.theta = theta
                 loss_before = critic.fit(obs, targets, None, optimizer="lbfgs",  # type: ignore[arg-type]
                                          lbfgs_iters=iters, l2=l2, dtype=dtype)
-                err = critic.predict(obs) - targets
                 reply: tuple[Any, ...] = ("ok", critic.theta, loss_before,
-                                          float(err @ err) / err.shape[0])
+                                          critic.mse(obs, targets))
             except Exception as exc:  # reported to the parent, which then fits itself
                 reply = ("error", f"{type(exc).__name__}: {exc}")
             _write_message(outbox, reply)

@@ -119,6 +119,11 @@ class ValueFunction:
         out, _ = self.net.forward(self.theta, obs, keep_cache=False)
         return out[:, 0]
 
+    def mse(self, obs: NDArray, targets: NDArray) -> float:
+        """Mean squared error of :meth:`predict` on ``targets``."""
+        err = self.predict(obs) - targets
+        return float(err @ err) / err.shape[0]
+
     def loss_and_grad(self, theta: NDArray, obs: NDArray, targets: NDArray, l2: float = 0.0):
         """Mean squared error (plus L2 on weights) and its gradient at ``theta``."""
         out, cache = self.net.forward(theta, obs)
@@ -170,8 +175,7 @@ class ValueFunction:
         if dtype not in _DTYPES:
             raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_DTYPES)}")
         n = obs.shape[0]
-        err0 = self.predict(obs) - targets
-        loss_before = float(err0 @ err0) / n
+        loss_before = self.mse(obs, targets)
         if optimizer == "lbfgs":
             res = minimize(
                 self._lbfgs_objective(obs, targets, l2, dtype), self.theta, jac=True,
