@@ -75,9 +75,20 @@ def machine_info() -> dict[str, Any]:
         cpu = platform.processor()
     import os
 
+    from importlib import metadata
+
+    # The installed releases that move the figures without importing them (torch is heavy):
+    # a new MuJoCo or Numba changes the environment's or the kernels' speed and memory.
+    packages = {}
+    for name in ("mujoco", "numba", "torch", "stable-baselines3", "sb3-contrib"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
     return {
         "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
         "numpy": np.__version__, "scipy": scipy.__version__, "gymnasium": gymnasium.__version__,
+        **packages,
         "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
