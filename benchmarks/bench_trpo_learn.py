@@ -74,7 +74,6 @@ def machine_info() -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError):
         cpu = platform.processor()
     import os
-
     from importlib import metadata
 
     # The installed releases that move the figures without importing them (torch is heavy):
