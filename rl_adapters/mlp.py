@@ -177,15 +177,23 @@ class MLP:
         grad = np.empty(self.n_params, dtype=g_out.dtype) if out is None else out
         layers = self.unflatten(theta)
         grads = self.unflatten(grad)
+        # NumPy sums a one-column array's rows pairwise, not one after the other.
+        fused = _fused_passes(g_out, (theta, grad), cache) if min(self.sizes[1:]) > 1 else None
         g = g_out
+        if fused is not None:
+            fused.column_sums_into(g, grads[-1][1])
         for i in range(self.n_layers - 1, -1, -1):
             W, _ = layers[i]
             gW, gb = grads[i]
             np.matmul(cache.inputs[i].T, g, out=gW)
-            np.sum(g, axis=0, out=gb)
+            if fused is None:
+                np.sum(g, axis=0, out=gb)
             if i > 0:
                 g = g @ W.T
-                g *= cache.derivs[i - 1]
+                if fused is None:
+                    g *= cache.derivs[i - 1]
+                else:  # and the bias gradient of layer i - 1, in the same pass
+                    fused.scale_and_column_sums(g, cache.derivs[i - 1], grads[i - 1][1])
         return grad
 
     def jvp(self, theta: NDArray, cache: ForwardCache, v: NDArray) -> NDArray:
@@ -195,14 +203,48 @@ class MLP:
         """
         layers = self.unflatten(theta)
         tangents = self.unflatten(v)
+        fused = _fused_passes(v, (theta,), cache)
+        last = self.n_layers - 1
         dh = None
         for i, ((W, _), (dW, db)) in enumerate(zip(layers, tangents, strict=True)):
             dz = cache.inputs[i] @ dW
-            if dh is not None:
-                dz += dh @ W
-            dz += db
-            if i == self.n_layers - 1:
+            if fused is not None:
+                fused.finish_tangent(dz, dz if dh is None else dh @ W, db,
+                                     dz if i == last else cache.derivs[i], dh is not None,
+                                     i != last)
+            else:
+                if dh is not None:
+                    dz += dh @ W
+                dz += db
+                if i != last:
+                    dz *= cache.derivs[i]
+            if i == last:
                 return dz
-            dz *= cache.derivs[i]
             dh = dz
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fused_passes(array: NDArray, others: tuple[NDArray, ...], cache: ForwardCache):
+    """The compiled elementwise steps of :meth:`MLP.jvp` and :meth:`MLP.vjp`
+    (:mod:`rl_adapters._kernels`), or None where they would not give NumPy's bits.
+
+    They do, operation for operation, when every array has one float dtype and the row
+    arrays are C-ordered with more than one column (NumPy then sums the rows one after the
+    other; other layouts or mixed dtypes may take another order or precision).  Imported here,
+    not at the top: a saved policy acts through :meth:`MLP.forward` with NumPy alone
+    (:mod:`rl_adapters.checkpoint` imports no Numba).
+    """
+    dtype = array.dtype
+    if dtype not in _FUSED_DTYPES or not all(a.dtype == dtype for a in others):
+        return None
+    if array.ndim == 2 and not array.flags.c_contiguous:
+        return None
+    for a in (*cache.inputs, *cache.derivs):
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            return None
+    from rl_adapters import _kernels
+
+    return _kernels
+
+
+_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
