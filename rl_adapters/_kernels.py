@@ -163,16 +163,19 @@ def mlp_forward_rows(x, theta, sizes, relu):
     for layer in range(n_layers):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
-        w0 = offset
         b0 = offset + n_in * n_out
+        # Views indexed by loop counters: Numba then knows the indices are not negative
+        # and LLVM vectorizes the row update below (theta[row + o] kept it scalar: 1.7x
+        # slower per step at 17-64-64-6).  The same sums in the same order.
+        W = theta[offset:b0].reshape((n_in, n_out))
+        b = theta[b0:b0 + n_out]
         for i in range(n):
             for o in range(n_out):
-                z[i, o] = theta[b0 + o]
+                z[i, o] = b[o]
             for k in range(n_in):
                 hk = h[i, k]
-                row = w0 + k * n_out
                 for o in range(n_out):
-                    z[i, o] += hk * theta[row + o]
+                    z[i, o] += hk * W[k, o]
         last = layer == n_layers - 1
         for i in range(n):
             for o in range(n_out):

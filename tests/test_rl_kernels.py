@@ -88,6 +88,36 @@ def test_step_kernel_forward_matches_the_numpy_network(activation):
     np.testing.assert_allclose(ours, ref, rtol=1e-13, atol=1e-14)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_step_kernel_forward_adds_in_the_declared_order(activation):
+    # Each unit is b_o + h_0 W_0o + h_1 W_1o + ..., added left to right in float64 with no
+    # fused multiply-add: the same bits as every earlier version of the kernel, so a
+    # vectorized or reordered loop cannot change a run's actions unnoticed.
+    from rl_adapters._kernels import tanh_into
+
+    rng = np.random.default_rng(11)
+    net = MLP((5, 9, 7, 3), activation)
+    theta = net.init(rng) + 0.3 * rng.standard_normal(net.n_params)
+    x = 2.0 * rng.standard_normal((4, 5))
+    ours = mlp_forward_rows(x, theta, net.sizes_array, activation == "relu")
+    h = x.copy()
+    for layer, (W, b) in enumerate(net.unflatten(theta)):
+        z = np.empty((h.shape[0], W.shape[1]))
+        for i in range(h.shape[0]):
+            for o in range(W.shape[1]):
+                acc = float(b[o])
+                for k in range(W.shape[0]):
+                    acc = acc + float(h[i, k]) * float(W[k, o])
+                z[i, o] = acc
+        if layer < net.n_layers - 1:
+            if activation == "relu":
+                z = np.where(z > 0.0, z, 0.0)
+            else:
+                tanh_into(z.copy(), z)
+        h = z
+    assert ours.tobytes() == h.tobytes()
+
+
 def test_fused_step_kernels_equal_the_separate_calls_bitwise():
     from rl_adapters._kernels import (
         gaussian_act_rows,
