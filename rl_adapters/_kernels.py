@@ -158,6 +158,7 @@ def mlp_forward_rows(x, theta, sizes, relu):
     for i in range(n):
         for j in range(sizes[0]):
             h[i, j] = x[i, j]
+    params = np.ascontiguousarray(theta)  # a copy only if a caller passed a strided view
     offset = 0
     n_layers = sizes.shape[0] - 1
     for layer in range(n_layers):
@@ -167,8 +168,8 @@ def mlp_forward_rows(x, theta, sizes, relu):
         # Views indexed by loop counters: Numba then knows the indices are not negative
         # and LLVM vectorizes the row update below (theta[row + o] kept it scalar: 1.7x
         # slower per step at 17-64-64-6).  The same sums in the same order.
-        W = theta[offset:b0].reshape((n_in, n_out))
-        b = theta[b0:b0 + n_out]
+        W = params[offset:b0].reshape((n_in, n_out))
+        b = params[b0:b0 + n_out]
         for i in range(n):
             for o in range(n_out):
                 z[i, o] = b[o]
@@ -389,13 +390,14 @@ def tanh_into(z, out):
 # on a 64-unit network spends about 40% of its time outside the BLAS products, in NumPy
 # passes over (rows, 64) arrays: a broadcast bias add, a derivative product, and column
 # sums, which NumPy reduces slowly along the rows.  These do the same float operations in
-# the same order (bit for bit: tests/test_rl_mlp.py), one pass each.
+# the same order, one pass each: the same bits (tests/test_rl_mlp.py), except which NaN an
+# add of two NaNs returns (LLVM may swap an add's operands; either NaN is a valid result).
 @numba.njit(cache=True)
 def column_sums_into(g, out):
     """``out[j] = sum_i g[i, j]``, added row after row from 0, as ``np.sum(g, axis=0)``."""
     n, m = g.shape
     for j in range(m):
-        out[j] = 0
+        out[j] = 0.0
     for i in range(n):
         for j in range(m):
             out[j] += g[i, j]
@@ -406,7 +408,7 @@ def scale_and_column_sums(g, d, out):
     """``g *= d`` in place, then ``out = np.sum(g, axis=0)`` (the same bits), in one pass."""
     n, m = g.shape
     for j in range(m):
-        out[j] = 0
+        out[j] = 0.0
     for i in range(n):
         for j in range(m):
             v = g[i, j] * d[i, j]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import NDArray
@@ -209,9 +210,11 @@ class MLP:
         for i, ((W, _), (dW, db)) in enumerate(zip(layers, tangents, strict=True)):
             dz = cache.inputs[i] @ dW
             if fused is not None:
-                fused.finish_tangent(dz, dz if dh is None else dh @ W, db,
-                                     dz if i == last else cache.derivs[i], dh is not None,
-                                     i != last)
+                # Unused operands are passed as dz itself (never read).
+                carried = dz if dh is None else dh @ W
+                deriv = dz if i == last else cache.derivs[i]
+                fused.finish_tangent(dz, carried, db, deriv, has_other=dh is not None,
+                                     has_d=i != last)
             else:
                 if dh is not None:
                     dz += dh @ W
@@ -224,20 +227,44 @@ class MLP:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _fused_passes(array: NDArray, others: tuple[NDArray, ...], cache: ForwardCache):
-    """The compiled elementwise steps of :meth:`MLP.jvp` and :meth:`MLP.vjp`
-    (:mod:`rl_adapters._kernels`), or None where they would not give NumPy's bits.
+_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-    They do, operation for operation, when every array has one float dtype and the row
-    arrays are C-ordered with more than one column (NumPy then sums the rows one after the
-    other; other layouts or mixed dtypes may take another order or precision).  Imported here,
+
+def _fused_passes(tangent: NDArray, params: tuple[NDArray, ...],
+                  cache: ForwardCache) -> ModuleType | None:
+    """The compiled elementwise steps of :meth:`MLP.jvp` and :meth:`MLP.vjp`, if they
+    give NumPy's values bit for bit here.
+
+    Parameters
+    ----------
+    tangent : ndarray
+        The pass's input: the parameter tangent ``v`` (jvp) or the output cotangent
+        ``g_out`` (vjp, 2-d).
+    params : tuple of ndarray
+        The other flat vectors the pass reads or writes (``theta``, the gradient).
+    cache : ForwardCache
+        The forward pass's layer inputs and derivatives.
+
+    Returns
+    -------
+    module or None
+        :mod:`rl_adapters._kernels`, or None to run the NumPy statements.
+
+    Notes
+    -----
+    The kernels do NumPy's float operations in NumPy's order when every array has one float
+    dtype and every row array is C-ordered; mixed dtypes or other layouts may take another
+    precision or order.  Two more limits stay with the callers and the claim: NumPy sums
+    the rows of a one-column array pairwise, so :meth:`MLP.vjp` keeps NumPy's sums for a
+    network with a one-unit layer; and where both operands of an add are NaN, which NaN
+    (sign, payload) comes out may differ, since either is a valid result.  Imported here,
     not at the top: a saved policy acts through :meth:`MLP.forward` with NumPy alone
     (:mod:`rl_adapters.checkpoint` imports no Numba).
     """
-    dtype = array.dtype
-    if dtype not in _FUSED_DTYPES or not all(a.dtype == dtype for a in others):
+    dtype = tangent.dtype
+    if dtype not in _FUSED_DTYPES or not all(a.dtype == dtype for a in params):
         return None
-    if array.ndim == 2 and not array.flags.c_contiguous:
+    if tangent.ndim == 2 and not tangent.flags.c_contiguous:
         return None
     for a in (*cache.inputs, *cache.derivs):
         if a.dtype != dtype or not a.flags.c_contiguous:
@@ -245,6 +272,3 @@ def _fused_passes(array: NDArray, others: tuple[NDArray, ...], cache: ForwardCac
     from rl_adapters import _kernels
 
     return _kernels
-
-
-_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

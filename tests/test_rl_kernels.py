@@ -116,6 +116,10 @@ def test_step_kernel_forward_adds_in_the_declared_order(activation):
                 tanh_into(z.copy(), z)
         h = z
     assert ours.tobytes() == h.tobytes()
+    # A strided parameter view (a caller's slice) gives the same outputs.
+    spread = np.repeat(theta, 2)[::2]
+    strided = mlp_forward_rows(x, spread, net.sizes_array, activation == "relu")
+    assert strided.tobytes() == ours.tobytes()
 
 
 def test_fused_step_kernels_equal_the_separate_calls_bitwise():
