@@ -349,6 +349,56 @@ def record_step(reward, terminated, truncated, ep_return, ep_length, raw_reward_
     return count, any_done
 
 
+#: :func:`record_and_act` statuses.
+STEP_ACTED = 0  # step t recorded and step t + 1 acted on
+STEP_RECORDED = 1  # step t recorded, the rollout's last step: nothing to act on
+STEP_EPISODE_END = 2  # step t recorded, an episode ended: the caller acts after its bookkeeping
+STEP_CHECK = 3  # nothing done: the observations are not finite or their squares overflow
+
+
+@numba.njit(cache=True)
+def record_and_act(next_obs, reward, terminated, truncated, raw, ep_return, ep_length,
+                   raw_reward_buf, reward_buf, terminated_buf, truncated_buf, done, scale,
+                   returns, s_mean, s_var, s_count, s_gamma, s_clip, s_eps, mean, var, count,
+                   epsilon, clip, obs_buf, theta, sizes, relu, n_net, noise, low, high,
+                   clip_actions, actions_buf, env_actions_buf, logp_buf, t):
+    """Rollout step ``t`` after the env and step ``t + 1`` before it, in one call.
+
+    The vector env's observations ``next_obs`` become the float64 ``raw`` (an exact
+    conversion), then :func:`record_step` and, unless an episode ended or ``t`` is the
+    last row of the buffers, :func:`normalize_and_act_rows` for step ``t + 1``: the same
+    calls in the same order as the two calls they replace, one dispatch where there were
+    two (a dispatch costs about 0.16 us per array argument).
+
+    Returns ``(status, count, s_count)``, the status one of the ``STEP_*`` codes above.
+    With :data:`STEP_CHECK` nothing is written: an observation is not finite, or the sum of
+    their squares overflows (the caller's check then decides, as before this call existed).
+    """
+    n, d = next_obs.shape
+    squares = 0.0
+    for i in range(n):
+        for j in range(d):
+            v = float(next_obs[i, j])
+            squares += v * v
+    if not math.isfinite(squares):
+        return STEP_CHECK, count, s_count
+    for i in range(n):
+        for j in range(d):
+            raw[i, j] = float(next_obs[i, j])
+    s_count, any_done = record_step(reward, terminated, truncated, ep_return, ep_length,
+                                    raw_reward_buf, reward_buf, terminated_buf,
+                                    truncated_buf, t, done, scale, returns, s_mean, s_var,
+                                    s_count, s_gamma, s_clip, s_eps)
+    if any_done:
+        return STEP_EPISODE_END, count, s_count
+    if t + 1 >= obs_buf.shape[0]:
+        return STEP_RECORDED, count, s_count
+    count = normalize_and_act_rows(raw, mean, var, count, epsilon, clip, obs_buf, theta,
+                                   sizes, relu, n_net, noise, low, high, clip_actions,
+                                   actions_buf, env_actions_buf, logp_buf, t + 1)
+    return STEP_ACTED, count, s_count
+
+
 @numba.njit(cache=True)
 def gae_advantages(rewards, values, next_values, episode_ends, gamma, lam):
     """The GAE recursion backwards in time, per environment (see ``compute_gae``)."""

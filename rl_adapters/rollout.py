@@ -35,9 +35,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rl_adapters._kernels import (
+    STEP_ACTED,
+    STEP_CHECK,
+    STEP_EPISODE_END,
     categorical_act_rows,
     gae_advantages,
     normalize_and_act_rows,
+    record_and_act,
     record_step,
     rms_normalize,
     rms_normalize_into,
@@ -696,6 +700,14 @@ class Collector:
             has_bounds = policy.low is not None
             low = policy.low if has_bounds else np.zeros(0)
             high = policy.high if has_bounds else np.zeros(0)
+        # With a trusted vector env of real-valued observations, the compiled call after the
+        # env also acts for the next step (record_and_act): one call per step.  The raw
+        # observations then live in a buffer of this rollout.
+        fused_step = fused_act and trusted and all(
+            np.dtype(g.venv.single_observation_space.dtype).kind in "fiu" for g in groups)
+        if fused_step:
+            raw = np.array(raw, dtype=np.float64)
+        acted = False  # whether step t's actions are in the buffers already
         if fused_categorical:
             bounds = np.cumsum((0, *policy.nvec)).astype(np.int64)
             starts, multi = policy.start, policy.multi
@@ -713,10 +725,11 @@ class Collector:
         for t in range(n_steps):
             t0 = clock()
             if fused_act:
-                rms.count = normalize_and_act_rows(
-                    raw, rms.mean, rms.var, rms.count, rms.epsilon, clip_obs, obs_buf, theta,
-                    sizes, relu, n_net, noise, low, high, has_bounds, act_buf, env_act_buf,
-                    logp_buf, t)
+                if not acted:
+                    rms.count = normalize_and_act_rows(
+                        raw, rms.mean, rms.var, rms.count, rms.epsilon, clip_obs, obs_buf,
+                        theta, sizes, relu, n_net, noise, low, high, has_bounds, act_buf,
+                        env_act_buf, logp_buf, t)
                 env_actions = env_act_buf[t]
             else:
                 obs = obs_buf[t]
@@ -742,6 +755,23 @@ class Collector:
                 raise err.located(f"rollout step {t}{rest}") from None
             t2 = clock()
             env_time += t2 - t1
+            if fused_step:
+                status, rms.count, s_count = record_and_act(
+                    next_raw, reward, terminated, truncated, raw, ep_return, ep_length,
+                    raw_rewards, rew_buf, term_buf, trunc_buf, done, scale, returns, s_mean,
+                    s_var, s_count, s_gamma, s_clip, s_eps, rms.mean, rms.var, rms.count,
+                    rms.epsilon, clip_obs, obs_buf, theta, sizes, relu, n_net, noise, low, high,
+                    has_bounds, act_buf, env_act_buf, logp_buf, t)
+                if status != STEP_CHECK:
+                    if scale:
+                        scaler.rms.count = s_count
+                    acted = status == STEP_ACTED
+                    if status == STEP_EPISODE_END:
+                        self._end_episodes(t, done, terminated, truncated, final_obs, final_buf,
+                                           ep_returns, ep_lengths)
+                    policy_time += clock() - t2 + (t1 - t0)
+                    continue
+                acted = False  # the general path below checks and records this step
             next_raw = np.array(next_raw, dtype=np.float64)
             reward = np.asarray(reward, dtype=np.float64)
             if not isfinite(vdot(next_raw, next_raw)) or (not trusted and (
@@ -757,14 +787,8 @@ class Collector:
             if scale:
                 scaler.rms.count = s_count
             if any_done:
-                for e in np.flatnonzero(done):
-                    ep_returns.append(float(ep_return[e]))
-                    ep_lengths.append(int(ep_length[e]))
-                    ep_return[e] = 0.0
-                    ep_length[e] = 0
-                    if truncated[e] and not terminated[e]:
-                        last = self._final_observation(final_obs, e, t)
-                        final_buf[t, e] = self.normalize(last[None, :])[0]
+                self._end_episodes(t, done, terminated, truncated, final_obs, final_buf,
+                                   ep_returns, ep_lengths)
             raw = next_raw
             policy_time += clock() - t2 + (t1 - t0)
         if not isfinite(vdot(raw_rewards, raw_rewards)):
@@ -775,6 +799,22 @@ class Collector:
         return RolloutBatch(obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf, final_buf,
                             np.array(last_obs), ep_returns, ep_lengths, env_time, policy_time)
 
+
+    def _end_episodes(self, t: int, done: NDArray, terminated: NDArray, truncated: NDArray,
+                      final_obs: Any, final_buf: NDArray, returns_out: list[float],
+                      lengths_out: list[int]) -> None:
+        """Close the episodes that ended at step ``t`` (``done``): their return and length
+        to the lists, the accumulators to zero, and a truncated episode's last
+        observation, normalized with the current statistics, to ``final_buf[t]``."""
+        ep_return, ep_length = self.ep_return, self.ep_length
+        for e in np.flatnonzero(done):
+            returns_out.append(float(ep_return[e]))
+            lengths_out.append(int(ep_length[e]))
+            ep_return[e] = 0.0
+            ep_length[e] = 0
+            if truncated[e] and not terminated[e]:
+                last = self._final_observation(final_obs, e, t)
+                final_buf[t, e] = self.normalize(last[None, :])[0]
 
     def _final_observation(self, final_obs: Any, e: int, t: int) -> NDArray:
         """The last observation of env ``e``'s truncated episode, checked."""
