@@ -353,7 +353,12 @@ def record_step(reward, terminated, truncated, ep_return, ep_length, raw_reward_
 STEP_ACTED = 0  # step t recorded and step t + 1 acted on
 STEP_RECORDED = 1  # step t recorded, the rollout's last step: nothing to act on
 STEP_EPISODE_END = 2  # step t recorded, an episode ended: the caller acts after its bookkeeping
-STEP_CHECK = 3  # nothing done: the observations are not finite or their squares overflow
+STEP_CHECK = 3  # nothing done: the observations may not pass the batch check (see below)
+
+#: The largest sum of squares of an observation batch that :func:`record_and_act` takes
+#: itself.  Above it, the general path decides with NumPy's ``vdot`` as it always has: a
+#: sequential sum and BLAS's may disagree on an overflow, never this far below one.
+CHECK_ABOVE = 1e300
 
 
 @numba.njit(cache=True)
@@ -364,15 +369,16 @@ def record_and_act(next_obs, reward, terminated, truncated, raw, ep_return, ep_l
                    clip_actions, actions_buf, env_actions_buf, logp_buf, t):
     """Rollout step ``t`` after the env and step ``t + 1`` before it, in one call.
 
-    The vector env's observations ``next_obs`` become the float64 ``raw`` (an exact
-    conversion), then :func:`record_step` and, unless an episode ended or ``t`` is the
-    last row of the buffers, :func:`normalize_and_act_rows` for step ``t + 1``: the same
-    calls in the same order as the two calls they replace, one dispatch where there were
-    two (a dispatch costs about 0.16 us per array argument).
+    The vector env's observations ``next_obs`` (float32, float64 or integers) become the
+    float64 ``raw`` (NumPy's conversion), then :func:`record_step` and, unless an episode
+    ended or ``t`` is the last row of the buffers, :func:`normalize_and_act_rows` for step
+    ``t + 1``: the same calls in the same order as the two calls they replace, one dispatch
+    where there were two (a dispatch costs about 0.16 us per array argument).
 
     Returns ``(status, count, s_count)``, the status one of the ``STEP_*`` codes above.
     With :data:`STEP_CHECK` nothing is written: an observation is not finite, or the sum of
-    their squares overflows (the caller's check then decides, as before this call existed).
+    their squares is above :data:`CHECK_ABOVE`; the caller's general path then checks the
+    batch and records the step, so every batch meets the same check as before this call.
     """
     n, d = next_obs.shape
     squares = 0.0
@@ -380,7 +386,7 @@ def record_and_act(next_obs, reward, terminated, truncated, raw, ep_return, ep_l
         for j in range(d):
             v = float(next_obs[i, j])
             squares += v * v
-    if not math.isfinite(squares):
+    if not squares <= CHECK_ABOVE:  # also NaN
         return STEP_CHECK, count, s_count
     for i in range(n):
         for j in range(d):

@@ -700,11 +700,12 @@ class Collector:
             has_bounds = policy.low is not None
             low = policy.low if has_bounds else np.zeros(0)
             high = policy.high if has_bounds else np.zeros(0)
-        # With a trusted vector env of real-valued observations, the compiled call after the
-        # env also acts for the next step (record_and_act): one call per step.  The raw
-        # observations then live in a buffer of this rollout.
+        # With a trusted vector env of float32, float64 or integer observations (the dtypes
+        # the kernel compiles for), the compiled call after the env also acts for the next
+        # step (record_and_act): one call per step.  The raw observations then live in a
+        # buffer of this rollout.
         fused_step = fused_act and trusted and all(
-            np.dtype(g.venv.single_observation_space.dtype).kind in "fiu" for g in groups)
+            _fused_obs_dtype(g.venv.single_observation_space.dtype) for g in groups)
         if fused_step:
             raw = np.array(raw, dtype=np.float64)
         acted = False  # whether step t's actions are in the buffers already
@@ -1018,6 +1019,13 @@ def _rollout_buffers(policy, n_steps: int, E: int, obs_dim: int) -> tuple[NDArra
     return (np.empty((n_steps, E, obs_dim)), np.empty((n_steps, E, act_dim), dtype=act_dtype),
             np.empty((n_steps, E)), np.empty((n_steps, E)),
             np.zeros((n_steps, E), dtype=bool), np.zeros((n_steps, E), dtype=bool))
+
+
+def _fused_obs_dtype(dtype: Any) -> bool:
+    """Whether :func:`~rl_adapters._kernels.record_and_act` takes observations of ``dtype``
+    (Numba has no float16 or long double conversion: those take the general path)."""
+    dt = np.dtype(dtype)
+    return dt.kind in "iu" or dt in (np.dtype(np.float32), np.dtype(np.float64))
 
 
 _ENV_INDEX = re.compile(r"env index (\d+)")

@@ -28,14 +28,18 @@ class WalkEnv(gym.Env):
     terminations and a 15-step time limit (so both kinds of episode end fall inside a
     40-step rollout).
 
-    At its ``fault_step``-th step since creation, the observation is ``fault`` (if any).
+    At its ``fault_step``-th step since creation, the observation of the environment
+    created ``fault_instance``-th is ``fault`` (if any).
     """
 
     action_space = spaces.Box(-1.0, 1.0, (2,), np.float64)
+    created = 0
 
-    def __init__(self, fault=None, fault_step=0, dtype="float32"):
+    def __init__(self, fault=None, fault_step=0, fault_instance=0, dtype="float32"):
         self.observation_space = spaces.Box(-5.0, 5.0, (3,), np.dtype(dtype))
         self.fault, self.fault_step, self.total = fault, fault_step, 0
+        self.faulty = WalkEnv.created == fault_instance
+        WalkEnv.created += 1
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -48,7 +52,7 @@ class WalkEnv(gym.Env):
         self.x = (0.9 * self.x + 0.3 * np.r_[a, a[0] - a[1]]
                   + 0.1 * self.np_random.normal(size=3)).astype(np.float32)
         obs = self.x.copy()
-        if self.fault is not None and self.total == self.fault_step:
+        if self.fault is not None and self.faulty and self.total == self.fault_step:
             obs = np.array(self.fault, dtype=np.float64)
         reward = float(self.x[0] - 0.1 * a @ a)
         terminated = bool(self.np_random.uniform() < 0.04)
@@ -66,30 +70,28 @@ def _env(setup, **fault):
 
 
 def _train(setup, n_envs, *, general, monkeypatch, updates=3, **fault):
-    calls = []
+    """Train; with ``general``, every step on the general path.  Also returns the
+    statuses of the one-call steps."""
+    statuses = []
+    WalkEnv.created = 0
     with monkeypatch.context() as m:
         if general:  # nothing is trusted: every step takes the general path
             m.setattr(rollout, "_TRUSTED_VECTOR_ENVS", ())
         else:
             def counted(*args):
-                calls.append(args[-1])
-                return kernels.record_and_act(*args)
+                out = kernels.record_and_act(*args)
+                statuses.append(out[0])
+                return out
             m.setattr(rollout, "record_and_act", counted)
         agent = TRPO(_env(setup, **fault), seed=11, n_envs=n_envs, **SMALL)
         try:
             agent.learn(updates * agent.config.batch_size)
         finally:
             agent.close()
-    return agent, calls
+    return agent, statuses
 
 
-@pytest.mark.parametrize("setup, n_envs", [("lean", 1), ("lean", 3), ("groups", 3)])
-def test_the_one_call_step_gives_the_general_paths_bits(setup, n_envs, monkeypatch):
-    fused, calls = _train(setup, n_envs, general=False, monkeypatch=monkeypatch)
-    general, none = _train(setup, n_envs, general=True, monkeypatch=monkeypatch)
-    assert len(calls) == 3 * SMALL["n_steps"] and not none  # each path ran where expected
-    ended = len(fused.episode_returns)
-    assert ended >= 3 * n_envs  # episodes ended inside the rollouts (truncations included)
+def _assert_same_run(fused, general):
     a, b = flatten_state(fused.state_dict()), flatten_state(general.state_dict())
     assert a.keys() == b.keys()
     timed = ("steps_per_sec", "env_time", "policy_time", "update_time", "wall_time")
@@ -101,35 +103,59 @@ def test_the_one_call_step_gives_the_general_paths_bits(setup, n_envs, monkeypat
     assert [m["kl"] for m in fused.metrics] == [m["kl"] for m in general.metrics]
 
 
+@pytest.mark.parametrize("setup, n_envs, dtype", [
+    ("lean", 1, "float32"), ("lean", 3, "float32"), ("groups", 3, "float32"),
+    ("lean", 2, "float64"), ("lean", 2, "int16"),
+    ("lean", 2, "float16"),  # Numba converts no float16: the general path only
+])
+def test_the_one_call_step_gives_the_general_paths_bits(setup, n_envs, dtype, monkeypatch):
+    fused, statuses = _train(setup, n_envs, general=False, monkeypatch=monkeypatch,
+                             dtype=dtype)
+    general, none = _train(setup, n_envs, general=True, monkeypatch=monkeypatch, dtype=dtype)
+    # each path ran where expected
+    assert len(statuses) == (0 if dtype == "float16" else 3 * SMALL["n_steps"]) and not none
+    assert kernels.STEP_CHECK not in statuses
+    assert len(fused.episode_returns) >= 3 * n_envs  # episodes ended inside the rollouts
+    _assert_same_run(fused, general)
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 @pytest.mark.parametrize("fault, problem", [
     ([0.0, np.nan, 0.0], "[1] is nan (not finite)"),
-    ([np.inf, 0.0, 0.0], "[0] is inf (not finite)"),
-    ([1e155, 0.0, 0.0], "[0] is 1e+155 (its square overflows"),
+    ([0.0, 0.0, np.inf], "[2] is inf (not finite)"),
+    ([0.0, 0.0, 1e155], "[2] is 1e+155 (its square overflows"),
     # each square fits a float64, their sum does not
     ([1.3e154, 1.3e154, 0.0], "is 1.3e+154 (its square overflows"),
 ])
+@pytest.mark.parametrize("n_envs, instance", [(1, 0), (3, 2)])
 def test_observations_the_one_call_step_refuses_give_the_general_paths_error(
-        fault, problem, monkeypatch):
+        fault, problem, n_envs, instance, monkeypatch):
     errors = []
     for general in (False, True):
         with pytest.raises(EnvOutputError) as info:
-            _train("lean", 1, general=general, monkeypatch=monkeypatch, fault=fault,
-                   fault_step=47, dtype="float64")
+            _train("lean", n_envs, general=general, monkeypatch=monkeypatch, fault=fault,
+                   fault_step=47, fault_instance=instance, dtype="float64")
         errors.append(str(info.value))
     assert errors[0] == errors[1]
     # the env's 47th step is step 6 of the second rollout
-    assert "rollout step 6" in errors[0] and problem in errors[0], errors[0]
+    assert "rollout step 6" in errors[0] and f"env index {instance}" in errors[0]
+    assert problem in errors[0], errors[0]
 
 
-def test_a_large_observation_whose_squares_sum_finitely_is_taken(monkeypatch):
-    # squares sum to 2e300
-    fault = {"fault": [1e150, -1e150, 0.0], "fault_step": 47, "dtype": "float64"}
-    fused, calls = _train("lean", 1, general=False, monkeypatch=monkeypatch, **fault)
-    general, _ = _train("lean", 1, general=True, monkeypatch=monkeypatch, **fault)
-    assert len(calls) == 3 * SMALL["n_steps"]
-    np.testing.assert_array_equal(fused.theta, general.theta)
-    np.testing.assert_array_equal(fused.obs_rms.var, general.obs_rms.var)
+@pytest.mark.parametrize("fault, handed_back", [
+    ([1e150, -1e150, 0.0], True),  # squares sum to 2e300: the general path takes the step
+    ([1e140, 0.0, -1e140], False),  # 2e280: the one-call step takes it
+])
+@pytest.mark.parametrize("n_envs", [1, 3])
+def test_large_observations_whose_squares_sum_finitely_are_taken(fault, handed_back, n_envs,
+                                                                monkeypatch):
+    fault = {"fault": fault, "fault_step": 47, "fault_instance": n_envs - 1,
+             "dtype": "float64"}
+    fused, statuses = _train("lean", n_envs, general=False, monkeypatch=monkeypatch, **fault)
+    general, _ = _train("lean", n_envs, general=True, monkeypatch=monkeypatch, **fault)
+    assert statuses.count(kernels.STEP_CHECK) == handed_back
+    assert len(statuses) == 3 * SMALL["n_steps"]
+    _assert_same_run(fused, general)
 
 
 def test_the_kernel_writes_nothing_when_it_hands_a_step_back():
@@ -151,8 +177,7 @@ def test_the_kernel_writes_nothing_when_it_hands_a_step_back():
         clip_actions=True, actions_buf=np.zeros((T, E, A)), env_actions_buf=np.zeros((T, E, A)),
         logp_buf=np.zeros((T, E)), t=1)
     before = {k: np.array(v, copy=True) for k, v in args.items()}
-    with np.errstate(over="ignore"):
-        status, count, s_count = kernels.record_and_act(*args.values())
+    status, count, s_count = kernels.record_and_act(*args.values())
     assert status == kernels.STEP_CHECK and (count, s_count) == (7.0, 5.0)
     for k, v in args.items():
         np.testing.assert_array_equal(np.asarray(v), before[k], err_msg=k)
