@@ -538,7 +538,8 @@ class TRPO:
             fisher = self._fisher(theta_old, obs)
         else:
             fisher = FisherOperator(policy, theta_old, cache, out_old, np.dtype(cfg.fvp_dtype))
-        nat = natural_gradient_step(g, fisher, cfg.max_kl, cg_iters=cfg.cg_iters,
+        max_kl = self.trust_region_radius()
+        nat = natural_gradient_step(g, fisher, max_kl, cg_iters=cfg.cg_iters,
                                     damping=cfg.cg_damping, cg_rtol=cfg.cg_rtol)
         f0 = float(np.mean(adv)) + cfg.entropy_coef * entropy_old
 
@@ -570,7 +571,7 @@ class TRPO:
             ls = backtracking_line_search(
                 surrogate_and_kl, theta_old, nat.step,
                 expected_improvement=nat.expected_improvement,
-                max_constraint=cfg.max_kl, shrink=cfg.ls_shrink,
+                max_constraint=max_kl, shrink=cfg.ls_shrink,
                 max_backtracks=cfg.ls_max_backtracks, accept_ratio=cfg.ls_accept_ratio,
                 constraint_slack=cfg.ls_kl_slack, f0=f0,
             )
@@ -589,6 +590,19 @@ class TRPO:
             info.kl, info.surrogate_improvement = kl, objective - f0
             info.step_accepted = info.step_fraction = 1.0
         return info
+
+    def trust_region_radius(self) -> float:
+        """The KL radius of the next update: ``max_kl``, decayed linearly with the timesteps
+        trained so far to ``max_kl_end_fraction * max_kl`` at ``max_kl_decay_steps``.
+
+        It depends on ``num_timesteps`` alone, so a resumed run continues the schedule.
+        """
+        cfg = self.config
+        end = cfg.max_kl_end_fraction
+        if end == 1.0:
+            return cfg.max_kl
+        done = min(self.num_timesteps / cfg.max_kl_decay_steps, 1.0)
+        return cfg.max_kl * (1.0 - (1.0 - end) * done)
 
     def _fisher(self, theta: NDArray, obs: NDArray) -> Callable[[NDArray], NDArray]:
         """The Fisher-vector product on ``obs``: here, or summed over ``fvp_workers`` shards."""

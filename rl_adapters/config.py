@@ -133,6 +133,12 @@ class TRPOConfig:
                            interval=_UNIT)
     max_kl: float = _f(0.01, "trust-region radius delta on the mean KL(old || new)",
                        interval=_POSITIVE)
+    max_kl_end_fraction: float = _f(1.0, "radius at timestep max_kl_decay_steps as a fraction "
+                                    "of max_kl, reached by a linear decay (1: constant)",
+                                    interval=Interval(0.0, 1.0, low_open=True))
+    max_kl_decay_steps: int = _f(1_000_000, "timesteps over which the radius decays to "
+                                 "max_kl_end_fraction * max_kl (then stays there)",
+                                 interval=_POSITIVE_INT)
     cg_iters: int = _f(15, "conjugate-gradient iterations for F^{-1} g", interval=_POSITIVE_INT)
     cg_damping: float = _f(1e-3, "damping lambda added to the Fisher: (F + lambda I) x = g",
                            interval=_NON_NEGATIVE)
