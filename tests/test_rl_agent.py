@@ -33,6 +33,28 @@ def _assert_same_state(a, b):
             assert ma[k] == mb[k] or (np.isnan(ma[k]) and np.isnan(mb[k])), k
 
 
+def test_the_radius_decays_linearly_with_the_timesteps_trained():
+    # Update k starts at timestep k * 128: radius 0.01 * (1 - 0.9 * min(k * 128 / 512, 1)).
+    # The line search accepts only a KL within the radius, where a constant radius takes
+    # steps near 0.01 (so the last updates tell the schedule apart from no schedule).
+    runs = {}
+    for end in (1.0, 0.1):
+        agent = TRPO("CartPole-v1", seed=0, max_kl=0.01, max_kl_end_fraction=end,
+                     max_kl_decay_steps=512, **SMALL)
+        radii = []
+        for _ in range(6):
+            radii.append(agent.trust_region_radius())
+            agent.train_one_update()
+        runs[end] = radii, [float(m["kl"]) for m in agent.metrics]
+    expected = [0.01 * (1 - 0.9 * min(k * 128 / 512, 1.0)) for k in range(6)]
+    np.testing.assert_allclose(runs[0.1][0], expected, rtol=1e-15)
+    assert runs[1.0][0] == [0.01] * 6
+    (_, kl_decay), (_, kl_constant) = runs[0.1], runs[1.0]
+    assert kl_decay[0] == kl_constant[0]  # the same first radius: the same first step
+    assert all(kl <= r * (1 + 1e-9) for kl, r in zip(kl_decay, expected, strict=True))
+    assert max(kl_constant[-2:]) > expected[-1]
+
+
 def test_rejected_line_search_leaves_parameters_untouched():
     # accept_ratio so large that no trial can satisfy it: every trial is rejected.
     agent = TRPO("CartPole-v1", seed=0, ls_accept_ratio=1e9, **SMALL)
@@ -88,6 +110,8 @@ def test_same_seed_gives_bitwise_identical_runs(env_id, extra):
     ("CartPole-v1", {"normalize_obs": True, "normalize_reward": True}),
     ("Pendulum-v1", {"normalize_obs": True}),
     ("HalfCheetah-v5", {"n_envs": 1}),
+    # the radius schedule continues from the checkpoint's timestep count
+    ("CartPole-v1", {"max_kl_end_fraction": 0.2, "max_kl_decay_steps": 400}),
 ])
 def test_resume_after_k_updates_equals_uninterrupted_run(tmp_path, env_id, extra):
     config = {**SMALL, **extra}

@@ -84,6 +84,8 @@ RANGES = {
     "ls_max_backtracks": ([-1], [0, 3]),
     "max_kl": ([0.0, -1.0, math.inf, math.nan], [1e-12, 5.0]),
     "ls_kl_slack": ([0.0, math.inf], [1.0]),
+    "max_kl_end_fraction": ([0.0, -0.5, 1.01, math.nan], [1e-6, 0.5, 1.0]),
+    "max_kl_decay_steps": ([0, -1], [1, 10**9]),
     "cg_damping": ([-1e-12, math.inf, math.nan], [0.0, 1e6]),
     "gamma": ([-0.01, 1.01, math.nan], [0.0, 1.0]),
     "gae_lambda": ([1.5], [0.0, 1.0]),
