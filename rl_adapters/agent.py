@@ -598,11 +598,9 @@ class TRPO:
         It depends on ``num_timesteps`` alone, so a resumed run continues the schedule.
         """
         cfg = self.config
-        end = cfg.max_kl_end_fraction
-        if end == 1.0:
-            return cfg.max_kl
         done = min(self.num_timesteps / cfg.max_kl_decay_steps, 1.0)
-        return cfg.max_kl * (1.0 - (1.0 - end) * done)
+        # exactly max_kl when max_kl_end_fraction is 1 (the default): 1 - 0 * done = 1
+        return cfg.max_kl * (1.0 - (1.0 - cfg.max_kl_end_fraction) * done)
 
     def _fisher(self, theta: NDArray, obs: NDArray) -> Callable[[NDArray], NDArray]:
         """The Fisher-vector product on ``obs``: here, or summed over ``fvp_workers`` shards."""

@@ -800,7 +800,6 @@ class Collector:
         return RolloutBatch(obs_buf, act_buf, logp_buf, rew_buf, term_buf, trunc_buf, final_buf,
                             np.array(last_obs), ep_returns, ep_lengths, env_time, policy_time)
 
-
     def _end_episodes(self, t: int, done: NDArray, terminated: NDArray, truncated: NDArray,
                       final_obs: Any, final_buf: NDArray, returns_out: list[float],
                       lengths_out: list[int]) -> None:
