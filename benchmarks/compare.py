@@ -18,6 +18,9 @@ Sides:
   (``benchmarks/peers/sb3_trpo.py``'s learning run, torch on one thread); the same zoo entry
   is what ``TRPOConfig.from_sb3`` translates for our side of ``bench_trpo_learn.py``.
 
+Each run of ours records, beside each evaluation, the mean return of the stochastic
+training episodes that ended since the previous one and the critic's mean explained
+variance over those updates (``curve["train_return"]``, ``curve["explained_variance"]``).
 Each run records, besides the curve, its wall clock and its process CPU time (user + sys,
 from ``os.wait4`` on the child: imports, training and evaluations) and the CPU time of the
 training alone (``time.process_time`` around ``learn`` minus the evaluations', plus the CPU
@@ -133,6 +136,19 @@ def wide_final_eval(play_one: Any, seed: int, n_episodes: int) -> dict[str, Any]
             "eval_min": float(np.min(returns))}
 
 
+def training_window(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """The mean return of the training episodes that ended in ``rows`` (update metrics),
+    and the mean of their critic's explained variance; NaN where there is nothing."""
+    n = np.array([r["n_episodes"] for r in rows], dtype=float)
+    recent = np.array([r["ep_return_recent"] for r in rows], dtype=float)
+    has = n > 0
+    train_return = float(np.sum(n[has] * recent[has]) / np.sum(n[has])) if has.any() \
+        else float("nan")
+    explained = np.array([r["explained_variance"] for r in rows], dtype=float)
+    finite = np.isfinite(explained)
+    return train_return, float(np.mean(explained[finite])) if finite.any() else float("nan")
+
+
 def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: int,
                 eval_episodes: int, overrides: list[str], eval_seeds: str = "shared",
                 final_eval_episodes: int = 0) -> None:
@@ -145,7 +161,13 @@ def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: in
     config = TRPOConfig.for_env(env_id, **parse_overrides(overrides))
     agent = TRPO(env_id, seed=seed, config=config)
     declared = episode_seeds_for(eval_seeds, seed, eval_episodes)
-    curve: dict[str, list[float]] = {"timesteps": [], "eval_mean": [], "eval_std": []}
+    # Besides the deterministic evaluations, what training saw since the last one: the mean
+    # return of the stochastic episodes that ended (NaN if none did) and the critic's
+    # explained variance, averaged over those updates. They tell an evaluation's fall that
+    # training shares from one of the deterministic policy alone.
+    curve: dict[str, list[float]] = {"timesteps": [], "eval_mean": [], "eval_std": [],
+                                     "train_return": [], "explained_variance": []}
+    window: list[dict[str, Any]] = []
     result: dict[str, Any] = {
         "benchmark": "compare", "side": "ours", "env_id": env_id, "seed": seed,
         "status": "running", "total_timesteps": timesteps,
@@ -172,12 +194,17 @@ def worker_ours(env_id: str, seed: int, out: Path, timesteps: int, eval_freq: in
 
     def callback(agent: TRPO, metrics: dict[str, Any]) -> None:
         nonlocal next_eval
+        window.append(metrics)
         if agent.num_timesteps >= next_eval:
             next_eval += eval_freq
             mean, std = evaluate()
             curve["timesteps"].append(agent.num_timesteps)
             curve["eval_mean"].append(mean)
             curve["eval_std"].append(std)
+            train_return, explained = training_window(window)
+            curve["train_return"].append(train_return)
+            curve["explained_variance"].append(explained)
+            window.clear()
             result.update(curve=curve, status="running")
             write_json(out, result)
 
