@@ -7,6 +7,9 @@ fused path is compared with them, solve by solve: every output the TRPO agent's 
 depends on must be the same bits.
 """
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -284,3 +287,49 @@ def test_spectrum_is_found_in_the_kernel_without_a_call_of_its_own(monkeypatch, 
     monkeypatch.undo()
     lazy = tr.cg(A * scale, b, rtol=0.0, maxiter=60)
     _assert_same_spectrum(res, lazy)
+
+
+class _FreezingKernel:
+    """A stand-in for a Numba dispatcher with its freeze: ``compile`` after
+    ``disable_compile`` raises, as Numba's "compilation disabled" does. Compiling takes a
+    while, so that threads asking at once meet while it runs."""
+
+    def __init__(self):
+        self.compiles, self.frozen = 0, False
+        self._lock = threading.Lock()
+
+    def compile(self, signature):
+        with self._lock:
+            if self.frozen:
+                raise RuntimeError("compilation disabled")
+            self.compiles += 1
+            time.sleep(0.05)
+
+    def disable_compile(self):
+        self.frozen = True
+
+
+def test_threads_starting_their_first_solve_at_once_share_one_compiled_kernel(monkeypatch):
+    # the TRPO agent's policy step and trust-region critic start their first CG together
+    stub = _FreezingKernel()
+    monkeypatch.setattr(kc, "cg_step_real", stub)
+    monkeypatch.setattr(kc, "_STRICT", {})
+    n_threads = 8
+    start = threading.Barrier(n_threads)
+    got, errors = [], []
+
+    def first_solve():
+        start.wait()
+        try:
+            got.append(kc.strict_step_kernel(False))
+        except Exception as exc:  # whatever a thread met, reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_solve) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert stub.compiles == 1 and stub.frozen
+    assert len(got) == n_threads and all(k is stub for k in got)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import math
+import threading
 from typing import Any
 
 import llvmlite.binding as ll
@@ -433,6 +434,10 @@ def cg_resume_step_complex(
 
 
 _STRICT: dict[bool, Any] = {}
+# Two threads may start their first solve at once (the TRPO agent's policy step and its
+# trust-region critic fit do): the second must not ask Numba to compile a kernel the first
+# has just compiled and frozen ("compilation disabled").
+_STRICT_LOCK = threading.Lock()
 
 
 def strict_step_kernel(complex_: bool) -> Any:
@@ -450,13 +455,17 @@ def strict_step_kernel(complex_: bool) -> Any:
     (``WRONG_LENGTH``).
     """
     kernel = _STRICT.get(complex_)
-    if kernel is None:
-        kernel = cg_step_complex if complex_ else cg_step_real
-        dtype = types.complex128 if complex_ else types.float64
-        kernel.compile((types.Array(dtype, 2, "C"), types.Array(dtype, 1, "C"),
-                        types.float64[::1], types.float64[::1]))
-        kernel.disable_compile()
-        _STRICT[complex_] = kernel
+    if kernel is not None:
+        return kernel
+    with _STRICT_LOCK:
+        kernel = _STRICT.get(complex_)
+        if kernel is None:  # not built by a thread that held the lock before this one
+            kernel = cg_step_complex if complex_ else cg_step_real
+            dtype = types.complex128 if complex_ else types.float64
+            kernel.compile((types.Array(dtype, 2, "C"), types.Array(dtype, 1, "C"),
+                            types.float64[::1], types.float64[::1]))
+            kernel.disable_compile()
+            _STRICT[complex_] = kernel
     return kernel
 
 
