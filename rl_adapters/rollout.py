@@ -27,6 +27,7 @@ import itertools
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,26 @@ class SnapshotWrapper(gym.Wrapper):
             if "steps_beyond_terminated" in snap:
                 sbt = int(snap["steps_beyond_terminated"])
                 base.steps_beyond_terminated = None if sbt < 0 else sbt
+
+
+def _with_saved_state_precision(template: dict, saved: Any) -> dict:
+    """``template`` with its classic-control ``state`` in the saved array's float precision.
+
+    Gymnasium's classic-control envs change their state's dtype within an episode
+    (Acrobot-v1: float32 after ``reset``, float64 after a step; MountainCarContinuous-v0 the
+    other way round), so a snapshot taken mid-episode and one of a fresh env may differ in
+    precision alone. Both are the env's own; the setter restores the saved array as it is,
+    so the resumed episode continues in the precision it was saved in.
+    """
+    state = saved.get("state") if isinstance(saved, Mapping) else None
+    mine = template.get("state")
+    if (isinstance(state, np.ndarray) and isinstance(mine, np.ndarray)
+            and state.dtype in _STATE_PRECISIONS and mine.dtype in _STATE_PRECISIONS):
+        return {**template, "state": mine.astype(state.dtype)}
+    return template
+
+
+_STATE_PRECISIONS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _time_limit(env: gym.Env):
@@ -549,7 +570,7 @@ class Collector:
             if template is None:
                 raise StateError(key, "a saved episode of an environment that has no "
                                       "snapshot here (another environment?)")
-            check_like(saved, template, key)
+            check_like(saved, _with_saved_state_precision(template, saved), key)
 
     def close(self) -> None:
         for group in self.groups:
