@@ -15,6 +15,7 @@ environment returned an unusable observation, reward or flag), :class:`Checkpoin
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from rl_adapters.validation import CheckpointError, ConfigError, EnvOutputError, StateError
@@ -23,17 +24,21 @@ __all__ = ["TRPO", "CheckpointError", "ConfigError", "EnvOutputError", "StateErr
            "TRPOConfig", "load_policy"]
 
 
+#: The lazily imported names: where each lives.
+_LAZY = {"TRPO": ("rl_adapters.agent", "TRPO"),
+         "TRPOConfig": ("rl_adapters.config", "TRPOConfig"),
+         "load_policy": ("rl_adapters.checkpoint", "load_policy")}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "TRPO":
-        from rl_adapters.agent import TRPO
-
-        return TRPO
-    if name == "TRPOConfig":
-        from rl_adapters.config import TRPOConfig
-
-        return TRPOConfig
-    if name == "load_policy":
-        from rl_adapters.checkpoint import load_policy
-
-        return load_policy
-    raise AttributeError(f"module 'rl_adapters' has no attribute {name!r}")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'rl_adapters' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except AttributeError as exc:
+        # `from rl_adapters import TRPO` reports an AttributeError from here as "cannot
+        # import name 'TRPO'" and drops it, so one raised while importing (for example by
+        # a local file that shadows a package Numba imports) would leave no trace.
+        raise ImportError(f"importing {module} for rl_adapters.{name} failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
