@@ -423,3 +423,15 @@ def test_non_hermitian_direction_found_after_the_first_iteration():
     res = tr.cg(lambda v: (H + K) @ v, np.array([1.0, 0.0, 0.0], dtype=np.complex128))
     assert res.status is Status.NON_REAL_CURVATURE and res.nit == 1
     assert np.all(np.isfinite(res.x))
+
+
+def test_a_list_or_tuple_right_hand_side_solves_as_its_array():
+    # b is array_like: a list took the fast path's dtype lookup and raised AttributeError
+    A = np.array([[4.0, 1.0], [1.0, 3.0]])
+    ref = tr.cg(A, np.array([1.0, 2.0]), rtol=1e-12)
+    for b in ([1.0, 2.0], (1.0, 2.0), [1, 2]):
+        res = tr.cg(A, b, rtol=1e-12)
+        assert res.status == ref.status and res.nit == ref.nit
+        assert res.x.tobytes() == ref.x.tobytes()
+    with pytest.raises(ValueError, match=r"b must be 1-D, got shape \(\)"):
+        tr.cg(A, 1.0)

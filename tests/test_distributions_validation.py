@@ -136,3 +136,16 @@ def test_log_std_within_the_hard_limits_is_accepted_and_gives_no_nan(case):
                    dist.diag_gaussian_kl(case.mean, case.log_std, case.mean, case.log_std),
                    *dist.diag_gaussian_fisher_product(case.mean, case.log_std, x, case.log_std)):
         assert not np.any(np.isnan(values))
+
+
+@pytest.mark.parametrize("dtype", [">i8", "<i8", ">i4", ">u2"])
+def test_actions_in_either_byte_order_give_the_native_results(dtype):
+    # a big-endian integer array passed the dtype check and then failed to compile
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((4, 3))
+    native = np.array([0, 2, 1, 2])
+    actions = native.astype(dtype)
+    for f in (dist.categorical_log_prob, dist.categorical_log_prob_grad):
+        assert f(logits, actions).tobytes() == f(logits, native).tobytes()
+    with pytest.raises(ValueError, match=r"actions\[1\] = 3"):
+        dist.categorical_log_prob(logits, np.array([0, 3, 1, 2], dtype=">i8"))

@@ -186,6 +186,8 @@ def _actions(actions: Any, n: int, k: int) -> IntArray:
     array = actions if type(actions) is np.ndarray else np.asarray(actions)
     if array.dtype.kind not in "iu":
         raise TypeError(f"actions must be an integer array, got dtype {array.dtype}")
+    if not array.dtype.isnative:  # the same integers in this machine's byte order, which
+        array = array.astype(array.dtype.newbyteorder("="))  # the kernels compile for
     if array.shape != (n,):
         raise ValueError(f"actions must have shape ({n},), got shape {array.shape}")
     bad = _cat.categorical_find_invalid_action(array, k)

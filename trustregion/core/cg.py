@@ -536,7 +536,7 @@ def _solve(
             bb_probed = b_info.lo_sq < bb_fused < b_info.hi_sq
         elif not b_info.is_complex:
             bb_probed = b_info.lo_sq < _k.dot(b, b) < b_info.hi_sq
-    bb_dtype = b.dtype
+    bb_dtype = b.dtype if bb_probed else None  # (b may be a list or a scalar here)
     if not bb_probed:
         b = v.float_vector(name_b, b, allow_complex=complex_ok)
     n = b.shape[0]
