@@ -549,10 +549,11 @@ def _make_agent(env_id: str, seed: int, config: Any) -> Any:
     import gymnasium as gym
 
     from rl_adapters.agent import TRPO
+    from rl_adapters.env_checks import UnsupportedSpaceError
 
     try:
         return TRPO(env_id, seed=seed, config=config)
-    except (ValueError, gym.error.Error) as exc:
+    except (ValueError, UnsupportedSpaceError, gym.error.Error) as exc:
         raise CLIError(f"cannot train on {env_id}: {exc}") from None
 
 

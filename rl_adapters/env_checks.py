@@ -49,6 +49,11 @@ class UnknownEnvError(ValueError, gym.error.Error):
     as Gymnasium's own ``NameNotFound`` and ``VersionNotFound`` are."""
 
 
+class UnsupportedSpaceError(TypeError):
+    """An environment whose observation or action space the agent cannot act in (a
+    TypeError: the env is of a type the agent does not take)."""
+
+
 def check_env_id(env_id: Any) -> str:
     """``env_id`` if Gymnasium can make it; else an UnknownEnvError naming it and close ids.
 
@@ -85,28 +90,29 @@ def env_name(env: Any) -> str:
 
 # ------------------------------------------------------------------- spaces
 def check_spaces(observation_space: Any, action_space: Any, name: str) -> None:
-    """Raise TypeError unless the agent supports these spaces (see :data:`_SUPPORTED`)."""
+    """Raise UnsupportedSpaceError (a TypeError) unless the agent supports these spaces
+    (see :data:`_SUPPORTED`)."""
+    obs = f"env {name!r}: observation space {observation_space}"
     if not isinstance(observation_space, spaces.Box):
         hint = ""
         if isinstance(observation_space, spaces.Dict | spaces.Tuple):
             hint = ("; for a Dict or Tuple of Boxes, wrap the env with "
                     "gymnasium.wrappers.FlattenObservation (one flat Box)")
-        raise TypeError(f"env {name!r}: observation space {observation_space} is not supported "
-                        f"(supported: {_SUPPORTED}){hint}")
+        raise UnsupportedSpaceError(f"{obs} is not supported (supported: {_SUPPORTED}){hint}")
     if len(observation_space.shape) != 1 or observation_space.shape[0] < 1:
-        raise TypeError(f"env {name!r}: observation space {observation_space} is not supported: "
-                        f"the policy takes a flat Box (supported: {_SUPPORTED}); wrap the env "
-                        "with gymnasium.wrappers.FlattenObservation")
+        raise UnsupportedSpaceError(
+            f"{obs} is not supported: the policy takes a flat Box (supported: {_SUPPORTED}); "
+            "wrap the env with gymnasium.wrappers.FlattenObservation")
     if observation_space.dtype is None or observation_space.dtype.kind not in "biuf":
-        raise TypeError(f"env {name!r}: observation space {observation_space} has dtype "
-                        f"{observation_space.dtype}; observations must be real numbers")
+        raise UnsupportedSpaceError(f"{obs} has dtype {observation_space.dtype}; observations "
+                                    "must be real numbers")
     ok = (isinstance(action_space, spaces.Discrete)
           or (isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1)
           or (isinstance(action_space, spaces.Box) and len(action_space.shape) == 1
               and action_space.shape[0] >= 1))
     if not ok:
-        raise TypeError(f"env {name!r}: action space {action_space} is not supported "
-                        f"(supported: {_SUPPORTED})")
+        raise UnsupportedSpaceError(f"env {name!r}: action space {action_space} is not "
+                                    f"supported (supported: {_SUPPORTED})")
 
 
 def same_spaces(env: Any, observation_space: spaces.Space, action_space: spaces.Space) -> None:

@@ -23,6 +23,9 @@ def _one_line_error(capsys, rc):
 
 @pytest.mark.parametrize("argv, needle", [
     (["train", "NoSuchEnv-v0"], "unknown environment id"),
+    # spaces the agent cannot act in (a TypeError, which used to end in a traceback)
+    (["train", "FrozenLake-v1"], "observation space Discrete(16) is not supported"),
+    (["train", "Blackjack-v1"], "FlattenObservation"),
     (["train", "CartPole-v1", "max_kl=abc"], "max_kl=abc"),
     (["train", "CartPole-v1", "nope=1"], "unknown config key"),
     (["train", "CartPole-v1", "max_kl=-1"], "max_kl"),
