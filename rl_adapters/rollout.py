@@ -126,7 +126,9 @@ class SnapshotWrapper(gym.Wrapper):
             state = np.empty(mujoco.mj_stateSize(base.model, spec))
             mujoco.mj_getState(base.model, base.data, state, spec)
             snap["mujoco_state"] = state
-        elif isinstance(getattr(base, "state", None), np.ndarray):
+        elif _is_state(getattr(base, "state", None)):
+            # (MountainCar-v0 keeps a tuple of two floats after a step, an array after reset;
+            # restored as an array, which its step unpacks to the same floats)
             snap["state"] = np.array(base.state)
             if hasattr(base, "steps_beyond_terminated"):
                 sbt = base.steps_beyond_terminated
@@ -155,6 +157,14 @@ class SnapshotWrapper(gym.Wrapper):
             if "steps_beyond_terminated" in snap:
                 sbt = int(snap["steps_beyond_terminated"])
                 base.steps_beyond_terminated = None if sbt < 0 else sbt
+
+
+def _is_state(state: Any) -> bool:
+    """Whether ``state`` is a classic-control env's state: an array, or a tuple of floats."""
+    if isinstance(state, np.ndarray):
+        return True
+    return (isinstance(state, tuple) and len(state) > 0
+            and all(isinstance(x, float | np.floating) for x in state))
 
 
 def _with_saved_state_precision(template: dict, saved: Any) -> dict:

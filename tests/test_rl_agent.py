@@ -112,9 +112,11 @@ def test_same_seed_gives_bitwise_identical_runs(env_id, extra):
     ("HalfCheetah-v5", {"n_envs": 1}),
     # the radius schedule continues from the checkpoint's timestep count
     ("CartPole-v1", {"max_kl_end_fraction": 0.2, "max_kl_decay_steps": 400}),
-    # saved mid-episode: Gymnasium changes these envs' state dtype between reset and step
+    # saved mid-episode: Gymnasium changes these envs' state dtype between reset and step,
+    # and MountainCar-v0's state from an array to a tuple
     ("Acrobot-v1", {}),
     ("MountainCarContinuous-v0", {}),
+    ("MountainCar-v0", {}),
 ])
 def test_resume_after_k_updates_equals_uninterrupted_run(tmp_path, env_id, extra):
     config = {**SMALL, **extra}
