@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from rl_adapters.validation import EnvOutputError
 
 __all__ = ["CheckedEnv", "UnknownEnvError", "check_batch", "check_env_id", "check_spaces",
-           "env_name", "insert_innermost"]
+           "env_name", "has_own_wrappers", "insert_innermost"]
 
 _SUPPORTED = ("observations: a 1-D Box; actions: Discrete, 1-D MultiDiscrete or a 1-D Box")
 _BOOL_TYPES = (bool, np.bool_)
@@ -219,6 +219,22 @@ class CheckedEnv(gym.Wrapper):
         elif isinstance(reward, int | float):  # bool, or a subclass of int or float
             return
         raise self._fail("reward", f"is {_describe(reward)}, expected a real number", "step")
+
+
+#: The wrappers ``gymnasium.make`` adds itself; they pass outputs through unchanged.
+_MAKE_WRAPPERS = (gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing,
+                  gym.wrappers.PassiveEnvChecker)
+
+
+def has_own_wrappers(env: gym.Env) -> bool:
+    """Whether ``env`` (from ``gymnasium.make``) holds wrappers besides the ones ``make``
+    adds: wrappers its entry point put there, whose outputs no check below them sees."""
+    node = env
+    while isinstance(node, gym.Wrapper):
+        if not isinstance(node, _MAKE_WRAPPERS):
+            return True
+        node = node.env
+    return False
 
 
 def insert_innermost(env: gym.Env, wrap) -> gym.Env:

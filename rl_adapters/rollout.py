@@ -53,6 +53,7 @@ from rl_adapters.env_checks import (
     check_batch,
     check_spaces,
     env_name,
+    has_own_wrappers,
     insert_innermost,
 )
 from rl_adapters.policies import CategoricalPolicy, DiagGaussianPolicy
@@ -200,8 +201,13 @@ def make_env_fn(env_id: str, **kwargs):
     def thunk():
         env = gym.make(env_id, disable_env_checker=True, **kwargs)
         check_spaces(env.observation_space, env.action_space, env_id)
+        outer_check = has_own_wrappers(env)
         # Innermost, so that Gymnasium's wrappers never see an output that fails the checks.
         env = insert_innermost(env, lambda base: CheckedEnv(base, env_id))
+        if outer_check:
+            # The env's entry point wrapped it (a user's wrapper, or one that transforms
+            # outputs): what those wrappers return is what the agent reads, so check it too.
+            env = CheckedEnv(env, env_id)
         return SnapshotWrapper(env)
 
     return thunk

@@ -5,6 +5,8 @@ raised before the agent's parameters, normalizers and random streams change.
 """
 
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -256,3 +258,45 @@ def test_the_error_survives_a_subprocess_vector_env(fault, message):
         assert info.value.field == "reward"
     finally:
         agent.close()
+
+
+class _SpoilsTheFifthStep(gym.Wrapper):
+    """A wrapper that a registered env's entry point puts around a well-behaved env, and
+    that spoils one field of its fifth step's output."""
+
+    def __init__(self, env, field, value):
+        super().__init__(env)
+        self.field, self.value, self.steps = field, value, 0
+
+    def step(self, action):
+        out = dict(zip(("obs", "reward", "terminated", "truncated", "info"),
+                       self.env.step(action), strict=True))
+        self.steps += 1
+        if self.steps == 5:
+            out[self.field] = self.value
+        return tuple(out.values())
+
+
+@pytest.mark.parametrize("vector_env", ["sync", "gym_sync", "async"])
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("reward", np.array([1.0]), "reward is an array of shape (1,)"),
+    ("obs", np.zeros(2, np.float32), "observation has shape (2,)"),
+    ("truncated", "no", "truncated is str 'no', expected a bool"),
+    ("reward", "1", "reward is str '1', expected a real number"),
+])
+@pytest.mark.filterwarnings("ignore::UserWarning")  # gymnasium logs the worker's traceback
+def test_the_outputs_of_a_registered_envs_own_wrapper_are_checked(vector_env, field, value,
+                                                                 message):
+    # the checks sat below the entry point's wrapper: its outputs reached NumPy, Numba or
+    # Gymnasium's vector env raw, or were silently coerced ("no" read as True)
+    env_id = "BadInputOwnWrapper-v0"
+    gym.register(env_id, entry_point=lambda: _SpoilsTheFifthStep(
+        gym.make("Pendulum-v1"), field, value))
+    try:
+        agent = TRPO(env_id, seed=0, n_envs=2, vector_env=vector_env, critic_process=False,
+                     **SMALL)
+        with pytest.raises(EnvOutputError, match=re.escape(message)):
+            agent.learn(32)
+        agent.close()
+    finally:
+        del gym.registry[env_id]
