@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trustregion as tr
@@ -189,3 +189,68 @@ def test_bad_input_raises(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         tr.steihaug_cg(args.pop("hessp"), args.pop("g"), args.pop("radius"), **args)
+
+
+# -- extreme scales: the rescaled problem's answer, or a status; never an OverflowError -------
+
+
+def test_subnormal_gradient_is_solved_not_overflow_error():
+    """2^-e with e = -1029 in _safe_norm raised a raw OverflowError from math.ldexp."""
+    g = np.full(2, 1e-310)
+    res = tr.steihaug_cg(lambda v: v, g, 1.0, rtol=1e-10)
+    assert res.status is Status.CONVERGED and res.success, res.message
+    np.testing.assert_array_equal(res.p, -g)  # H = I: the Newton step, well inside
+
+
+def test_scale_factors_stay_consistent_when_far_apart():
+    """g = 1e-300, H = I, radius = 1e300 gave CONVERGED with p = -0.08 instead of -g (the
+    factors for g and H were clamped separately), and radius 1.7e308 raised OverflowError."""
+    g = np.full(2, 1e-300)
+    res = tr.steihaug_cg(lambda v: v, g, 1e300, rtol=1e-10)
+    assert res.status is Status.CONVERGED, res.message
+    np.testing.assert_allclose(res.p, -g, rtol=1e-15)
+    res = tr.steihaug_cg(lambda v: v, np.ones(2), 1.7e308, rtol=1e-10)
+    assert res.status is Status.CONVERGED, res.message
+    np.testing.assert_allclose(res.p, -np.ones(2), rtol=1e-15)
+
+
+def test_boundary_beyond_the_capped_region_is_out_of_range():
+    """A subnormal g with a huge radius, on an indefinite H: the boundary point cannot be
+    formed in the rescaled units; a status, not a wrong step."""
+    res = tr.steihaug_cg(lambda v: -v, np.full(2, 1e-310), 1e200, rtol=1e-10)
+    assert res.status is Status.OUT_OF_RANGE and not res.success, res.message
+    assert np.array_equal(res.p, np.zeros(2))
+    assert "too far apart" in res.message
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    h_diag=st.lists(st.sampled_from([-4.0, -1.0, 0.5, 1.0, 2.0, 8.0]), min_size=1, max_size=4),
+    g_ints=st.lists(st.integers(-15, 15), min_size=4, max_size=4),
+    radius=st.sampled_from([0.25, 1.0, 3.0, 40.0]),
+    e_g=st.integers(-1060, 1012),
+    e_r=st.integers(-1060, 1012),
+)
+def test_steihaug_at_any_binary_scale(h_diag, g_ints, radius, e_g, e_r):
+    """g -> 2^e_g g, H -> 2^(e_g - e_r) H, radius -> 2^e_r radius scales p by 2^e_r exactly
+    (substitute p = 2^e_r q and multiply the model by 2^-(e_g + e_r))."""
+    n = len(h_diag)
+    H0 = np.diag(h_diag)
+    g0 = np.array(g_ints[:n], dtype=float)
+    e_h = e_g - e_r
+    if not np.any(g0) or not -1060 <= e_h <= 1012:
+        return
+    ref = tr.steihaug_cg(H0.dot, g0, radius, rtol=1e-10)
+    res = tr.steihaug_cg(
+        lambda u: np.ldexp(H0 @ u, e_h), np.ldexp(g0, e_g), np.ldexp(radius, e_r), rtol=1e-10
+    )
+    assert np.all(np.isfinite(res.p))
+    if res.success:
+        assert ref.success
+        # an H' that underflows internally has zero curvature: BOUNDARY may read NEGATIVE_CURVATURE
+        assert res.hits_boundary == ref.hits_boundary, res.message
+        atol = np.ldexp(8.0, -1074 - e_r)  # subnormal steps keep only the bits above 2^-1074
+        np.testing.assert_allclose(np.ldexp(res.p, -e_r), ref.p, rtol=1e-9, atol=atol)
+    else:
+        assert res.status in (Status.OUT_OF_RANGE, Status.NON_FINITE, ref.status), res.message
+        assert not np.any(res.p) or res.status is ref.status

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import trustregion as tr
@@ -151,3 +151,112 @@ def test_float32_kept():
 def test_bad_input_raises(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# -- extreme scales: a finite step equal to the rescaled problem's, or OUT_OF_RANGE ------------
+
+H0 = np.diag([2.0, 8.0])
+G0 = np.array([1.0, 1.0])
+D0 = np.array([0.5, 0.125])  # H0^-1 g0, exactly
+HD0 = H0 @ D0  # [1, 1]
+
+
+def test_scale_step_huge_delta_over_small_curvature_is_finite():
+    """2 delta / d^T H d overflowed: BOUNDARY with step = [inf, inf] and beta = inf."""
+    ref = tr.scale_step(G0, D0, HD0, delta=1.0)
+    res = tr.scale_step(G0, D0, HD0 * 1e-100, delta=1e300)  # step = ref.step * 1e200
+    assert res.status is Status.BOUNDARY and res.success, res.message
+    np.testing.assert_allclose(res.step, ref.step * 1e200, rtol=1e-14)
+    assert res.beta == pytest.approx(ref.beta * 1e200, rel=1e-14)
+    # with powers of two the rescaling is exact: delta 2^996, H 2^-332 -> step 2^664 ref
+    res = tr.scale_step(G0, D0, np.ldexp(HD0, -332), delta=2.0**996)
+    assert res.status is Status.BOUNDARY
+    np.testing.assert_allclose(np.ldexp(res.step, -664), ref.step, rtol=1e-15)
+    assert res.predicted_constraint == 2.0**996
+
+
+def test_natural_step_huge_delta_over_small_curvature_is_finite():
+    res = tr.natural_gradient_step(np.ones(2), lambda v: 1e100 * v, 1e300)
+    assert res.status is Status.BOUNDARY and res.success, res.message
+    np.testing.assert_allclose(res.step, [1e100, 1e100], rtol=1e-12)  # the exact step
+    assert np.isfinite(res.beta)
+
+
+def test_scale_step_subnormal_hd_is_rescaled_not_overflow_error():
+    """2^-e_h with e_h = -1046 raised a raw OverflowError from math.ldexp."""
+    ref = tr.scale_step(G0, D0, HD0, delta=0.01)
+    res = tr.scale_step(G0, D0, np.ldexp(HD0, -1050), delta=0.01)  # exact subnormal Hd
+    assert res.status is Status.BOUNDARY, res.message
+    np.testing.assert_allclose(np.ldexp(res.step, -525), ref.step, rtol=1e-15)
+    res = tr.scale_step([1, 1], [0.5, 0.125], [1e-315, 1e-315], 0.01)  # the reported call
+    assert res.status is Status.BOUNDARY and np.all(np.isfinite(res.step))
+
+
+def test_natural_step_subnormal_gradient_is_rescaled_not_overflow_error():
+    res = tr.natural_gradient_step(np.full(2, 1e-310), lambda v: 1e-146 * v, 1e-300)
+    assert res.status is Status.BOUNDARY, res.message
+    # x* = sqrt(2 delta / g^T H^-1 g) H^-1 g = sqrt(2e-300 / 2e-474) 1e-164 = 1e-77
+    np.testing.assert_allclose(res.step, [1e-77, 1e-77], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("g", "d", "Hd", "delta"),
+    [
+        # d^T H d and g^T d in the safe window, beta = 1e10 finite, beta d = 1e310
+        ([1e-300, 1e-300], [1e300, 1e300], [1e-300, 1e-300], 1e20),
+        # rescaled path: sqrt(2 delta / d^T H d) d ~ 1e310
+        ([1.0, 1.0], [0.5, 0.125], [1e-320, 1e-320], 1e300),
+        # the step (~1e-5) fits, beta ~ 1e315 does not
+        ([1.0, 1.0], [1e-320, 1e-320], [1e-10, 1e-10], 1e300),
+    ],
+)
+def test_scale_step_overflowing_step_or_beta_is_out_of_range(g, d, Hd, delta):
+    res = tr.scale_step(g, d, Hd, delta)
+    assert res.status is Status.OUT_OF_RANGE and not res.success, res.message
+    assert np.array_equal(res.step, np.zeros(2)) and res.beta == 0.0
+    assert "overflows" in res.message and "rescale" in res.message
+
+
+def _pow2_vectors(size):
+    # small integers times small powers of two: exact at any binary scale down to 2^-1065
+    return st.lists(
+        st.tuples(st.integers(1, 15), st.integers(-3, 3)), min_size=size, max_size=size
+    ).map(lambda pairs: np.array([np.ldexp(float(m), e) for m, e in pairs]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    base=st.integers(1, 4).flatmap(lambda n: st.tuples(*(_pow2_vectors(n),) * 3)),
+    e_g=st.integers(-1062, 1012),
+    e_d=st.integers(-1062, 1012),
+    e_hd=st.integers(-1062, 1012),
+    e_delta=st.integers(-1072, 1020),
+)
+def test_scale_step_at_any_binary_scale(base, e_g, e_d, e_hd, e_delta):
+    """Finite, success and the rescaled answer, or OUT_OF_RANGE when the answer overflows.
+
+    Scaling g by 2^e_g, d by 2^e_d, H d by 2^e_hd (H by 2^(e_hd - e_d)) and delta by
+    2^e_delta scales the step by sqrt(2^(e_delta - e_hd + e_d)), beta by that over 2^e_d.
+    """
+    g0, d0, hd0 = base  # all positive: g^T d > 0 and d^T H d > 0
+    k = e_delta - e_hd + e_d
+    half, odd = k // 2, k % 2
+    ref = tr.scale_step(g0, d0, hd0, delta=3.0 * 2.0**odd)  # the unit-scale copy
+    assert ref.status is Status.BOUNDARY
+    res = tr.scale_step(
+        np.ldexp(g0, e_g), np.ldexp(d0, e_d), np.ldexp(hd0, e_hd), np.ldexp(3.0, e_delta)
+    )
+    log2_step = np.log2(np.abs(ref.step).max()) + half
+    log2_beta = np.log2(ref.beta) + half - e_d
+    if res.success:
+        assert res.status is Status.BOUNDARY
+        assert np.all(np.isfinite(res.step)) and np.isfinite(res.beta)
+        # subnormal steps keep only the bits above 2^-1074
+        atol = np.ldexp(4.0, -1074 - half)
+        np.testing.assert_allclose(np.ldexp(res.step, -half), ref.step, rtol=1e-14, atol=atol)
+        if log2_beta > -1020:
+            assert np.ldexp(res.beta, -(half - e_d)) == pytest.approx(ref.beta, rel=1e-14)
+    else:
+        assert res.status is Status.OUT_OF_RANGE, res.message
+        assert max(log2_step, log2_beta) > 1023  # the answer really does not fit float64
+        assert not np.any(res.step) and res.beta == 0.0

@@ -51,6 +51,10 @@ _WHAT_HAPPENED = {
     Status.INDEFINITE_PRECONDITIONER: (
         "r^T M r <= 0: the preconditioner is not positive definite; last good iterate returned"
     ),
+    Status.OUT_OF_RANGE: (
+        "the scales of g, radius and hessp are too far apart for the floating-point type "
+        "(the step or the region does not fit it); the step is zero"
+    ),
 }
 # On the boundary and along negative curvature are answers of the subproblem, not failures.
 _SUCCESS = frozenset({Status.CONVERGED, Status.BOUNDARY, Status.NEGATIVE_CURVATURE})
@@ -71,8 +75,9 @@ class SteihaugResult:
         Calls to ``hessp`` (calls to the preconditioner are not counted).
     status : Status
         Why it stopped: ``CONVERGED`` (inside the region), ``BOUNDARY``,
-        ``NEGATIVE_CURVATURE`` (followed to the boundary), ``MAX_ITER``, ``NON_FINITE`` or
-        ``INDEFINITE_PRECONDITIONER``.
+        ``NEGATIVE_CURVATURE`` (followed to the boundary), ``MAX_ITER``, ``NON_FINITE``,
+        ``INDEFINITE_PRECONDITIONER`` or ``OUT_OF_RANGE`` (the problem is too badly scaled
+        for the dtype: the step would overflow, or lies on a boundary that does not fit).
     success : bool
         True for ``CONVERGED``, ``BOUNDARY`` and ``NEGATIVE_CURVATURE``: ``p`` solves the
         subproblem as Steihaug's method defines it.
@@ -140,13 +145,27 @@ def _ldexp(x: float, e: int) -> float:
         return math.copysign(math.inf, x)
 
 
+def _times_pow2(u: np.ndarray, e: int) -> np.ndarray:
+    """``u * 2**e`` in float64, exact unless the result leaves the normal range.
+
+    One product when ``2**e`` is a float64 (then bit for bit ``u * math.ldexp(1.0, e)``);
+    otherwise two, as ``2**e`` itself over- or underflows (a subnormal ``u`` needs
+    ``e`` up to 1074, and ``math.ldexp(1.0, 1024)`` raises).
+    """
+    u = np.asarray(u, dtype=np.float64)
+    if -1074 <= e <= 1023:
+        return u * math.ldexp(1.0, e)
+    first = e // 2
+    return (u * math.ldexp(1.0, first)) * math.ldexp(1.0, e - first)
+
+
 def _safe_norm(u: np.ndarray) -> float:
     """``||u||`` without overflow or underflow of the squares (computed in float64)."""
     m = float(np.max(np.abs(u)))
     if m == 0.0:
         return 0.0
     e = math.frexp(m)[1]
-    scaled = u.astype(np.float64) * math.ldexp(1.0, -e)
+    scaled = _times_pow2(u, -e)
     return _ldexp(math.sqrt(float(np.dot(scaled, scaled))), e)
 
 
@@ -241,13 +260,18 @@ def steihaug_cg(
 
     # Scale safety: a gradient or radius far from unit scale would overflow or underflow the
     # squared norms below (g = 1e200 gave "converged" with p = 0). The subproblem is then
-    # solved for g' = c_g g, H' = c_H H, radius' = radius c_g / c_H with powers of two (exact),
-    # chosen so that ||g'|| and radius' are near 1; p = p' c_H / c_g.
+    # solved for g' = 2^k_g g, H' = 2^(k_g + e_s) H, radius' = radius 2^-e_s, with p = p' 2^e_s
+    # (substitute p = 2^e_s p' and multiply the model by 2^(k_g - e_s)): powers of two, so
+    # exact. k_g = -e_g and e_s = e_r bring ||g'|| and radius' near 1. The three factors must
+    # stay consistent: clamping them separately solved another problem (g = 1e-300, H = I,
+    # radius = 1e300 gave p = -0.08 instead of -g).
     window = 200 if dtype == np.float64 else 25
     with np.errstate(over="ignore", under="ignore"):
         gg = float(np.dot(g, g))
     lo_sq, hi_sq = math.ldexp(1.0, -2 * window), math.ldexp(1.0, 2 * window)
     e_g = e_r = 0
+    k_g = e_s = k_H = 0
+    radius_capped = False
     if not (lo_sq < gg < hi_sq) or not (
         math.ldexp(1.0, -window) < radius < math.ldexp(1.0, window)
     ):
@@ -258,13 +282,35 @@ def steihaug_cg(
     if scaled:
         limit = 1000 if dtype == np.float64 else 120
         g_true_norm = _safe_norm(g)
-        g = g * dtype.type(math.ldexp(1.0, max(-limit, min(limit, -e_g))))
-        c_H = dtype.type(math.ldexp(1.0, max(-limit, min(limit, e_r - e_g))))
-        radius = math.ldexp(radius, -e_r)
+        k_g, e_s = -e_g, e_r
+        k_H = k_g + e_s
+        if k_H > limit:
+            # 2^k_H does not fit the dtype, and H' would overflow for an H of unit scale
+            # (a subnormal g on radius 1): take a smaller unit for p instead, which makes
+            # radius' larger than 1 (CG then typically converges well inside it).
+            k_H = limit
+            e_s = k_H - k_g
+        # (k_H < -limit needs no such care: an H' that underflows is negligible next to
+        # g' and radius' of unit scale, and _times_pow2 applies 2^k_H exactly otherwise.)
+        g = _times_pow2(g, k_g).astype(dtype)
+        radius = _ldexp(radius, -e_s)
+        if radius > math.ldexp(1.0, window):
+            # radius'^2 would overflow: cap it. A step that stays inside is unaffected; one
+            # that reaches the capped boundary is reported OUT_OF_RANGE in finish().
+            radius = math.ldexp(1.0, window)
+            radius_capped = True
         user_hessp = hessp
+        if -limit <= k_H:
+            c_H = dtype.type(math.ldexp(1.0, k_H))
 
-        def hessp(u: np.ndarray) -> np.ndarray:  # the rescaled operator H'
-            return v.matvec_output("hessp", user_hessp(u), n, dtype) * c_H
+            def hessp(u: np.ndarray) -> np.ndarray:  # the rescaled operator H'
+                return v.matvec_output("hessp", user_hessp(u), n, dtype) * c_H
+        else:
+
+            def hessp(u: np.ndarray) -> np.ndarray:  # the rescaled operator H'
+                Hu = v.matvec_output("hessp", user_hessp(u), n, dtype)
+                with np.errstate(under="ignore"):
+                    return _times_pow2(Hu, k_H).astype(dtype)
 
         gg = float(np.dot(g, g))
         g_norm = math.sqrt(gg)
@@ -284,14 +330,31 @@ def steihaug_cg(
         reduction = -(float(np.dot(g, p)) + 0.5 * float(np.dot(p, Hp)))
         residual = float(np.linalg.norm(g + Hp))
         if scaled:
-            # back to the caller's units: p = p' 2^e_r, m(p) = m'(p') 2^(e_r + e_g),
-            # g + H p = (g' + H' p') 2^e_g
+            # back to the caller's units: p = p' 2^e_s, m(p) = m'(p') 2^(e_s - k_g),
+            # g + H p = (g' + H' p') 2^-k_g
             with np.errstate(over="ignore", under="ignore"):
-                p = p * dtype.type(2.0) ** e_r if abs(e_r) < 120 else (
-                    p.astype(np.float64) * math.ldexp(1.0, e_r)
-                ).astype(dtype)
-            reduction = _ldexp(reduction, e_r + e_g)
-            residual = _ldexp(residual, e_g)
+                p = p * dtype.type(2.0) ** e_s if abs(e_s) < 120 else (
+                    _times_pow2(p, e_s).astype(dtype)
+                )
+            reduction = _ldexp(reduction, e_s - k_g)
+            residual = _ldexp(residual, -k_g)
+            on_capped_boundary = radius_capped and status in (
+                Status.BOUNDARY, Status.NEGATIVE_CURVATURE
+            )
+            if on_capped_boundary or not np.all(np.isfinite(p)):
+                # the boundary point of the capped region is not the caller's, or the step
+                # overflows the dtype (float32 on a radius of 1e300): no step to give
+                return SteihaugResult(
+                    p=np.zeros(n, dtype=dtype),
+                    nit=nit,
+                    nhev=nhev,
+                    status=Status.OUT_OF_RANGE,
+                    success=False,
+                    hits_boundary=False,
+                    predicted_reduction=0.0,
+                    residual_norm=_ldexp(float(np.linalg.norm(g)), -k_g),
+                    message=render(Status.OUT_OF_RANGE, _WHAT_HAPPENED[Status.OUT_OF_RANGE]),
+                )
         return SteihaugResult(
             p=p,
             nit=nit,

@@ -34,6 +34,10 @@ _WHAT_HAPPENED = {
     Status.NON_FINITE: "the direction or H d is not finite (check hvp); the step is zero",
     Status.ZERO_DIRECTION: "the direction is zero; the step is zero",
     Status.NOT_ASCENT: "g^T d = {gd:.3e} <= 0: not an ascent direction; the step is zero",
+    Status.OUT_OF_RANGE: (
+        "the step or beta overflows the floating-point type (d^T H d = {curv:.3e}); "
+        "the step is zero"
+    ),
 }
 
 
@@ -55,7 +59,8 @@ class ScaledStep:
         :math:`\\tfrac12 s^T H s`, equal to :math:`\\delta` to rounding for an ``BOUNDARY`` step.
     status : Status
         ``BOUNDARY`` (the step lies on the boundary), or why there is no step:
-        ``NEGATIVE_CURVATURE``, ``NON_FINITE``, ``ZERO_DIRECTION``, ``NOT_ASCENT``.
+        ``NEGATIVE_CURVATURE``, ``NON_FINITE``, ``ZERO_DIRECTION``, ``NOT_ASCENT``, or
+        ``OUT_OF_RANGE`` (the step or :math:`\\beta` overflows the dtype).
     success : bool
         True exactly when ``status`` is ``BOUNDARY``.
     message : str
@@ -90,7 +95,9 @@ def scale_step(g: Any, direction: Any, Hd: Any, delta: float) -> ScaledStep:
     -------
     ScaledStep
         With ``status`` ``BOUNDARY``: ``step = beta * d``, ``beta = sqrt(2 delta / d^T H d)``.
-        Otherwise a zero step and a status saying why; never NaN.
+        Otherwise a zero step and a status saying why; never NaN, never an infinite step
+        (``OUT_OF_RANGE`` when the step or beta overflows). ``expected_improvement`` is
+        inf when only :math:`g^T s` exceeds the dtype (the step itself is exact).
 
     Examples
     --------
@@ -141,47 +148,67 @@ def scale_step(g: Any, direction: Any, Hd: Any, delta: float) -> ScaledStep:
             return rejected(Status.NEGATIVE_CURVATURE)
         if gd <= 0.0:
             return rejected(Status.NOT_ASCENT)
-        beta = float(np.sqrt(2.0 * delta / curvature))
-        step = (beta * d).astype(dtype, copy=False)
-    else:
-        e_g, e_d, e_h = exps
-        d_hat = d.astype(np.float64) * math.ldexp(1.0, -e_d)  # max |d_hat| in [0.5, 1)
-        curv_hat = float(np.dot(d_hat, Hd.astype(np.float64) * math.ldexp(1.0, -e_h)))
-        gd_hat = float(np.dot(g.astype(np.float64) * math.ldexp(1.0, -e_g), d_hat))
-        # curvature = curv_hat 2^(e_d + e_h), g^T d = gd_hat 2^(e_g + e_d)
-        curvature = _ldexp(curv_hat, e_d + e_h)
-        gd = _ldexp(gd_hat, e_g + e_d)
-        if curv_hat <= 0.0:
-            return rejected(Status.NEGATIVE_CURVATURE)
-        if gd_hat <= 0.0:
-            return rejected(Status.NOT_ASCENT)
-        # step = sqrt(2 delta / curvature) d = d_hat sqrt(2 delta / curv_hat) 2^((e_d - e_h)/2)
-        k = e_d - e_h
-        odd = k % 2
-        root = math.sqrt(2.0 * delta / curv_hat * (2.0 if odd else 1.0))
-        with np.errstate(over="ignore", under="ignore"):
-            step = (d_hat * _ldexp(root, (k - odd) // 2)).astype(dtype)
-        beta = _ldexp(root, (k - odd) // 2 - e_d)
-        if not np.all(np.isfinite(step)):
+        # d^T H d and g^T d are safe, but 2 delta / d^T H d can still overflow (delta = 1e300
+        # over d^T H d = 1e-100 gave beta = inf and an infinite "BOUNDARY" step) or underflow;
+        # then the rescaled formulas below take over.
+        ratio = 2.0 * delta / curvature
+        if _RATIO_WINDOW[0] < ratio < _RATIO_WINDOW[1]:
+            beta = float(np.sqrt(ratio))
+            with np.errstate(over="ignore", under="ignore"):
+                step = (beta * d).astype(dtype, copy=False)
+            if not np.all(np.isfinite(step)):  # beta is exact to rounding: the step overflows
+                return rejected(Status.OUT_OF_RANGE)
+            return ScaledStep(
+                step=step,
+                beta=beta,
+                expected_improvement=beta * gd,
+                curvature=curvature,
+                predicted_constraint=0.5 * beta * beta * curvature,
+                status=Status.BOUNDARY,
+                success=True,
+                message=render(Status.BOUNDARY, _WHAT_HAPPENED[Status.BOUNDARY]),
+            )
+        # curvature > 0 and g^T d > 0: g, d and Hd are nonzero and finite, so exps exists
+        exps = _exponents(g, d, Hd)
+        if exps is None:  # pragma: no cover - excluded by the tests above
             return rejected(Status.NON_FINITE)
-        with np.errstate(over="ignore", under="ignore"):
-            expected = float(np.dot(g.astype(np.float64) * math.ldexp(1.0, -e_g), step))
-        return ScaledStep(
-            step=step,
-            beta=beta,
-            expected_improvement=_ldexp(expected, e_g),
-            curvature=curvature,
-            predicted_constraint=delta,
-            status=Status.BOUNDARY,
-            success=True,
-            message=render(Status.BOUNDARY, _WHAT_HAPPENED[Status.BOUNDARY]),
-        )
+    e_g, e_d, e_h = exps
+    # Each vector is brought to max |u| in [0.5, 1) by a power of two; _times_pow2 keeps that
+    # exact when 2^-e itself does not fit (e_h = -1046 for a subnormal Hd raised OverflowError).
+    d_hat = _times_pow2(d, -e_d)
+    g_hat = _times_pow2(g, -e_g)
+    curv_hat = float(np.dot(d_hat, _times_pow2(Hd, -e_h)))
+    gd_hat = float(np.dot(g_hat, d_hat))
+    # curvature = curv_hat 2^(e_d + e_h), g^T d = gd_hat 2^(e_g + e_d)
+    curvature = _ldexp(curv_hat, e_d + e_h)
+    gd = _ldexp(gd_hat, e_g + e_d)
+    if curv_hat <= 0.0:
+        return rejected(Status.NEGATIVE_CURVATURE)
+    if gd_hat <= 0.0:
+        return rejected(Status.NOT_ASCENT)
+    # step = sqrt(2 delta / curvature) d = d_hat sqrt(2 m_delta / m_c) 2^(k / 2), with
+    # delta = m_delta 2^e_delta, curv_hat = m_c 2^e_c and k = e_delta - e_c + e_d - e_h: the
+    # mantissas keep the root in [1, 2.9), so neither 2 delta nor the ratio can overflow.
+    m_delta, e_delta = math.frexp(delta)
+    m_c, e_c = math.frexp(curv_hat)
+    k = e_delta - e_c + e_d - e_h
+    odd = k % 2
+    root = math.sqrt(2.0 * m_delta / m_c * (2.0 if odd else 1.0))
+    half = (k - odd) // 2
+    with np.errstate(over="ignore", under="ignore"):
+        step = _times_pow2(d_hat * root, half).astype(dtype)
+        expected = _ldexp(float(np.dot(g_hat, step)), e_g)
+    beta = _ldexp(root, half - e_d)
+    # An infinite g^T s alone (huge g) is the rounded value of a true overflow, and the step
+    # is still exact: only an overflowing step or beta means there is nothing right to return.
+    if not (np.all(np.isfinite(step)) and math.isfinite(beta)):
+        return rejected(Status.OUT_OF_RANGE)
     return ScaledStep(
         step=step,
         beta=beta,
-        expected_improvement=beta * gd,
+        expected_improvement=expected,
         curvature=curvature,
-        predicted_constraint=0.5 * beta * beta * curvature,
+        predicted_constraint=delta,
         status=Status.BOUNDARY,
         success=True,
         message=render(Status.BOUNDARY, _WHAT_HAPPENED[Status.BOUNDARY]),
@@ -191,6 +218,9 @@ def scale_step(g: Any, direction: Any, Hd: Any, delta: float) -> ScaledStep:
 # Outside this window of |d^T H d| and |g^T d| the direct formulas may have lost digits to
 # underflow or be about to overflow; inside it they are used as they are (bit for bit).
 _WINDOW = (2.0**-400, 2.0**400)
+# Likewise for 2 delta / d^T H d: inside, beta and beta^2 d^T H d are far from over- and
+# underflow; outside (delta = 1e300 over d^T H d = 1e-100) the rescaled formulas are used.
+_RATIO_WINDOW = (2.0**-1000, 2.0**1000)
 
 
 def _in_window(*values: float) -> bool:
@@ -214,6 +244,19 @@ def _ldexp(x: float, e: int) -> float:
         return math.ldexp(x, e)
     except OverflowError:
         return math.copysign(math.inf, x)
+
+
+def _times_pow2(u: np.ndarray, e: int) -> np.ndarray:
+    """``u * 2**e`` in float64, exact unless the result leaves the normal range.
+
+    One product when ``2**e`` is a float64 (then bit for bit ``u * math.ldexp(1.0, e)``);
+    otherwise two, as ``2**e`` itself over- or underflows (``e = 1046`` raises in ldexp).
+    """
+    u = np.asarray(u, dtype=np.float64)
+    if -1074 <= e <= 1023:
+        return u * math.ldexp(1.0, e)
+    first = e // 2
+    return (u * math.ldexp(1.0, first)) * math.ldexp(1.0, e - first)
 
 
 @dataclass(frozen=True, eq=False)
