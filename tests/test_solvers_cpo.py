@@ -1,8 +1,10 @@
 """cpo_step against scipy's SLSQP on small random problems with an explicit H, per case."""
 
+import math
+
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
@@ -239,3 +241,93 @@ def test_misuse_raises_naming_the_argument(kwargs, error, match):
             call.pop("delta"),
             **call,
         )
+
+
+class TestExtremeScales:
+    """Badly scaled problems: the step of the same problem rescaled (powers of two, exact),
+    or a non-success status; never a wrong success, a NaN or a raw arithmetic error."""
+
+    H = np.diag([1.0, 4.0])
+    g = np.array([1.0, 1.0])
+    b = np.array([1.0, 0.0])
+
+    def test_subnormal_operator_is_the_rescaled_step_not_a_clipped_one(self):
+        # CG's H^-1 g overflowed (OUT_OF_RANGE, clipped) and was used: ACTIVE, step [100, 0]
+        k = 1e-310
+        res = tr.cpo_step(self.g, self.b, -100.0, lambda u: k * (self.H @ u), 0.02)
+        reference = tr.cpo_step(self.g, self.b, -100.0 * np.sqrt(k), self.H.dot, 0.02)
+        assert res.status is reference.status is Status.ACTIVE and res.success
+        np.testing.assert_allclose(res.step, reference.step / np.sqrt(k), rtol=1e-10)
+
+    def test_subnormal_operator_with_tiny_delta_is_the_trpo_step(self):
+        # was INACTIVE "success" with lambda = inf and a zero step
+        res = tr.cpo_step(np.full(3, 1e-100), np.ones(3), -1e299, lambda u: 4e-307 * u, 1e-300)
+        assert res.status is Status.INACTIVE and np.isfinite(res.lam) and res.lam > 0
+        # sqrt(2 delta / h) g / |g| for H = h I
+        np.testing.assert_allclose(res.step, np.sqrt(2e-300 / 4e-307 / 3), rtol=1e-10)
+
+    def test_subnormal_delta_is_the_rescaled_step_not_an_overflow_error(self):
+        # lambda**2 raised OverflowError; x = 2^-537 y for delta' = 2^1074 delta = 1
+        res = tr.cpo_step(self.g, self.b, -1e-200, self.H.dot, 5e-324)
+        scaled = tr.cpo_step(self.g, self.b, math.ldexp(-1e-200, 537), self.H.dot, 1.0)
+        assert res.status is scaled.status is Status.ACTIVE
+        np.testing.assert_allclose(res.step, np.ldexp(scaled.step, -537), rtol=1e-12)
+
+    def test_lambda_underflow_is_not_a_zero_division(self):
+        # lambda = sqrt(q / 2 delta) underflowed to 0: ZeroDivisionError in the dual
+        res = tr.cpo_step([2e-300], [0.3], 1e-300, lambda u: 1e300 * u, 1e100)
+        assert res.status is Status.ACTIVE  # 0.3 x + 1e-300 <= 0 binds, the region does not
+        np.testing.assert_allclose(res.step, [-1e-300 / 0.3], rtol=1e-12)
+
+    def test_lambda_underflow_is_not_an_infinite_step(self):
+        # was INACTIVE "success" with step [inf, inf] and lambda = 0
+        res = tr.cpo_step(np.full(2, 1e-100), np.full(2, 1e-300), -0.02,
+                          lambda u: 1e304 * u, 1e100)  # fmt: skip
+        assert res.status is Status.INACTIVE and res.success
+        np.testing.assert_allclose(res.step, [1e-102, 1e-102], rtol=1e-12)
+
+    def test_finite_c_is_not_blamed_when_its_rescaled_copy_overflows(self):
+        # c / |b| overflowed: "ValueError: c must be finite, got inf" for the user's c = 1e300
+        res = tr.cpo_step(np.ones(2), [1e-310, 0.0], 1e300, lambda u: u, 0.01)
+        assert res.status is Status.RECOVERY and res.success
+        np.testing.assert_allclose(res.step, [-np.sqrt(0.02), 0.0], rtol=1e-12)
+
+    def test_a_step_that_does_not_fit_is_out_of_range(self):
+        # |x| ~ sqrt(2 delta / h) ~ 1e315
+        res = tr.cpo_step(self.g, self.b, -1.0, lambda u: np.ldexp(u, -1070), 1e308)
+        assert res.status is Status.OUT_OF_RANGE and not res.success
+        assert not np.any(res.step) and "rescale" in res.message
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 5),
+    case=st.sampled_from(CASES),
+    u=st.floats(0.0, 1.0),
+    e_g=st.integers(-1000, 1000),
+    e_b=st.integers(-1000, 1000),
+    e_h=st.integers(-1000, 1000),
+    e_x=st.integers(-1000, 1000),
+)
+def test_power_of_two_rescaling_gives_the_rescaled_step(seed, n, case, u, e_g, e_b, e_h, e_x):
+    """g -> 2^e_g g, (b, c) -> 2^e_b (b, c), (H, delta) -> 2^e_h (H, delta) leave the step
+    unchanged, and x -> 2^e_x x is (c, delta) -> (2^e_x c, 2^(2 e_x) delta): a success is the
+    ordinary problem's step times 2^e_x, to rounding."""
+    H, g, b, delta, _ = random_problem(seed, n)
+    c = c_for_case(case, H, g, b, delta, u)
+    reference = tr.cpo_step(g, b, c, H.dot, delta, cg_iters=n)
+    e_c, e_d = e_b + e_x, e_h + 2 * e_x
+    assume(abs(e_c) <= 1000 and abs(e_d) <= 1000)  # inputs of normal magnitude
+    res = tr.cpo_step(
+        np.ldexp(g, e_g), np.ldexp(b, e_b), math.ldexp(c, e_c),
+        lambda v: np.ldexp(H @ v, e_h), math.ldexp(delta, e_d), cg_iters=n,
+    )  # fmt: skip
+    if not res.success:
+        assert res.status is Status.OUT_OF_RANGE and not np.any(res.step), res.message
+        return
+    assert res.status is reference.status, res.message
+    assert np.all(np.isfinite(res.step))
+    expected = np.ldexp(reference.step, e_x)
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(res.step, expected, rtol=1e-7, atol=1e-7 * scale)

@@ -56,13 +56,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from trustregion.core import _validation as v
-from trustregion.core.cg import CGResult, _solve
+from trustregion.core.cg import CGResult, _scaled_operator, _solve
 from trustregion.core.status import Status, render
 
 # What cpo_step found, per status; render() appends the remedy.
@@ -77,6 +77,7 @@ _WHAT_HAPPENED = {
     ),
     Status.NEGATIVE_CURVATURE: "H is not positive definite along {which} (CG: {cg})",
     Status.NON_FINITE: "hvp returned a non-finite value while solving for {which}",
+    Status.OUT_OF_RANGE: "{which} does not fit the floating-point type; the step is zero",
 }
 # The three cases of the CPO step are answers; the others produce no step.
 _SUCCESS = frozenset({Status.INACTIVE, Status.ACTIVE, Status.RECOVERY})
@@ -89,8 +90,8 @@ class CPOStepResult:
     Attributes
     ----------
     step : ndarray
-        The step :math:`x` (zeros for ``INFEASIBLE_NO_DIRECTION``, ``NEGATIVE_CURVATURE``
-        and ``NON_FINITE``).
+        The step :math:`x` (zeros for ``INFEASIBLE_NO_DIRECTION``, ``NEGATIVE_CURVATURE``,
+        ``NON_FINITE`` and ``OUT_OF_RANGE``).
     lam : float
         :math:`\\lambda`, the trust-region multiplier (0 for recovery and failures).
     nu : float
@@ -98,7 +99,8 @@ class CPOStepResult:
         :math:`\\sqrt{2\\delta/s}` along :math:`-w`, as the reference implementation).
     status : Status
         The case solved, ``INACTIVE``, ``ACTIVE`` or ``RECOVERY``; or why there is no step:
-        ``INFEASIBLE_NO_DIRECTION``, ``NEGATIVE_CURVATURE``, ``NON_FINITE``.
+        ``INFEASIBLE_NO_DIRECTION``, ``NEGATIVE_CURVATURE``, ``NON_FINITE``,
+        ``OUT_OF_RANGE`` (the step does not fit the floating-point type).
     success : bool
         True for the three cases ``INACTIVE``, ``ACTIVE`` and ``RECOVERY``.
     expected_improvement : float
@@ -111,7 +113,11 @@ class CPOStepResult:
     q, r, s : float
         :math:`g^T H^{-1} g`, :math:`b^T H^{-1} g`, :math:`b^T H^{-1} b` (from CG).
     cg_g, cg_b : CGResult or None
-        The two CG solves (``cg_b`` is None when ``b = 0``).
+        The two CG solves (``cg_b`` is None when ``b = 0``), in the units of the rescaled
+        copy when the problem was badly scaled.
+
+    The multipliers and CG scalars of a badly scaled problem can overflow where its step
+    fits: they are then inf (never NaN), and the step is still the answer.
     message : str
     """
 
@@ -205,7 +211,10 @@ def cpo_step(
         Current constraint value minus its limit (> 0: the current point violates it).
     hvp : callable
         ``hvp(u) -> H u``, ``H`` symmetric positive definite (the Fisher matrix in CPO).
-        Called at most ``2 * cg_iters`` times (two CG solves, no extra product).
+        Called at most ``2 * cg_iters`` times (two CG solves, no extra product); for an
+        operator far from unit scale (CG rescales it), up to twice that: both solves are
+        repeated with ``H`` scaled by a power of two, so that the scalars of the dual stay
+        in range.
     delta : float
         Trust-region size :math:`\delta > 0`.
     cg_iters : int
@@ -262,11 +271,41 @@ def cpo_step(
     v.function("hvp", hvp)
     dtype = np.result_type(g, b)
     g, b = g.astype(dtype, copy=False), b.astype(dtype, copy=False)
-    n = g.shape[0]
     settings = dict(cg_iters=cg_iters, damping=damping, cg_rtol=cg_rtol)
-    scaled = _rescaled(g, b, c, hvp, delta, settings)
+    return _cpo_step(g, b, c, hvp, delta, settings, retry=True)
+
+
+def _cpo_step(
+    g: np.ndarray,
+    b: np.ndarray,
+    c: float,
+    hvp: Callable[[np.ndarray], Any],
+    delta: float,
+    settings: dict[str, Any],
+    *,
+    retry: bool,
+    c_exp: int = 0,
+    solved_g: CGResult | None = None,
+) -> CPOStepResult:
+    """:func:`cpo_step` on validated arguments, with the constraint value ``c 2^c_exp``.
+
+    ``retry``: whether an operator far from unit scale may be solved again rescaled (once:
+    the rescaled problem is not retried). The rescalings multiply ``c`` by powers of two one
+    after the other; ``c_exp`` collects them so that ``c`` is rounded once, in the units of
+    the innermost problem, where an underflow of ``c`` is negligible against the reach of the
+    trust region (rounded at each level, ``c`` underflowed to 0 on its way to units where it
+    was not negligible, and an active step came out 0). ``solved_g``: the solve of ``H v = g``
+    when the caller has it already (the same ``g`` and ``hvp``).
+    """
+    cg_iters, damping, cg_rtol = settings["cg_iters"], settings["damping"], settings["cg_rtol"]
+    dtype = g.dtype
+    n = g.shape[0]
+    scaled = _rescaled(g, b, c, hvp, delta, settings, retry, c_exp)
     if scaled is not None:
         return scaled
+    c_arg = c
+    if c_exp:
+        c = _clamped(_ldexp(c, c_exp))
 
     def cg(rhs: np.ndarray, name: str) -> CGResult:
         names = dict(_CG_NAMES, b=name)
@@ -288,6 +327,11 @@ def cpo_step(
         cg_b: CGResult | None = None,
         fmt: dict[str, Any] | None = None,
     ) -> CPOStepResult:
+        if status in _SUCCESS and not _finite(x, lam, nu, divergence):
+            # a scale the rescalings did not bring near 1 (an ill-conditioned H): no answer
+            # rather than an inf or NaN one
+            return result(Status.OUT_OF_RANGE, zero, q=q, r=r, s=s, cg_b=cg_b,
+                          fmt={"which": "the step or its multipliers"})  # fmt: skip
         return CPOStepResult(
             step=x,
             lam=lam,
@@ -308,12 +352,24 @@ def cpo_step(
         )
 
     zero = np.zeros(n, dtype=dtype)
-    cg_g = cg(g, "g")
+    cg_g = cg(g, "g") if solved_g is None else solved_g
+    e_A = _operator_exponent(cg_g) if retry else 0
+    if e_A or (retry and abs(math.frexp(delta)[1]) > _WINDOW_EXP):
+        # An operator far from unit scale, or a delta far from 1, puts lambda = sqrt(q / 2
+        # delta) past the range (an infinite or zero step, or lambda**2 raising): solve in
+        # units where both are near 1, once (the step is scaled back once: in two stages, a
+        # small step underflowed in between). Only an operator that needs rescaling is
+        # solved again; with delta alone, this solve is handed on.
+        return _rescaled_region(
+            g, b, c_arg, hvp, delta, settings, e_A, False, c_exp, None if e_A else cg_g
+        )
     failure = _cg_failure(cg_g, "g")
     if failure is not None:
         return result(failure[0], zero, fmt=failure[1])
     v_g = cg_g.x
     q = max(float(g @ v_g), 0.0)
+    if not math.isfinite(q):
+        return result(Status.OUT_OF_RANGE, zero, fmt={"which": "g^T H^-1 g"})
 
     def trpo_step(cg_b: CGResult | None, r: float, s: float) -> CPOStepResult:
         if q == 0.0:  # g = 0: nothing to gain, and the current point is feasible
@@ -329,12 +385,19 @@ def cpo_step(
         return result(Status.INFEASIBLE_NO_DIRECTION, zero, q=q)
 
     cg_b = cg(b, "b")
+    e_A = _operator_exponent(cg_b) if retry else 0
+    if e_A:
+        return _rescaled_region(g, b, c_arg, hvp, delta, settings, e_A, False, c_exp, None)
     failure = _cg_failure(cg_b, "b")
     if failure is not None:
         return result(failure[0], zero, q=q, cg_b=cg_b, fmt=failure[1])
     w = cg_b.x
     r = float(b @ v_g)
     s = float(b @ w)
+    if not (math.isfinite(r) and math.isfinite(s)):
+        return result(
+            Status.OUT_OF_RANGE, zero, q=q, cg_b=cg_b, fmt={"which": "b^T H^-1 g or b^T H^-1 b"}
+        )
     if not s > 0.0:
         return result(
             Status.NEGATIVE_CURVATURE,
@@ -363,39 +426,45 @@ def cpo_step(
     if c <= 0.0 and B <= 0.0:
         return trpo_step(cg_b, r, s)
 
-    lam, active = _dual_minimizer(q, r, s, c, delta)
-    if not active:
-        if lam == 0.0:
-            return trpo_step(cg_b, r, s)
-        x = v_g / lam
+    try:
+        lam, active = _dual_minimizer(q, r, s, c, delta)
+        if not active:
+            if lam == 0.0:
+                return trpo_step(cg_b, r, s)
+            x = v_g / lam
+            return result(
+                Status.INACTIVE,
+                x,
+                lam=lam,
+                divergence=0.5 * q / lam**2,
+                q=q,
+                r=r,
+                s=s,
+                cg_b=cg_b,
+            )
+        nu = (r + lam * c) / s
+        A = _orthogonal_part(q, r, s)
+        if A == 0.0 or lam == 0.0:
+            x = -(c / s) * w  # the point of the hyperplane nearest to 0 in the H-norm
+        else:
+            u = v_g - (r / s) * w  # H-orthogonal to w, with u^T H u = A
+            x = u / lam - (c / s) * w
+        divergence = 0.5 * ((A / lam**2 if A > 0.0 else 0.0) + c * c / s)
         return result(
-            Status.INACTIVE,
-            x,
-            lam=lam,
-            divergence=0.5 * q / lam**2,
-            q=q,
-            r=r,
-            s=s,
-            cg_b=cg_b,
+            Status.ACTIVE, x, lam=lam, nu=nu, divergence=divergence, q=q, r=r, s=s, cg_b=cg_b
         )
-    nu = (r + lam * c) / s
-    A = _orthogonal_part(q, r, s)
-    if A == 0.0 or lam == 0.0:
-        x = -(c / s) * w  # the point of the hyperplane nearest to 0 in the H-norm
-    else:
-        u = v_g - (r / s) * w  # H-orthogonal to w, with u^T H u = A
-        x = u / lam - (c / s) * w
-    divergence = 0.5 * ((A / lam**2 if A > 0.0 else 0.0) + c * c / s)
-    return result(
-        Status.ACTIVE, x, lam=lam, nu=nu, divergence=divergence, q=q, r=r, s=s, cg_b=cg_b
-    )
+    except ArithmeticError:
+        # (Python floats raise where NumPy's give inf: lambda**2 or q / 2 lambda past the
+        # range, which the rescalings above keep away from; a safety net, not a path)
+        return result(Status.OUT_OF_RANGE, zero, q=q, r=r, s=s, cg_b=cg_b, fmt={"which": "lambda"})
 
 
 _CG_NAMES = {
     "A": "hvp", "b": "g", "x0": "x0", "rtol": "cg_rtol", "atol": "cg_rtol",
     "maxiter": "cg_iters", "M": "M", "damping": "damping",
 }
-# Gradients whose largest entry lies outside [2^-100, 2^100] are rescaled (see _rescaled).
+# Gradients whose largest entry lies outside [2^-100, 2^100] are rescaled (see _rescaled),
+# and so is a delta outside that range (see _rescaled_region).
 _WINDOW_EXP = 100
 
 
@@ -412,6 +481,33 @@ def _ldexp(x: float, e: int) -> float:
         return math.copysign(math.inf, x)
 
 
+def _clamped(c: float) -> float:
+    """``c`` with an overflow to +-inf replaced by the largest float of its sign.
+
+    Rescaled, a finite ``c`` can overflow; then it is so large against the reach of the trust
+    region that only its sign matters (``c^2 / s`` overflows and B < 0: the recovery or the
+    TRPO step), and the largest float keeps that sign without becoming a "non-finite c".
+    """
+    return c if math.isfinite(c) else math.copysign(_BIG, c)
+
+
+_BIG = float(np.finfo(np.float64).max)
+
+
+def _finite(x: np.ndarray, *scalars: float) -> bool:
+    return bool(np.all(np.isfinite(x))) and all(math.isfinite(t) for t in scalars)
+
+
+def _operator_exponent(sol: CGResult) -> int:
+    """``k`` if CG rescaled the operator by ``2^k`` (far from unit scale), else 0.
+
+    Such an operator puts q, r, s (and lambda, or H^-1 g itself: ``OUT_OF_RANGE``) near the
+    ends of the range; :func:`_rescaled_region` then solves again with ``2^k H``.
+    """
+    scale = sol.lanczos_scale  # c_A (no preconditioner): an exact power of two
+    return math.frexp(scale)[1] - 1 if scale != 1.0 and scale > 0.0 else 0
+
+
 def _rescaled(
     g: np.ndarray,
     b: np.ndarray,
@@ -419,6 +515,8 @@ def _rescaled(
     hvp: Callable[[np.ndarray], Any],
     delta: float,
     settings: dict[str, Any],
+    retry: bool,
+    c_exp: int,
 ) -> CPOStepResult | None:
     """The step of a badly scaled problem from its rescaled copy, or None if none is needed.
 
@@ -436,15 +534,17 @@ def _rescaled(
     e_g, e_b = max(-limit, min(limit, e_g)), max(-limit, min(limit, e_b))
     g_n = g * dtype.type(math.ldexp(1.0, -e_g))
     b_n = b * dtype.type(math.ldexp(1.0, -e_b))
-    c_n = _ldexp(c, -e_b)
-    inner = cpo_step(g_n, b_n, c_n, hvp, delta, **settings)
+    inner = _cpo_step(g_n, b_n, c, hvp, delta, settings, retry=retry, c_exp=c_exp - e_b)
+    c = _clamped(_ldexp(c, c_exp))  # (the caller's c: finite, but c / |b| may not be)
     lam = _ldexp(inner.lam, e_g)
-    nu = inner.nu if inner.status is Status.RECOVERY else _ldexp(inner.nu, e_g - e_b)
+    # (the recovery step's length along -w, w = H^-1 b: w scales as b, the length inversely)
+    nu = _ldexp(inner.nu, -e_b if inner.status is Status.RECOVERY else e_g - e_b)
     s = _ldexp(inner.s, 2 * e_b)
     x = inner.step
     message = inner.message
     if inner.status in (Status.ACTIVE, Status.RECOVERY, Status.INFEASIBLE_NO_DIRECTION):
-        reach = math.sqrt(2.0 * delta) * math.sqrt(s) if s > 0 else 0.0
+        # sqrt(2 delta s) from the copy's s, which does not underflow where s does
+        reach = _ldexp(math.sqrt(2.0 * delta) * math.sqrt(inner.s), e_b) if s > 0 else 0.0
         message = render(
             inner.status,
             _WHAT_HAPPENED[inner.status].format(lam=lam, nu=nu, c=c, reach=reach),
@@ -452,21 +552,129 @@ def _rescaled(
     with np.errstate(over="ignore", under="ignore"):
         expected = float(g @ x)
         predicted = float(b @ x) + c
-    return CPOStepResult(
-        step=x,
-        lam=lam,
-        nu=nu,
-        status=inner.status,
-        success=inner.success,
-        expected_improvement=expected,
-        predicted_constraint=predicted,
-        predicted_divergence=inner.predicted_divergence,
-        q=_ldexp(inner.q, 2 * e_g),
-        r=_ldexp(inner.r, e_g + e_b),
-        s=s,
-        cg_g=inner.cg_g,
-        cg_b=inner.cg_b,
-        message=message,
+    return _range_checked(
+        CPOStepResult(
+            step=x,
+            lam=lam,
+            nu=nu,
+            status=inner.status,
+            success=inner.success,
+            expected_improvement=expected,
+            predicted_constraint=predicted,
+            predicted_divergence=inner.predicted_divergence,
+            q=_ldexp(inner.q, 2 * e_g),
+            r=_ldexp(inner.r, e_g + e_b),
+            s=s,
+            cg_g=inner.cg_g,
+            cg_b=inner.cg_b,
+            message=message,
+        ),
+        c,
+    )
+
+
+def _rescaled_region(
+    g: np.ndarray,
+    b: np.ndarray,
+    c: float,
+    hvp: Callable[[np.ndarray], Any],
+    delta: float,
+    settings: dict[str, Any],
+    e_A: int,
+    retry: bool,
+    c_exp: int,
+    solved_g: CGResult | None,
+) -> CPOStepResult:
+    """The step from a copy with ``H`` scaled by ``2^e_A`` and ``delta`` brought near 1.
+
+    Two more invariances, with powers of two (exact): ``(H, delta) -> 2^k (H, delta)``
+    leaves the step unchanged, and ``x = 2^m y`` turns the problem into one for ``y`` with
+    ``(c, delta) -> (2^-m c, 2^-2m delta)``. With ``m`` chosen so that
+    ``delta' = 2^(e_A - 2m) delta`` is near 1 and g, b near unit scale (:func:`_rescaled`),
+    q, r, s, lambda and the step of the copy are all far from the ends of the range, where
+    before lambda = sqrt(q / 2 delta) underflowed to 0 (an infinite step) or ``lambda**2``
+    overflowed. Back in the caller's units: ``x = 2^m y``, ``lambda = 2^(e_A - m) lambda'``,
+    ``nu = nu'`` (recovery: ``2^(m - e_A) nu'``), ``(q, r, s) = 2^e_A (q', r', s')``, the
+    divergence ``2^(2m - e_A)`` times the copy's. A step that does not fit the dtype is
+    ``OUT_OF_RANGE``. ``e_A != 0`` solves the two CG systems again (``hvp`` called up to
+    twice as often as usual); ``e_A = 0`` calls nothing more.
+    """
+    dtype = g.dtype
+    m = (math.frexp(delta)[1] + e_A) // 2
+    delta_n = math.ldexp(delta, e_A - 2 * m)  # in [0.25, 2): no rounding
+    hvp_n = hvp
+    if e_A:
+        hvp_n = _scaled_operator(
+            hvp, dtype.type(math.ldexp(1.0, e_A)), "hvp", g.shape[0], dtype, g.shape
+        )
+    inner = _cpo_step(
+        g, b, c, hvp_n, delta_n, settings, retry=retry, c_exp=c_exp - m, solved_g=solved_g
+    )
+    c = _clamped(_ldexp(c, c_exp))
+    with np.errstate(over="ignore", under="ignore"):
+        x = np.ldexp(inner.step, m).astype(dtype, copy=False)
+    lam = _ldexp(inner.lam, e_A - m)
+    if inner.status is Status.RECOVERY:
+        nu = _ldexp(inner.nu, m - e_A)
+    else:
+        nu = inner.nu
+    s = _ldexp(inner.s, e_A)
+    message = inner.message
+    if inner.status in (Status.ACTIVE, Status.RECOVERY, Status.INFEASIBLE_NO_DIRECTION):
+        # sqrt(2 delta s) = 2^m sqrt(2 delta' s'), from the copy's values
+        reach = _ldexp(math.sqrt(2.0 * delta_n * inner.s), m) if inner.s > 0 else 0.0
+        message = render(
+            inner.status,
+            _WHAT_HAPPENED[inner.status].format(lam=lam, nu=nu, c=c, reach=reach),
+        )
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        expected = float(g @ x)
+        predicted = float(b @ x) + c
+    return _range_checked(
+        CPOStepResult(
+            step=x,
+            lam=lam,
+            nu=nu,
+            status=inner.status,
+            success=inner.success,
+            expected_improvement=expected,
+            predicted_constraint=predicted,
+            predicted_divergence=_ldexp(inner.predicted_divergence, 2 * m - e_A),
+            q=_ldexp(inner.q, e_A),
+            r=_ldexp(inner.r, e_A),
+            s=s,
+            cg_g=inner.cg_g,
+            cg_b=inner.cg_b,
+            message=message,
+        ),
+        c,
+    )
+
+
+def _range_checked(res: CPOStepResult, c: float) -> CPOStepResult:
+    """``res``, or ``OUT_OF_RANGE`` with a zero step if, converted back to the caller's
+    units, its step does not fit the dtype (a successful step is never inf or NaN).
+
+    The multipliers and CG scalars may overflow where the step fits (lambda ~ 1e310 for a
+    step of 1e-160): they are then inf, the step still the answer.
+    """
+    scalars = (res.lam, res.nu, res.predicted_divergence)
+    if not res.success or (
+        bool(np.all(np.isfinite(res.step))) and not any(math.isnan(t) for t in scalars)
+    ):
+        return res
+    status = Status.OUT_OF_RANGE
+    return replace(
+        res,
+        step=np.zeros_like(res.step),
+        lam=0.0,
+        nu=0.0,
+        status=status,
+        success=False,
+        expected_improvement=0.0,
+        predicted_constraint=c,
+        predicted_divergence=0.0,
+        message=render(status, _WHAT_HAPPENED[status].format(which="the step")),
     )
 
 
@@ -474,6 +682,9 @@ def _cg_failure(sol: CGResult, which: str) -> tuple[Status, dict[str, Any]] | No
     """A status when CG produced no usable solution (as natural_gradient_step decides)."""
     if sol.status is Status.NON_FINITE:
         return Status.NON_FINITE, {"which": f"H^-1 {which}"}
+    if sol.status is Status.OUT_OF_RANGE:
+        # x was clipped to the largest float: no step can be formed from it
+        return Status.OUT_OF_RANGE, {"which": f"H^-1 {which}"}
     if sol.status is Status.NEGATIVE_CURVATURE and not np.any(sol.x):
         return Status.NEGATIVE_CURVATURE, {"which": which, "cg": sol.message}
     return None
