@@ -32,8 +32,8 @@ from numpy.typing import NDArray
 
 from rl_adapters.validation import EnvOutputError
 
-__all__ = ["CheckedEnv", "UnknownEnvError", "check_batch", "check_env_id", "check_spaces",
-           "env_name", "has_own_wrappers", "insert_innermost"]
+__all__ = ["CheckedEnv", "UnknownEnvError", "UnsupportedSpaceError", "check_batch",
+           "check_env_id", "check_spaces", "env_name", "has_own_wrappers", "insert_innermost"]
 
 _SUPPORTED = ("observations: a 1-D Box; actions: Discrete, 1-D MultiDiscrete or a 1-D Box")
 _BOOL_TYPES = (bool, np.bool_)
