@@ -668,7 +668,23 @@ class Collector:
             return
         field, problem, index = found
         where = at if index < 0 else f"{at}, env index {index}"
+        if field == "observation" and "is inf " in problem:
+            dtype = self._observation_dtype(index)
+            if dtype is not None and dtype.kind == "f" and dtype.itemsize < 8:
+                # the vector env stores observations in the space's dtype, where a value the
+                # env returned finite but beyond that range arrives as inf
+                problem += (f" (or beyond the {dtype} observation space's range, "
+                            f"{float(np.finfo(dtype).max):.3g}, which reads as inf)")
         raise EnvOutputError(problem, env=self._env_name(index), field=field, at=where)
+
+    def _observation_dtype(self, index: int) -> np.dtype | None:
+        """The observation space's dtype of environment ``index`` (of the first if negative)."""
+        index = max(index, 0)
+        for group, sl in zip(self.groups, self._slices, strict=True):
+            if sl.start <= index < sl.stop:
+                space = getattr(group.venv, "single_observation_space", None)
+                return None if space is None else np.dtype(space.dtype)
+        return None
 
     def _env_name(self, index: int) -> str:
         """The id (or class name) of environment ``index`` (of the first if negative)."""

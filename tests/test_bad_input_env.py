@@ -300,3 +300,28 @@ def test_the_outputs_of_a_registered_envs_own_wrapper_are_checked(vector_env, fi
         agent.close()
     finally:
         del gym.registry[env_id]
+
+
+class _HugeForFloat32(gym.Env):
+    """Returns a finite float64 observation too large for its float32 space."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.array([1e300, 0.0, 0.0]), 0.0, False, False, {}
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_an_observation_beyond_a_float32_space_says_so():
+    # stored in the space's dtype it reads as inf: the message said only "is inf", a value
+    # the env never returned
+    agent = TRPO(_HugeForFloat32(), seed=0, n_steps=8, critic_process=False)
+    with pytest.raises(EnvOutputError, match=re.escape(
+            "observation[0] is inf (not finite) (or beyond the float32 observation space's "
+            "range, 3.4e+38, which reads as inf)")):
+        agent.learn(8)
