@@ -320,7 +320,7 @@ class _HugeForFloat32(gym.Env):
 def test_an_observation_beyond_a_float32_space_says_so():
     # stored in the space's dtype it reads as inf: the message said only "is inf", a value
     # the env never returned
-    agent = TRPO(_HugeForFloat32(), seed=0, n_steps=8, critic_process=False)
+    agent = TRPO(_HugeForFloat32(), seed=0, n_envs=1, n_steps=8, critic_process=False)
     with pytest.raises(EnvOutputError, match=re.escape(
             "observation[0] is inf (not finite) (or beyond the float32 observation space's "
             "range, 3.4e+38, which reads as inf)")):
