@@ -185,3 +185,38 @@ def test_wrong_output_shape_names_the_operator(shape, solver):
     call, name = _solver_call(solver, op, G)
     with pytest.raises(ValueError, match=f"^{name} returned shape"):
         call()
+
+
+_BD = np.array([1.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    # numeric strings, bools and complex numbers passed float() and went on silently
+    (lambda: tr.steihaug_cg(H.dot, G, "1"), r"radius must be a real number, got '1'"),
+    (lambda: tr.cg(H, G, rtol="1e-5"), r"rtol must be a real number, got '1e-5'"),
+    (lambda: tr.cpo_step(G, _BD, True, H.dot, 0.02), r"c must be a real number, got True"),
+    (lambda: tr.cpo_step(G, _BD, "0.5", H.dot, 0.02), r"c must be a real number, got '0.5'"),
+    (lambda: tr.cpo_step(G, _BD, np.complex128(-0.05 + 1j), H.dot, 0.02),
+     r"c must be a real number"),
+    (lambda: tr.backtracking_line_search(lambda x: (1.0, 0.0), np.zeros(3), np.ones(3),
+                                         expected_improvement=1.0, max_constraint=1.0, f0="0"),
+     r"f0 must be a real number, got '0'"),
+    (lambda: tr.backtracking_line_search(lambda x: (np.complex128(1 + 5j), 0.0), np.zeros(3),
+                                         np.ones(3), expected_improvement=1.0,
+                                         max_constraint=1.0),
+     r"evaluate must return two real numbers"),
+    (lambda: tr.backtracking_line_search(lambda x: (1.0, "0"), np.zeros(3), np.ones(3),
+                                         expected_improvement=1.0, max_constraint=1.0, f0=0.0),
+     r"evaluate must return two real numbers"),
+    # a callback that is not callable failed mid-solve without naming the argument
+    (lambda: tr.cg(H, G, callback=3), r"callback must be callable, got int"),
+])
+def test_a_value_that_is_not_a_real_number_is_a_type_error_naming_it(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_real_numbers_of_every_kind_are_still_taken():
+    ref = tr.steihaug_cg(H.dot, G, 1.0)
+    for radius in (1, np.float32(1.0), np.int64(1), np.array(1.0)):
+        assert tr.steihaug_cg(H.dot, G, radius).p.tobytes() == ref.p.tobytes()

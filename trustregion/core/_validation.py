@@ -51,14 +51,27 @@ def float_vector(
     return arr
 
 
-def nonnegative(name: str, value: Any, *, allow_inf: bool = False) -> float:
-    """Return ``value`` as a float that is finite (or +inf if ``allow_inf``) and >= 0, or raise."""
-    if isinstance(value, bool) or isinstance(value, np.bool_):
+# Values float() takes but that are not real numbers: a bool, a numeric string, and a complex
+# number (whose imaginary part NumPy's float() drops with only a warning).
+_NOT_REAL = (bool, np.bool_, str, bytes, complex, np.complexfloating)
+
+
+def real_number(name: str, value: Any) -> float:
+    """Return ``value`` as a float (possibly non-finite), or raise TypeError naming ``name``
+    for anything that is not a real number (bools, strings and complex numbers included)."""
+    if isinstance(value, _NOT_REAL) or (
+        isinstance(value, np.ndarray) and value.dtype.kind not in "iuf"
+    ):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
-        out = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
+
+
+def nonnegative(name: str, value: Any, *, allow_inf: bool = False) -> float:
+    """Return ``value`` as a float that is finite (or +inf if ``allow_inf``) and >= 0, or raise."""
+    out = real_number(name, value)
     if allow_inf and out == math.inf:
         return out
     if not math.isfinite(out) or out < 0:

@@ -550,6 +550,8 @@ def _solve(
         maxiter = 10 * n
     elif type(maxiter) is not int or maxiter < 0:
         maxiter = v.count(names["maxiter"], maxiter)
+    if callback is not None:
+        v.function(names.get("callback", "callback"), callback)
     matvec = v.as_matvec(name_A, A, n, allow_complex=complex_ok, vector=name_b)
     psolve = None if M is None else v.as_matvec(name_M, M, n, allow_complex=complex_ok,
                                                 vector=name_b)

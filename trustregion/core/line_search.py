@@ -90,12 +90,7 @@ _IMPROVEMENT_ROUNDING = 1000 * _EPS
 
 def _real(name: str, value: Any) -> float:
     """``value`` as a finite float (sign checked by the caller), or raise."""
-    if isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    out = v.real_number(name, value)
     if not np.isfinite(out):
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     return out
@@ -109,8 +104,8 @@ def _evaluate(evaluate: Callable[[np.ndarray], Any], x: np.ndarray) -> tuple[flo
     except (TypeError, ValueError):
         raise TypeError(f"evaluate must return (objective, constraint), got {value!r}") from None
     try:
-        return float(objective), float(constraint)
-    except (TypeError, ValueError):
+        return v.real_number("", objective), v.real_number("", constraint)
+    except TypeError:
         raise TypeError(f"evaluate must return two real numbers, got {value!r}") from None
 
 
@@ -208,10 +203,7 @@ def backtracking_line_search(
     if f0 is None:
         f0, _ = _evaluate(evaluate, x0.copy())
     else:
-        try:
-            f0 = float(f0)
-        except (TypeError, ValueError):
-            raise TypeError(f"f0 must be a real number, got {f0!r}") from None
+        f0 = v.real_number("f0", f0)
     if not np.isfinite(f0):
         raise ValueError(f"the objective at x0 (f0) must be finite, got {f0}")
     if expected_improvement < 0.0:

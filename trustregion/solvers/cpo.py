@@ -258,10 +258,7 @@ def cpo_step(
     b = v.float_vector("b", b)
     if b.shape != g.shape:
         raise ValueError(f"b must have shape {g.shape} like g, got {b.shape}")
-    try:
-        c = float(c)
-    except (TypeError, ValueError):
-        raise TypeError(f"c must be a real number, got {c!r}") from None
+    c = v.real_number("c", c)
     if not np.isfinite(c):
         raise ValueError(f"c must be finite, got {c}")
     delta = v.positive("delta", delta)
