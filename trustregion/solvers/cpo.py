@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -269,22 +269,24 @@ def cpo_step(
     dtype = np.result_type(g, b)
     g, b = g.astype(dtype, copy=False), b.astype(dtype, copy=False)
     settings = dict(cg_iters=cg_iters, damping=damping, cg_rtol=cg_rtol)
-    return _cpo_step(g, b, c, hvp, delta, settings, retry=True)
+    return _cpo_step(_Problem(g, b, c, hvp, delta, settings), retry=True)
+
+
+class _Problem(NamedTuple):
+    """A validated :func:`cpo_step` problem, as the rescalings pass it on."""
+
+    g: np.ndarray
+    b: np.ndarray
+    c: float
+    hvp: Callable[[np.ndarray], Any]
+    delta: float
+    settings: dict[str, Any]
 
 
 def _cpo_step(
-    g: np.ndarray,
-    b: np.ndarray,
-    c: float,
-    hvp: Callable[[np.ndarray], Any],
-    delta: float,
-    settings: dict[str, Any],
-    *,
-    retry: bool,
-    c_exp: int = 0,
-    solved_g: CGResult | None = None,
+    problem: _Problem, *, retry: bool, c_exp: int = 0, solved_g: CGResult | None = None
 ) -> CPOStepResult:
-    """:func:`cpo_step` on validated arguments, with the constraint value ``c 2^c_exp``.
+    """:func:`cpo_step` on a validated problem, with the constraint value ``c 2^c_exp``.
 
     ``retry``: whether an operator far from unit scale may be solved again rescaled (once:
     the rescaled problem is not retried). The rescalings multiply ``c`` by powers of two one
@@ -294,13 +296,13 @@ def _cpo_step(
     was not negligible, and an active step came out 0). ``solved_g``: the solve of ``H v = g``
     when the caller has it already (the same ``g`` and ``hvp``).
     """
+    g, b, c, hvp, delta, settings = problem
     cg_iters, damping, cg_rtol = settings["cg_iters"], settings["damping"], settings["cg_rtol"]
     dtype = g.dtype
     n = g.shape[0]
-    scaled = _rescaled(g, b, c, hvp, delta, settings, retry, c_exp)
+    scaled = _rescaled(problem, retry, c_exp)
     if scaled is not None:
         return scaled
-    c_arg = c
     if c_exp:
         c = _clamped(_ldexp(c, c_exp))
 
@@ -357,9 +359,7 @@ def _cpo_step(
         # units where both are near 1, once (the step is scaled back once: in two stages, a
         # small step underflowed in between). Only an operator that needs rescaling is
         # solved again; with delta alone, this solve is handed on.
-        return _rescaled_region(
-            g, b, c_arg, hvp, delta, settings, e_A, False, c_exp, None if e_A else cg_g
-        )
+        return _rescaled_region(problem, e_A, False, c_exp, None if e_A else cg_g)
     failure = _cg_failure(cg_g, "g")
     if failure is not None:
         return result(failure[0], zero, fmt=failure[1])
@@ -384,7 +384,7 @@ def _cpo_step(
     cg_b = cg(b, "b")
     e_A = _operator_exponent(cg_b) if retry else 0
     if e_A:
-        return _rescaled_region(g, b, c_arg, hvp, delta, settings, e_A, False, c_exp, None)
+        return _rescaled_region(problem, e_A, False, c_exp, None)
     failure = _cg_failure(cg_b, "b")
     if failure is not None:
         return result(failure[0], zero, q=q, cg_b=cg_b, fmt=failure[1])
@@ -505,16 +505,7 @@ def _operator_exponent(sol: CGResult) -> int:
     return math.frexp(scale)[1] - 1 if scale != 1.0 and scale > 0.0 else 0
 
 
-def _rescaled(
-    g: np.ndarray,
-    b: np.ndarray,
-    c: float,
-    hvp: Callable[[np.ndarray], Any],
-    delta: float,
-    settings: dict[str, Any],
-    retry: bool,
-    c_exp: int,
-) -> CPOStepResult | None:
+def _rescaled(problem: _Problem, retry: bool, c_exp: int) -> CPOStepResult | None:
     """The step of a badly scaled problem from its rescaled copy, or None if none is needed.
 
     The step is invariant under ``g -> c_g g`` and ``(b, c) -> c_b (b, c)`` (c_g, c_b > 0),
@@ -523,6 +514,7 @@ def _rescaled(
     ``nu = nu' c_b / c_g``, ``q = q' / c_g^2``, ``r = r' / (c_g c_b)``, ``s = s' / c_b^2``.
     Without it, ``g`` near 1e200 overflowed ``g^T H^-1 g`` and gave a zero "inactive" step.
     """
+    g, b, c, _, delta, _ = problem
     e_g, e_b = _exponent(g), _exponent(b)
     if abs(e_g) <= _WINDOW_EXP and abs(e_b) <= _WINDOW_EXP:
         return None
@@ -531,56 +523,22 @@ def _rescaled(
     e_g, e_b = max(-limit, min(limit, e_g)), max(-limit, min(limit, e_b))
     g_n = g * dtype.type(math.ldexp(1.0, -e_g))
     b_n = b * dtype.type(math.ldexp(1.0, -e_b))
-    inner = _cpo_step(g_n, b_n, c, hvp, delta, settings, retry=retry, c_exp=c_exp - e_b)
+    inner = _cpo_step(problem._replace(g=g_n, b=b_n), retry=retry, c_exp=c_exp - e_b)
     c = _clamped(_ldexp(c, c_exp))  # (the caller's c: finite, but c / |b| may not be)
     lam = _ldexp(inner.lam, e_g)
     # (the recovery step's length along -w, w = H^-1 b: w scales as b, the length inversely)
     nu = _ldexp(inner.nu, -e_b if inner.status is Status.RECOVERY else e_g - e_b)
     s = _ldexp(inner.s, 2 * e_b)
-    x = inner.step
-    message = inner.message
-    if inner.status in (Status.ACTIVE, Status.RECOVERY, Status.INFEASIBLE_NO_DIRECTION):
-        # sqrt(2 delta s) from the copy's s, which does not underflow where s does
-        reach = _ldexp(math.sqrt(2.0 * delta) * math.sqrt(inner.s), e_b) if s > 0 else 0.0
-        message = render(
-            inner.status,
-            _WHAT_HAPPENED[inner.status].format(lam=lam, nu=nu, c=c, reach=reach),
-        )
-    with np.errstate(over="ignore", under="ignore"):
-        expected = float(g @ x)
-        predicted = float(b @ x) + c
-    return _range_checked(
-        CPOStepResult(
-            step=x,
-            lam=lam,
-            nu=nu,
-            status=inner.status,
-            success=inner.success,
-            expected_improvement=expected,
-            predicted_constraint=predicted,
-            predicted_divergence=inner.predicted_divergence,
-            q=_ldexp(inner.q, 2 * e_g),
-            r=_ldexp(inner.r, e_g + e_b),
-            s=s,
-            cg_g=inner.cg_g,
-            cg_b=inner.cg_b,
-            message=message,
-        ),
-        c,
+    # sqrt(2 delta s) from the copy's s, which does not underflow where s does
+    reach = _ldexp(math.sqrt(2.0 * delta) * math.sqrt(inner.s), e_b) if s > 0 else 0.0
+    return _in_callers_units(
+        inner, g, b, c, x=inner.step, lam=lam, nu=nu, q=_ldexp(inner.q, 2 * e_g),
+        r=_ldexp(inner.r, e_g + e_b), s=s, reach=reach, divergence=inner.predicted_divergence,
     )
 
 
 def _rescaled_region(
-    g: np.ndarray,
-    b: np.ndarray,
-    c: float,
-    hvp: Callable[[np.ndarray], Any],
-    delta: float,
-    settings: dict[str, Any],
-    e_A: int,
-    retry: bool,
-    c_exp: int,
-    solved_g: CGResult | None,
+    problem: _Problem, e_A: int, retry: bool, c_exp: int, solved_g: CGResult | None
 ) -> CPOStepResult:
     """The step from a copy with ``H`` scaled by ``2^e_A`` and ``delta`` brought near 1.
 
@@ -596,6 +554,7 @@ def _rescaled_region(
     ``OUT_OF_RANGE``. ``e_A != 0`` solves the two CG systems again (``hvp`` called up to
     twice as often as usual); ``e_A = 0`` calls nothing more.
     """
+    g, b, c, hvp, delta, _ = problem
     dtype = g.dtype
     m = (math.frexp(delta)[1] + e_A) // 2
     delta_n = math.ldexp(delta, e_A - 2 * m)  # in [0.25, 2): no rounding
@@ -604,9 +563,8 @@ def _rescaled_region(
         hvp_n = _scaled_operator(
             hvp, dtype.type(math.ldexp(1.0, e_A)), "hvp", g.shape[0], dtype, g.shape
         )
-    inner = _cpo_step(
-        g, b, c, hvp_n, delta_n, settings, retry=retry, c_exp=c_exp - m, solved_g=solved_g
-    )
+    inner = _cpo_step(problem._replace(hvp=hvp_n, delta=delta_n), retry=retry,
+                      c_exp=c_exp - m, solved_g=solved_g)
     c = _clamped(_ldexp(c, c_exp))
     with np.errstate(over="ignore", under="ignore"):
         x = np.ldexp(inner.step, m).astype(dtype, copy=False)
@@ -615,11 +573,23 @@ def _rescaled_region(
         nu = _ldexp(inner.nu, m - e_A)
     else:
         nu = inner.nu
-    s = _ldexp(inner.s, e_A)
+    # sqrt(2 delta s) = 2^m sqrt(2 delta' s'), from the copy's values
+    reach = _ldexp(math.sqrt(2.0 * delta_n * inner.s), m) if inner.s > 0 else 0.0
+    return _in_callers_units(
+        inner, g, b, c, x=x, lam=lam, nu=nu, q=_ldexp(inner.q, e_A), r=_ldexp(inner.r, e_A),
+        s=_ldexp(inner.s, e_A), reach=reach,
+        divergence=_ldexp(inner.predicted_divergence, 2 * m - e_A),
+    )
+
+
+def _in_callers_units(
+    inner: CPOStepResult, g: np.ndarray, b: np.ndarray, c: float, *, x: np.ndarray,
+    lam: float, nu: float, q: float, r: float, s: float, reach: float, divergence: float,
+) -> CPOStepResult:
+    """The result of a rescaled copy (``inner``), its values given back in the caller's
+    units: the message rewritten with them, the predictions recomputed from ``x``."""
     message = inner.message
     if inner.status in (Status.ACTIVE, Status.RECOVERY, Status.INFEASIBLE_NO_DIRECTION):
-        # sqrt(2 delta s) = 2^m sqrt(2 delta' s'), from the copy's values
-        reach = _ldexp(math.sqrt(2.0 * delta_n * inner.s), m) if inner.s > 0 else 0.0
         message = render(
             inner.status,
             _WHAT_HAPPENED[inner.status].format(lam=lam, nu=nu, c=c, reach=reach),
@@ -627,25 +597,11 @@ def _rescaled_region(
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         expected = float(g @ x)
         predicted = float(b @ x) + c
-    return _range_checked(
-        CPOStepResult(
-            step=x,
-            lam=lam,
-            nu=nu,
-            status=inner.status,
-            success=inner.success,
-            expected_improvement=expected,
-            predicted_constraint=predicted,
-            predicted_divergence=_ldexp(inner.predicted_divergence, 2 * m - e_A),
-            q=_ldexp(inner.q, e_A),
-            r=_ldexp(inner.r, e_A),
-            s=s,
-            cg_g=inner.cg_g,
-            cg_b=inner.cg_b,
-            message=message,
-        ),
-        c,
-    )
+    # (the copy's status, CG results and success; everything else in the caller's units)
+    back = replace(inner, step=x, lam=lam, nu=nu, expected_improvement=expected,
+                   predicted_constraint=predicted, predicted_divergence=divergence, q=q, r=r,
+                   s=s, message=message)
+    return _range_checked(back, c)
 
 
 def _range_checked(res: CPOStepResult, c: float) -> CPOStepResult:
