@@ -67,6 +67,27 @@ def _cond_range(cond: Any) -> tuple[float, float]:
     return low, high
 
 
+def _check_cond(cond: tuple[float, float], count: int, dt: np.dtype) -> None:
+    """Reject a ``cond`` range that ``count`` magnitudes in ``dt`` cannot have.
+
+    A single magnitude has condition number 1, so a range without 1 cannot be met. And
+    rounding to ``dt`` moves every entry by up to ``eps/2`` of the largest magnitude: past
+    ``kappa = 1 / (2 eps)`` the smallest eigenvalue (or singular value) drowns in that
+    rounding, the matrix need not even be definite, and the oracle is wrong.
+    """
+    low, high = cond
+    if count == 1 and low > 1.0:
+        raise ValueError(
+            f"cond must include 1 when n = 1 (a 1x1 matrix has condition number 1), got {cond!r}"
+        )
+    limit = 0.5 / float(np.finfo(dt).eps)
+    if high > limit:
+        raise ValueError(
+            f"cond must be at most 1 / (2 eps) = {limit:.3g} in {dt} (beyond it rounding "
+            f"swamps the smallest eigenvalue), got {cond!r}"
+        )
+
+
 def _choice(draw: Any, value: Any, options: tuple[str, ...], name: str) -> str:
     if value is None:
         return str(draw(st.sampled_from(options)))
@@ -120,6 +141,13 @@ def spd_matrices(
     largest divided by :math:`\kappa` drawn log-uniformly from ``cond``, the others lie
     between; the case carries the eigenvalues and eigenvectors.
 
+    Raises
+    ------
+    ValueError
+        If ``cond`` excludes 1 when n = 1 (a 1x1 matrix has condition number 1), or if
+        ``cond`` exceeds :math:`1 / (2 \epsilon)` of the dtype, where rounding the matrix
+        swamps its smallest eigenvalue (it need not even stay positive definite).
+
     Examples
     --------
     >>> from hypothesis import given
@@ -132,8 +160,11 @@ def spd_matrices(
     >>> test()
     """
     n = _size(draw, n, "n")
-    lam = draw(_magnitudes(n, _cond_range(cond)))
-    return _symmetric(draw(_rotation(n)), lam, _dtype(dtype, draw))
+    cond = _cond_range(cond)
+    lam = draw(_magnitudes(n, cond))
+    Q, dt = draw(_rotation(n)), _dtype(dtype, draw)
+    _check_cond(cond, n, dt)
+    return _symmetric(Q, lam, dt)
 
 
 @st.composite
@@ -142,7 +173,9 @@ def psd_matrices(
 ) -> SymmetricMatrixCase:
     """Symmetric positive semi-definite matrices of rank ``rank`` (drawn in ``[0, n]`` if None).
 
-    The ``n - rank`` zero eigenvalues are exact in the oracle; ``cond`` spans the nonzero ones.
+    The ``n - rank`` zero eigenvalues are exact in the oracle; ``cond`` spans the nonzero ones
+    (vacuous when there are fewer than two) and is at most :math:`1 / (2 \\epsilon)` of the
+    dtype, as in :func:`spd_matrices`.
     """
     n = _size(draw, n, "n")
     r = (
@@ -152,10 +185,11 @@ def psd_matrices(
     )
     if r > n:
         raise ValueError(f"rank must be <= n = {n}, got {r}")
-    lam = np.concatenate(
-        [draw(_magnitudes(r, _cond_range(cond))) if r else np.zeros(0), np.zeros(n - r)]
-    )
-    return _symmetric(draw(_rotation(n)), lam, _dtype(dtype, draw))
+    cond = _cond_range(cond)
+    lam = np.concatenate([draw(_magnitudes(r, cond)) if r else np.zeros(0), np.zeros(n - r)])
+    Q, dt = draw(_rotation(n)), _dtype(dtype, draw)
+    _check_cond(cond, 0, dt)
+    return _symmetric(Q, lam, dt)
 
 
 @st.composite
@@ -164,18 +198,21 @@ def symmetric_indefinite(
 ) -> SymmetricMatrixCase:
     """Symmetric matrices with ``n_negative`` negative eigenvalues (drawn in ``[1, n]`` if None).
 
-    The magnitudes span ``cond`` as in :func:`spd_matrices`; which of them are negative is
-    drawn.
+    The magnitudes span ``cond`` as in :func:`spd_matrices` (with the same limits on
+    ``cond``); which of them are negative is drawn.
     """
     n = _size(draw, n, "n")
     k = draw(st.integers(1, n)) if n_negative is None else _size(draw, n_negative, "n_negative", 0)
     if k > n:
         raise ValueError(f"n_negative must be <= n = {n}, got {k}")
-    mags = draw(_magnitudes(n, _cond_range(cond)))
+    cond = _cond_range(cond)
+    mags = draw(_magnitudes(n, cond))
     negative = draw(st.permutations(range(n)))[:k]
     lam = mags.copy()
     lam[list(negative)] *= -1.0
-    return _symmetric(draw(_rotation(n)), lam, _dtype(dtype, draw))
+    Q, dt = draw(_rotation(n)), _dtype(dtype, draw)
+    _check_cond(cond, n, dt)
+    return _symmetric(Q, lam, dt)
 
 
 @st.composite
@@ -183,6 +220,34 @@ def orthogonal_matrices(draw: Any, n: Any, *, dtype: Any = np.float64) -> np.nda
     """Haar-distributed orthogonal matrices (the identity one draw in ten, and when shrunk)."""
     n = _size(draw, n, "n")
     return np.asarray(draw(_rotation(n)), dtype=_dtype(dtype, draw))
+
+
+def _asymmetry(A: np.ndarray) -> float:
+    """``|A - A^T|_F / (2 |A|_F)``: 0 for a symmetric matrix, 1 for an antisymmetric one."""
+    return float(np.linalg.norm(A - A.T)) / (2.0 * float(np.linalg.norm(A)))
+
+
+def _nonsymmetric(sigma: np.ndarray, seed_u: int, seed_v: int) -> np.ndarray:
+    r""":math:`U \operatorname{diag}(\sigma) V^T` (n >= 2) whose antisymmetric part is >= 1/10.
+
+    Independent seeds are not enough: hypothesis readily draws the same seed twice (U = V:
+    symmetric), and even distinct U, V can make :math:`\operatorname{diag}(\sigma) V^T U`
+    symmetric (for n = 2 and equal singular values, whenever :math:`V^T U` is a
+    reflection). So the next few seeds are tried, then a signed cyclic shift :math:`W`
+    (:math:`V = U W^T`), for which :math:`\operatorname{diag}(\sigma) W` is visibly
+    nonsymmetric whatever :math:`\sigma`. Any orthogonal V keeps the singular values.
+    """
+    n = sigma.size
+    U = _haar(n, seed_u)
+    if n == 1:
+        return (U * sigma) @ _haar(n, seed_v).T
+    for j in range(4):
+        A = (U * sigma) @ _haar(n, (seed_v + j) % 2**32).T
+        if _asymmetry(A) >= 0.1:
+            return A
+    W = np.roll(np.eye(n), 1, axis=0)  # e_i -> e_{i+1}: off-diagonal entries that A^T lacks
+    W[0, n - 1] = -1.0  # for n = 2 the shift alone is symmetric; the sign makes it a rotation
+    return (U * sigma) @ W @ U.T
 
 
 @st.composite
@@ -200,7 +265,9 @@ def linear_operators(
     ``form`` is ``"callable"`` (``v -> A v``), ``"linear_operator"`` (scipy) or ``"array"``;
     ``kind`` and ``form`` are drawn when None, or may be strategies. A nonsymmetric
     operator is :math:`U \\operatorname{diag}(\\sigma) V^T` with its singular values as
-    ``spectrum`` (symmetric only when n = 1).
+    ``spectrum``, spanning ``cond`` as in :func:`spd_matrices`; it is symmetric only when
+    n = 1: for n >= 2 its antisymmetric part :math:`(A - A^T) / 2` has at least a tenth of
+    the Frobenius norm of :math:`A`.
     """
     n = _size(draw, n, "n")
     kind = _choice(draw, kind, _KINDS, "kind")
@@ -216,9 +283,11 @@ def linear_operators(
         case = draw(symmetric_indefinite(n, cond=cond, dtype=dt))
         matrix, spectrum = case.matrix, case.eigenvalues
     else:
-        sigma = draw(_magnitudes(n, _cond_range(cond)))
-        U, V = _haar(n, draw(_SEEDS)), _haar(n, draw(_SEEDS))
-        matrix, spectrum = ((U * sigma) @ V.T).astype(dt), np.sort(sigma)
+        sigma_cond = _cond_range(cond)
+        _check_cond(sigma_cond, n, dt)
+        sigma = draw(_magnitudes(n, sigma_cond))
+        matrix = _nonsymmetric(sigma, draw(_SEEDS), draw(_SEEDS)).astype(dt)
+        spectrum = np.sort(sigma)
     frozen = matrix.copy()
     frozen.setflags(write=False)
     operator: Any
@@ -415,7 +484,8 @@ def trust_region_problems(
       :math:`\lambda_1` (so :math:`\mu = -\lambda_1` and the solution adds a multiple of
       that eigenvector; needs n >= 2: n = 1 is raised to 2).
 
-    ``cond`` spans the eigenvalue magnitudes; everything is built in the eigenbasis.
+    ``cond`` spans the eigenvalue magnitudes (with the limits of :func:`spd_matrices`);
+    everything is built in the eigenbasis.
     """
     regime = _choice(draw, regime, _REGIMES, "regime")
     n = _size(draw, n, "n")
@@ -423,6 +493,7 @@ def trust_region_problems(
         n = max(n, 2)
     dt = _dtype(dtype, draw)
     low, high = _cond_range(cond)
+    _check_cond((low, high), n, dt)
     if regime in ("interior", "boundary"):
         lam = np.sort(draw(_magnitudes(n, (low, high))))
     else:
@@ -488,6 +559,15 @@ def line_search_problems(
     :math:`t_f, t_c` log-uniform in :math:`[\rho^{K+2}, 2]`, and (with ``non_finite``) a
     drawn set of trials returning NaN. ``acceptable=True``/``False`` keeps only problems
     where some/no trial is acceptable.
+
+    ``evaluate`` recognizes the :math:`k`-th trial point :math:`x_0 + \rho^k s` up to the
+    rounding :func:`check_line_search_contract` allows (:math:`4 \epsilon (|x_0| + |s|)`
+    in the dtype) and returns its values at exactly :math:`t = \rho^k`, so
+    ``first_acceptable`` and ``non_finite_trials`` hold for a search computing in float32
+    as in float64; problems whose trial points (or ``x0``) the dtype cannot tell apart
+    are not drawn. Away from the trial points it is the smooth
+    :math:`f_0 + a t (t_f - t)`, :math:`c_{\max} (t / t_c)^2` of :math:`t`, the
+    projection of :math:`x - x_0` on :math:`s`.
     """
     n = _size(draw, n, "n")
     dt = _dtype(dtype, draw)
@@ -518,18 +598,32 @@ def line_search_problems(
     s = s.astype(dt)
     x0_64, s_64 = x0.astype(np.float64), s.astype(np.float64)
     ss = float(s_64 @ s_64)
+    # a search in dt computes trial k as x0 + rho^k s only up to rounding, which can be
+    # far more than a relative 1e-9 of t in float32 (rho^k itself rounds to float32), so
+    # trials are recognized by their distance to the exact trial points, within the
+    # rounding the contract allows; that needs the trial points (and x0, which is not a
+    # trial) more than twice that apart, which only float32 with a small shrink^K can miss
+    points = x0_64 + fractions[:, None] * s_64
+    s_max = float(np.max(np.abs(s_64)))
+    tol = 4 * float(np.finfo(dt).eps) * (float(np.max(np.abs(x0_64))) + s_max)
+    assume(s_max * min(fractions[-1], float(np.min(-np.diff(fractions), initial=1.0))) > 2 * tol)
     cmax = 2.0 ** draw(st.integers(-6, 2))
     a = 2.0 ** draw(st.integers(-2, 4))
     f0 = draw(st.floats(-100, 100))
-    nan_fractions = fractions[list(nan_trials)]
     # no trial's improvement is so small that rounding f0 + improvement could flip its sign
     improvements = a * fractions * (t_f - fractions)
     assume(np.min(np.abs(improvements)) > 1e-9 * (1.0 + abs(f0)))
 
     def evaluate(x: np.ndarray) -> tuple[float, float]:
-        t = float((np.asarray(x, dtype=np.float64) - x0_64) @ s_64) / ss
-        if np.any(np.abs(nan_fractions - t) <= 1e-9 * max(t, 1e-300)):
-            return math.nan, math.nan
+        x = np.asarray(x, dtype=np.float64)
+        distances = np.max(np.abs(points - x), axis=1)
+        k = int(np.argmin(distances))
+        if distances[k] <= tol:  # trial k: its exact fraction, as the oracle assumed
+            if k in nan_trials:
+                return math.nan, math.nan
+            t = float(fractions[k])
+        else:
+            t = float((x - x0_64) @ s_64) / ss
         return f0 + a * t * (t_f - t), cmax * (t / t_c) ** 2
 
     return LineSearchProblem(

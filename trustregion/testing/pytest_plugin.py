@@ -46,20 +46,51 @@ def register_profiles() -> bool:
     return True
 
 
+def profile_names() -> list[str]:
+    """The names of the registered hypothesis profiles (ours first), [] without hypothesis."""
+    try:
+        from hypothesis import settings
+    except ImportError:
+        return []
+
+    # hypothesis keeps no public list of profiles; fall back to ours if that ever changes
+    registered = getattr(settings, "_profiles", None)
+    others = sorted(set(registered) - set(PROFILES)) if isinstance(registered, dict) else []
+    return [*PROFILES, *others]
+
+
 def load_profile(name: str | None = None) -> str | None:
     """Load a profile: ``name``, else ``$TR_HYPOTHESIS_PROFILE``, else by ``$CI``.
 
     Returns the profile loaded, or None when hypothesis is not installed.
+
+    Raises
+    ------
+    ValueError
+        If the profile is not registered (naming ``$TR_HYPOTHESIS_PROFILE`` when the name
+        came from it), instead of hypothesis' ``InvalidArgument`` traceback.
     """
     if not register_profiles():
         return None
     from hypothesis import settings
+    from hypothesis.errors import InvalidArgument
 
+    from_env = not name and bool(os.environ.get("TR_HYPOTHESIS_PROFILE"))
     chosen = (
         name
         or os.environ.get("TR_HYPOTHESIS_PROFILE")
         or ("trustregion-ci" if os.environ.get("CI") else "trustregion-dev")
     )
+    # checked first: hypothesis' load_profile makes an unknown name current before it
+    # raises, which breaks every later register_profile (a KeyError)
+    try:
+        settings.get_profile(chosen)
+    except InvalidArgument:
+        what = "TR_HYPOTHESIS_PROFILE" if from_env else "name"
+        raise ValueError(
+            f"{what}={chosen!r} is not a registered hypothesis profile; valid names: "
+            + ", ".join(profile_names())
+        ) from None
     settings.load_profile(chosen)
     return chosen
 
@@ -78,8 +109,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     register_profiles()
-    if os.environ.get("TR_HYPOTHESIS_PROFILE"):
-        load_profile(os.environ["TR_HYPOTHESIS_PROFILE"])
+    value = os.environ.get("TR_HYPOTHESIS_PROFILE")
+    if value:
+        # a typo here would otherwise abort every run with an INTERNALERROR traceback
+        # (exit 3); a usage error is one line and exit 4. Checked here, after the initial
+        # conftests, so a profile a conftest registers is valid too.
+        try:
+            load_profile(value)
+        except ValueError:
+            raise pytest.UsageError(
+                f"TR_HYPOTHESIS_PROFILE={value!r} is not a registered hypothesis profile; "
+                f"valid names: {', '.join(profile_names())}"
+            ) from None
 
 
 def _base_seed(config: pytest.Config) -> int:
