@@ -23,14 +23,19 @@ CONTRACT_ULPS = 64
 
 
 def _iterate_and_flag(report: CheckReport, result: Any, attribute: str) -> tuple[Any, bool | None]:
-    """The iterate and the success flag of a result object, or of scipy's ``(x, info)``."""
-    if isinstance(result, tuple) and len(result) == 2:
+    """The iterate and the success flag of a result object, or of scipy's ``(x, info)``.
+
+    Named fields come first: a NamedTuple ``(x, success)`` is a tuple of two too, and
+    reading it as ``(x, info)`` would invert its flag (``info == 0`` means success).
+    """
+    if hasattr(result, attribute):
+        flag = getattr(result, "success", None)
+        return getattr(result, attribute), None if flag is None else bool(flag)
+    if type(result) is tuple and len(result) == 2:  # plain, without named fields
         x, info = result
         return x, info == 0
-    if not hasattr(result, attribute):
-        report.fail(f"the result has no attribute {attribute!r} (got {type(result).__name__})")
-    flag = getattr(result, "success", None)
-    return getattr(result, attribute), None if flag is None else bool(flag)
+    report.fail(f"the result has no attribute {attribute!r} (got {type(result).__name__})")
+    raise AssertionError  # unreachable: fail raises
 
 
 class _Operator(LinearOperator):
@@ -64,7 +69,20 @@ def _vector_and_matrix(
         raise ValueError(
             f"{matrix_name} must have shape ({n}, {n}) like {vector_name}, got {matrix.shape}"
         )
+    # the oracle's norms and eigenvalues decide what is demanded: an inf makes every
+    # tolerance infinite (anything passes) and a NaN makes LAPACK fail
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError(f"{matrix_name} must be finite")
     return vector, matrix
+
+
+def _tolerance_argument(name: str, value: Any) -> float:
+    """A finite relative tolerance ``>= 0``, or a TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not (0 <= value < math.inf):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return float(value)
 
 
 def check_cg_contract(
@@ -97,9 +115,10 @@ def check_cg_contract(
     ----------
     solve : callable
     A : array_like, shape (n, n)
-        The dense matrix (the oracle); the solver sees it only through products.
+        The dense finite matrix (the oracle); the solver sees it only through products.
     b : array_like, shape (n,)
     rtol : float
+        Finite, ``>= 0``.
     preconditioner, non_finite : bool
         Run contracts 4 and 5.
 
@@ -109,6 +128,7 @@ def check_cg_contract(
     """
     report = CheckReport("check_cg_contract")
     b, A = _vector_and_matrix("b", b, "A", A)
+    rtol = _tolerance_argument("rtol", rtol)
     dtype = b.dtype
     n = b.size
     e = fd.eps(dtype)
@@ -220,9 +240,10 @@ def check_steihaug_contract(
     solve : callable
     g : array_like, shape (n,)
     H : array_like, shape (n, n)
-        Symmetric; the solver sees it only through ``hessp``.
+        Symmetric and finite; the solver sees it only through ``hessp``.
     radius : float
     optimal_value : float, optional
+        The minimum of the model in the region: finite and ``<= 0`` (the model is 0 at 0).
     non_finite : bool
 
     Returns
@@ -236,6 +257,11 @@ def check_steihaug_contract(
     radius = float(radius)
     if not (radius > 0 and math.isfinite(radius)):
         raise ValueError(f"radius must be finite and > 0, got {radius!r}")
+    if optimal_value is not None:
+        # m* <= m(0) = 0; a NaN or positive m* would make contract 4 pass whatever p is
+        optimal_value = float(optimal_value)
+        if not (optimal_value <= 0 and math.isfinite(optimal_value)):
+            raise ValueError(f"optimal_value must be finite and <= 0, got {optimal_value!r}")
     e = fd.eps(dtype)
     g64 = g.astype(np.float64)
     norm_H = float(np.linalg.norm(H, 2))
@@ -331,6 +357,7 @@ def check_line_search_contract(
     CheckReport
     """
     report = CheckReport("check_line_search_contract")
+    constraint_rtol = _tolerance_argument("constraint_rtol", constraint_rtol)
     x0 = vector_argument("problem.x0", problem.x0)
     s = vector_argument("problem.full_step", problem.full_step)
     shrink, K = float(problem.shrink), int(problem.max_backtracks)

@@ -19,6 +19,20 @@ from trustregion.testing._report import (
     require_finite,
 )
 
+#: largest default relative allowance of the Lanczos test (a relative allowance near 1 would
+#: forgive -I as positive semi-definite)
+RTOL_CAP = 1e-2
+
+
+def _number(name: str, value: Any, below: float = math.inf) -> float:
+    """``value`` as a float in ``[0, below)``, or a TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not (0 <= value < below):
+        bound = "finite" if below == math.inf else f"< {below:g}"
+        raise ValueError(f"{name} must be {bound} and >= 0, got {value!r}")
+    return float(value)
+
 
 def check_symmetric_operator(
     matvec: Callable[[np.ndarray], Any],
@@ -34,12 +48,20 @@ def check_symmetric_operator(
     r"""Check that ``matvec`` applies a symmetric (optionally positive semi-definite) matrix.
 
     Up to ``max_dense`` the matrix is assembled from ``n`` products with the unit vectors
-    and checked entry by entry: :math:`|A_{ij} - A_{ji}| \le r \max|A|` and, with
-    ``psd=True``, :math:`\lambda_{\min}(\tfrac12(A + A^T)) \ge -r \max|\lambda|`, where
-    :math:`r` = ``rtol`` (default :math:`16\,n\,\epsilon` of ``dtype``). Above it,
-    8 random pairs test symmetry and a 30-step Lanczos run looks for a negative Ritz value
-    (Ritz values lie inside the spectrum, so a negative one proves the operator is not PSD;
-    a small negative eigenvalue can go unseen).
+    and checked entry by entry: :math:`|A_{ij} - A_{ji}| \le r \max|A| + a` and, with
+    ``psd=True``, :math:`\lambda_{\min}(\tfrac12(A + A^T)) \ge -r \max|\lambda| - a`, where
+    :math:`r` = ``rtol`` (default :math:`16\,n\,\epsilon` of ``dtype``) and :math:`a` =
+    ``atol``. Above it, 8 random pairs test
+    :math:`|u^TAv - (Au)^Tv| \le r (\|u\|\|Av\| + \|Au\|\|v\|) + a \|u\|\|v\|` and a
+    30-step Lanczos run looks for a Ritz value below :math:`-r \max|\theta| - a` (Ritz values
+    lie inside the spectrum, so a negative one proves the operator is not PSD; a small
+    negative eigenvalue can go unseen), with :math:`r` = ``rtol``. By default :math:`r =
+    16\,\epsilon` for the pairs, which does not grow with ``n``: ``u`` is independent of the
+    rounding error :math:`d` of :math:`Av`, so :math:`u^Td` is about
+    :math:`\|u\|\|d\|/\sqrt n`, and :math:`16\,\epsilon` covers a product rounded to
+    several times :math:`\sqrt n\,\epsilon\,\|Av\|`, the random-walk growth of a recursive
+    sum; and :math:`r = \min(16\sqrt n\,\epsilon, 10^{-2})` for the Ritz value. So a gross
+    asymmetry or a clearly negative eigenvalue is caught at any ``n``.
 
     Parameters
     ----------
@@ -51,12 +73,16 @@ def check_symmetric_operator(
     dtype : float32 or float64
         Dtype of the vectors passed to ``matvec`` (and of the rounding allowed).
     rtol : float, optional
+        Relative allowance, in ``[0, 1)``.
     atol : float
-        Absolute allowance, for operators whose rounding is relative to intermediates
-        larger than the result (a categorical Fisher ``p_j v_j - p_j (p . v)`` with
-        ``p_j ~ 1`` rounds like ``eps |v|``, not like ``eps |F v|``).
+        Absolute allowance (finite, ``>= 0``), for operators whose rounding is relative to
+        intermediates larger than the result (a categorical Fisher ``p_j v_j - p_j (p . v)``
+        with ``p_j ~ 1`` rounds like ``eps |v|``, not like ``eps |F v|``). It bounds the
+        asymmetry :math:`|u^TAv - (Au)^Tv|` per unit :math:`\|u\|\|v\|` on both paths.
     seed : int
+        Seed (an integer ``>= 0``) of the random pairs and of the Lanczos start.
     max_dense : int
+        Largest ``n`` (an integer ``>= 0``) for which the matrix is assembled.
 
     Returns
     -------
@@ -78,16 +104,37 @@ def check_symmetric_operator(
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    seed = count_argument("seed", seed, minimum=0)
+    max_dense = count_argument("max_dense", max_dense, minimum=0)
+    # a relative allowance of 1 or more would forgive any asymmetry, and -I as PSD
+    rtol = None if rtol is None else _number("rtol", rtol, below=1.0)
+    atol = _number("atol", atol)
     e = fd.eps(dtype)
-    r = INNER_PRODUCT_ULPS * n * e if rtol is None else float(rtol)
-    # subnormal values carry no relative precision: allow n times the smallest normal number
-    floor = INNER_PRODUCT_ULPS * n * float(np.finfo(dtype).tiny) + float(atol)
-    floor_note = f" + 16 n tiny({dtype.name})" + (f" + atol {atol:.1e}" if atol else "")
-    source = (
-        f"{INNER_PRODUCT_ULPS} n eps({dtype.name}) = {r:.1e}, n = {n}"
-        if rtol is None
-        else f"rtol = {r:.1e} (given)"
+    dense = n <= max_dense
+    if rtol is not None:
+        r = float(rtol)
+        source = f"rtol = {r:.1e} (given)"
+    elif dense:
+        # an entry (A e_j)_i is one inner product of length n: n eps is its worst-case rounding
+        r = INNER_PRODUCT_ULPS * n * e
+        source = f"{INNER_PRODUCT_ULPS} n eps({dtype.name}) = {r:.1e}, n = {n}"
+    else:
+        # the rounding error d of a product is independent of the other random vector, so
+        # u . d ~ |u| |d| / sqrt(n): r does not grow with n (see above)
+        r = INNER_PRODUCT_ULPS * e
+        source = f"{INNER_PRODUCT_ULPS} eps({dtype.name}) = {r:.1e}"
+    # Lanczos vectors in the null space are built from the rounding errors themselves, so a
+    # Ritz value is off by about |d| <~ sqrt(n) eps max|theta| (a recursive sum); capped well
+    # below 1 so that a clearly negative eigenvalue is never forgiven
+    r_ritz = r if rtol is not None else min(INNER_PRODUCT_ULPS * math.sqrt(n) * e, RTOL_CAP)
+    ritz_source = (
+        source
+        if rtol is not None
+        else f"min({INNER_PRODUCT_ULPS} sqrt(n) eps({dtype.name}), {RTOL_CAP:g}) = {r_ritz:.1e}"
     )
+    # subnormal values carry no relative precision: allow n times the smallest normal number
+    floor = INNER_PRODUCT_ULPS * n * float(np.finfo(dtype).tiny) + atol
+    floor_note = f" + 16 n tiny({dtype.name})" + (f" + atol {atol:.1e}" if atol else "")
     mv = Counted("matvec", matvec)
 
     def apply(v: np.ndarray, what: str) -> np.ndarray:
@@ -99,7 +146,7 @@ def check_symmetric_operator(
         require_finite(report, f"matvec({what})", out)
         return out
 
-    if n <= max_dense:
+    if dense:
         A = np.empty((n, n))
         for j in range(n):
             e_j = np.zeros(n)
@@ -130,18 +177,19 @@ def check_symmetric_operator(
 
     rng = np.random.default_rng(seed)
     for k in range(8):
-        u, v = rng.standard_normal(n), rng.standard_normal(n)
+        # rounded to dtype first, so that both inner products use the vectors matvec saw
+        u = rng.standard_normal(n).astype(dtype).astype(np.float64)
+        v = rng.standard_normal(n).astype(dtype).astype(np.float64)
         au, av = apply(u, f"random u #{k}"), apply(v, f"random v #{k}")
         left, right = float(u @ av), float(au @ v)
+        norm_u, norm_v = float(np.linalg.norm(u)), float(np.linalg.norm(v))
+        size = norm_u * float(np.linalg.norm(av)) + float(np.linalg.norm(au)) * norm_v
         report.compare(
             f"symmetry <u, A v> = <A u, v> for random pair #{k} (seed {seed}): "
             f"{left:.10g} vs {right:.10g}",
             abs(left - right),
-            r
-            * float(
-                np.linalg.norm(u) * np.linalg.norm(av) + np.linalg.norm(au) * np.linalg.norm(v)
-            ),
-            source + " x (|u||Av| + |Au||v|)",
+            r * size + floor * norm_u * norm_v,
+            source + " x (|u||Av| + |Au||v|)" + floor_note + " x |u||v|",
         )
     if psd:
         ritz, top = _lanczos_extremes(lambda v: apply(v, "a Lanczos vector"), n, 30, rng)
@@ -149,8 +197,8 @@ def check_symmetric_operator(
             f"positive semi-definiteness: Lanczos (30 steps, seed {seed}) found "
             f"Ritz value {ritz:.6g} < 0",
             max(0.0, -ritz),
-            r * top,
-            source + f" x largest Ritz value {top:.3g}",
+            r_ritz * top + floor,
+            ritz_source + f" x largest |Ritz value| {top:.3g}" + floor_note,
         )
     return report.count(mv)
 
@@ -279,9 +327,18 @@ def check_kl(
         raise ValueError(f"false_alarm_rate must lie in (0, 1), got {false_alarm_rate!r}")
     if (log_prob is None) != (sample is None):
         raise ValueError("pass both log_prob and sample for the Monte Carlo check, or neither")
+    seed = count_argument("seed", seed, minimum=0)
+    max_rows = count_argument("max_rows", max_rows, minimum=0)
+    if accuracy is not None:
+        accuracy = _number("accuracy", accuracy)
     kl_c = Counted("kl", kl)
     batch = _batch_size(p)
+    if batch == 0:
+        raise ValueError("p and q must have a batch of at least one row, got 0 rows")
     arrays = list(p) + list(q) if isinstance(p, tuple | list) else [p, q]
+    # a NaN parameter has no KL: a kl that returns a number for it would pass unchecked
+    if any(np.any(np.isnan(np.asarray(a, dtype=np.float64))) for a in arrays):
+        raise ValueError("p and q must not contain NaN (-inf and inf logits are fine)")
     dtype = fd.float_dtype(*arrays)
     e = fd.eps(dtype)
     finite_params = [np.abs(np.asarray(a, dtype=np.float64)) for a in arrays]
