@@ -21,12 +21,21 @@ from trustregion.testing._report import (
     Counted,
     as_float_array,
     count_argument,
+    reject_complex,
     require_finite,
     vector_argument,
 )
 
 #: multiples of n eps allowed for inner products computed two ways (symmetry, dot tests)
 INNER_PRODUCT_ULPS = 16
+#: a derivative smaller than this fraction of its check's tolerance counts as zero: both
+#: sides agree it vanishes to what the function's accuracy can show (a stationary point)
+ZERO_FRACTION = 1e-3
+#: what to do when a check cannot resolve the quantity it compares
+RESCALE = (
+    "pass accuracy= if the function is more accurate than assumed, or rescale x and the "
+    "function so that both are of order 1 near x"
+)
 
 
 def inner_product_rtol(n: int, dtype: np.dtype) -> tuple[float, str]:
@@ -45,6 +54,13 @@ def inner_product_rtol(n: int, dtype: np.dtype) -> tuple[float, str]:
     )
 
 
+#: what to do when check_fvp cannot resolve the Fisher
+FISHER_REMEDY = (
+    "pass kl_accuracy= if kl is more accurate than the default, or rescale the parameters "
+    "(or features) so that the Fisher matrix is of order 1"
+)
+
+
 def _accuracy(
     dtype: np.dtype, accuracy: float | None, what: str
 ) -> tuple[Callable[[float], float], str]:
@@ -61,6 +77,7 @@ def _accuracy(
 
 
 def _scalar(report: CheckReport, name: str, value: Any) -> float:
+    reject_complex(name, value, "returned")
     arr = np.asarray(value)
     if arr.size != 1:
         report.fail(f"{name} must return a scalar, got shape {arr.shape}")
@@ -161,14 +178,54 @@ def check_grad(
             min_h=h_min,
         )
         own = fd.ULPS * e * fd.magnitude(g) * fd.magnitude(v)
-        report.compare(
+        what = (
             f"grad(x) . v against central differences of f along {_where(i, seed)}: "
-            f"grad . v = {analytic:.10g}, difference quotient = {float(est.value):.10g}",
-            abs(analytic - float(est.value)),
+            f"grad . v = {analytic:.10g}, difference quotient = {float(est.value):.10g}"
+        )
+        source = est.describe() + f" + {fd.ULPS} eps |grad| |v| = {own:.1e}"
+        source += _step_note(x, est.h)
+        report.compare(what, abs(analytic - float(est.value)), est.tolerance + own, source)
+        _require_resolved(
+            report,
+            what,
             est.tolerance + own,
-            est.describe() + f" + {fd.ULPS} eps |grad| |v| = {own:.1e}",
+            max(abs(analytic), abs(float(est.value)), fd.magnitude(g) * fd.magnitude(v)),
+            source,
         )
     return report.count(f_c, grad_c)
+
+
+def _require_resolved(
+    report: CheckReport,
+    what: str,
+    tolerance: float,
+    magnitude: float,
+    source: str,
+    remedy: str = RESCALE,
+    zero_fraction: float = ZERO_FRACTION,
+) -> None:
+    """Fail a comparison that passed only because its tolerance swamps what it compares.
+
+    ``magnitude`` is the size of the compared quantity (both sides, and norms that do not
+    cancel); below ``zero_fraction`` of the tolerance it counts as zero and the pass stands.
+    Otherwise the tolerance must be below half of it (see :meth:`CheckReport.resolve`):
+    with the default step ``~ eps^(1/3) max(1, |x|)`` a function varying on a scale far
+    below 1 (x ~ 1e-8) has a truncation estimate larger than its derivative.
+    """
+    if magnitude > zero_fraction * tolerance:
+        report.resolve(what, tolerance, magnitude, source, remedy)
+
+
+def _step_note(x: np.ndarray | None, h: float) -> str:
+    """A hint for the message when the step dwarfs the point (the step never drops below
+    ``eps^(1/3)``, so a function varying on the scale of a tiny ``x`` is not resolved)."""
+    top = 0.0 if x is None else float(np.max(np.abs(x)))
+    if 0.0 < top and h > 1024 * top:
+        return (
+            f"; note h = {h:.3g} is over 1024 |x|_inf = {top:.3g}: if the function varies on "
+            "the scale of x, rescale x to order 1"
+        )
+    return ""
 
 
 def _vector_quotient(
@@ -201,11 +258,15 @@ def _check_against_central_differences(
     e: float,
     label: str,
     symbol: str,
+    remedy: str = RESCALE,
+    zero_fraction: float = ZERO_FRACTION,
+    x: np.ndarray | None = None,
 ) -> Any:
     """Compare an array-valued ``product`` with the Richardson extrapolant of ``quotient``.
 
     The tolerance is the estimate's own plus ``ULPS`` eps of ``|product|`` (named
-    ``symbol`` in the message); returns the estimate for callers that reuse it.
+    ``symbol`` in the message), and must resolve the product (see :func:`_require_resolved`);
+    returns the estimate for callers that reuse it.
     """
     est = fd.richardson(
         quotient,
@@ -217,11 +278,16 @@ def _check_against_central_differences(
         min_h=h_min,
     )
     own = fd.ULPS * e * fd.magnitude(product)
-    report.compare(
+    source = est.describe() + f" + {fd.ULPS} eps {symbol} = {own:.1e}" + _step_note(x, est.h)
+    report.compare(label, fd.magnitude(product - est.value), est.tolerance + own, source)
+    _require_resolved(
+        report,
         label,
-        fd.magnitude(product - est.value),
         est.tolerance + own,
-        est.describe() + f" + {fd.ULPS} eps {symbol} = {own:.1e}",
+        max(fd.magnitude(product), fd.magnitude(est.value)),
+        source,
+        remedy,
+        zero_fraction,
     )
     return est
 
@@ -275,9 +341,9 @@ def check_jvp_vjp(
     dtype = fd.float_dtype(x, y_raw) if y_raw.dtype.kind == "f" else x.dtype
     e = fd.eps(dtype)
     n, m = x.size, y.size
-    acc, note = _accuracy(x.dtype, accuracy, "f")
+    acc, note = _accuracy(dtype, accuracy, "f")
     rng = np.random.default_rng(seed)
-    h0, h_min = fd.step(x, 1 / 3), fd.smallest_exact_step(x)
+    h0, h_min = fd.step(x, 1 / 3, dtype), fd.smallest_exact_step(x)
     for i in range(n_directions):
         t = fd.direction(rng, x.shape, x.dtype)
         c = rng.standard_normal(y.shape).astype(x.dtype).astype(np.float64)
@@ -305,6 +371,7 @@ def check_jvp_vjp(
             e,
             f"jvp(x, t) against central differences of f along {_where(i, seed)}",
             "|Jt|",
+            x=x,
         )
         projected = float(c.ravel() @ np.ravel(est.value))
         own = fd.ULPS * e * fd.magnitude(jtc) * fd.magnitude(t)
@@ -412,6 +479,7 @@ def check_hvp(
             e,
             f"hvp(x, v) against central differences of grad along {_where(i, seed)}",
             "|Hv|",
+            x=x,
         )
     return report.count(grad_c, hvp_c)
 
@@ -581,12 +649,22 @@ def check_fvp(
             min_h=h_min,
         )
         own = fd.ULPS * e * fd.magnitude(v) * fd.magnitude(fv)
-        report.compare(
+        what = (
             f"v^T F v = {vfv:.10g} against (KL(theta||theta+hv) + KL(theta||theta-hv)) / h^2 "
-            f"= {float(est.value):.10g} (twice the KL's second-order term) along {_where(i, seed)}",
-            abs(vfv - float(est.value)),
+            f"= {float(est.value):.10g} (twice the KL's second-order term) along {_where(i, seed)}"
+        )
+        source = est.describe() + f" + {fd.ULPS} eps |v||Fv| = {own:.1e}"
+        report.compare(what, abs(vfv - float(est.value)), est.tolerance + own, source)
+        # no zero exemption: v^T F v is all this comparison is about, and a small Fisher
+        # (features ~1e-4) under the default absolute kl accuracy would pass 2 F v or F v / 2
+        _require_resolved(
+            report,
+            what,
             est.tolerance + own,
-            est.describe() + f" + {fd.ULPS} eps |v||Fv| = {own:.1e}",
+            max(abs(vfv), abs(float(est.value))),
+            source,
+            FISHER_REMEDY,
+            0.0,
         )
 
         def slope(h: float, v: np.ndarray = v) -> tuple[np.ndarray, float]:
@@ -631,6 +709,8 @@ def check_fvp(
                 "fvp(theta, v) against central differences of kl_grad(theta, .) along "
                 + _where(i, seed),
                 "|Fv|",
+                FISHER_REMEDY,
+                0.0,
             )
         report.count(kl_grad_c)
     else:
@@ -655,11 +735,20 @@ def check_fvp(
             min_h=h_min,
         )
         own = fd.ULPS * e * fd.magnitude(u) * fd.magnitude(fv)
-        report.compare(
+        what = (
             f"u^T F v = {u_fv:.10g} against the mixed second difference of KL(theta || .) "
-            f"= {float(est.value):.10g} for directions #0, #1 (seed {seed})",
-            abs(u_fv - float(est.value)),
+            f"= {float(est.value):.10g} for directions #0, #1 (seed {seed})"
+        )
+        source = est.describe() + f" + {fd.ULPS} eps |u||Fv| = {own:.1e}"
+        report.compare(what, abs(u_fv - float(est.value)), est.tolerance + own, source)
+        # u^T F v may vanish for a correct Fisher; |u||Fv| does not unless F v = 0
+        _require_resolved(
+            report,
+            what,
             est.tolerance + own,
-            est.describe() + f" + {fd.ULPS} eps |u||Fv| = {own:.1e}",
+            max(abs(u_fv), abs(float(est.value)), fd.magnitude(u) * fd.magnitude(fv)),
+            source,
+            FISHER_REMEDY,
+            0.0,
         )
     return report.count(fvp_c, kl_c)

@@ -36,6 +36,8 @@ import numpy as np
 DIRECTION_BITS = 10
 #: a function is assumed accurate to this many ulps of the largest value differenced
 ULPS = 64
+#: further divisions of h by 16 allowed while the Richardson pair is truncation-dominated
+EXTRA_RETRIES = 8
 
 
 def eps(dtype: Any) -> float:
@@ -69,9 +71,13 @@ def quantize(v: Any, dtype: Any) -> np.ndarray:
     return (np.round(v / top * 2.0**DIRECTION_BITS) / 2.0**DIRECTION_BITS).astype(dtype)
 
 
-def step(x: np.ndarray, power: float) -> float:
-    """Power-of-two step ``~ eps**power * max(1, |x|_inf)``, exact for ``x ± h v``."""
-    dtype = x.dtype
+def step(x: np.ndarray, power: float, dtype: Any = None) -> float:
+    """Power-of-two step ``~ eps**power * max(1, |x|_inf)``, exact for ``x ± h v``.
+
+    ``eps`` is that of ``dtype`` (default ``x.dtype``): pass the less precise of the input
+    and output dtypes, whose rounding the step has to balance.
+    """
+    dtype = x.dtype if dtype is None else dtype
     scale = max(1.0, float(np.max(np.abs(x))) if x.size else 1.0)
     h = 2.0 ** math.floor(math.log2(eps(dtype) ** power * scale))
     return max(h, smallest_exact_step(x))
@@ -130,22 +136,32 @@ def richardson(
     """Extrapolate ``quotient`` (returning the quotient and the largest value differenced).
 
     If the pair disagrees by more than 1% of the result (h is outside the asymptotic
-    range), ``h`` is divided by 16 and the pair retaken, ``retries`` times at most, while
-    ``h/2`` stays at or above ``min_h``.
+    range) and by more than the rounding bound (which a smaller ``h`` would only inflate),
+    ``h`` is divided by 16 and the pair retaken, ``retries`` times at most, while ``h/2``
+    stays at or above ``min_h``. After those, it goes on shrinking (up to
+    ``EXTRA_RETRIES`` more times) while the disagreement still dominates the rounding bound
+    of the next, smaller pair: the function then varies on a scale far below the default
+    step (``x`` of order 1e-8, say), and a smaller step is what resolves its derivative.
     """
+    extra = EXTRA_RETRIES
+    factor = 2.0**order
     while True:
         d1, s1 = quotient(h)
         d2, s2 = quotient(h / 2)
-        factor = 2.0**order
         value = (factor * d2 - d1) / (factor - 1.0)
         truncation = float(np.linalg.norm(np.ravel(d1 - d2)))
         scale = max(s1, s2)
         magnitude = max(float(np.linalg.norm(np.ravel(value))), abs(reference))
-        if truncation <= 1e-2 * magnitude or retries == 0 or h / 32 < min_h:
-            bound = (factor * rounding(h / 2, scale) + rounding(h, scale)) / (factor - 1.0)
+        bound = (factor * rounding(h / 2, scale) + rounding(h, scale)) / (factor - 1.0)
+        # a disagreement within the rounding bound is noise that a smaller h only amplifies
+        resolved = truncation <= 1e-2 * magnitude or truncation <= bound or h / 32 < min_h
+        if resolved or (retries == 0 and (extra == 0 or rounding(h / 32, scale) >= truncation)):
             return Estimate(value, truncation, bound, h, order, scale, accuracy_note)
+        if retries == 0:
+            extra -= 1
+        else:
+            retries -= 1
         h /= 16
-        retries -= 1
 
 
 def magnitude(a: Any) -> float:

@@ -74,6 +74,24 @@ class CheckReport:
     def fail(self, what: str) -> None:
         raise AssertionError(f"{self.check}: {what}")
 
+    def resolve(
+        self, what: str, tolerance: float, magnitude: float, source: str, remedy: str
+    ) -> None:
+        """Fail unless ``tolerance`` is below half of ``magnitude``, saying why and what to do.
+
+        A tolerance of at least half the compared quantity passes that quantity doubled,
+        halved or zeroed, so the comparison could not tell a wrong result from a right one:
+        passing it would be a silent false negative.
+        """
+        if not (tolerance < 0.5 * magnitude):
+            raise AssertionError(
+                f"{self.check}: cannot resolve {what}\n"
+                f"  the tolerance {tolerance:.3e} is not below half the magnitude "
+                f"{magnitude:.3e} of the compared quantity, so a result off by a factor 2, "
+                f"1/2 or of the wrong sign would pass; {remedy}\n"
+                f"  tolerance = {source}"
+            )
+
     def count(self, *functions: Counted) -> CheckReport:
         for f in functions:
             self.calls[f.name] = f.calls
@@ -84,6 +102,7 @@ def as_float_array(
     report: CheckReport, name: str, value: Any, shape: tuple[int, ...] | None = None
 ) -> np.ndarray:
     """``value`` as a float64 array of ``shape`` (when given), or fail the check saying so."""
+    reject_complex(name, value, "returned")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -92,6 +111,17 @@ def as_float_array(
     if shape is not None and arr.shape != shape:
         report.fail(f"{name} returned shape {arr.shape}, expected {shape}")
     return arr
+
+
+def reject_complex(name: str, value: Any, verb: str = "is") -> None:
+    """TypeError if ``value`` holds complex numbers: a cast to float64 would drop their
+    imaginary parts with only a ComplexWarning, and the checks compare real values."""
+    try:
+        kind = np.asarray(value).dtype.kind
+    except (TypeError, ValueError):
+        return  # not an array at all: the caller's conversion reports it
+    if kind == "c":
+        raise TypeError(f"{name} {verb} complex (dtype {np.asarray(value).dtype}); it must be real")
 
 
 def require_finite(report: CheckReport, name: str, arr: np.ndarray) -> None:
@@ -133,8 +163,9 @@ def assert_close(
     Parameters
     ----------
     actual, desired : array_like
-        Same shape (scalars are arrays of shape ``()``). NaN matches NaN, ``inf`` matches
-        ``inf`` of the same sign.
+        Same shape (scalars are arrays of shape ``()``), real: complex values are a
+        ``TypeError``. NaN matches NaN, ``inf`` matches ``inf`` of the same sign. When
+        both are integer arrays they are compared exactly (no rounding to float64).
     rtol, atol : float
         Relative and absolute tolerance (>= 0).
     what : str
@@ -159,11 +190,21 @@ def assert_close(
     """
     if rtol < 0 or atol < 0 or not (np.isfinite(rtol) and np.isfinite(atol)):
         raise ValueError(f"rtol and atol must be finite and >= 0, got rtol={rtol}, atol={atol}")
+    reject_complex("actual", actual)
+    reject_complex("desired", desired)
     a = np.asarray(actual)
     d = np.asarray(desired)
     if a.shape != d.shape:
         raise AssertionError(
             f"assert_close: {what} have different shapes: actual {a.shape}, desired {d.shape}"
+        )
+    # integers beyond 2**53 would round together in float64: compare them exactly
+    exact = None
+    a_int = d_int = np.empty(0, dtype=object)
+    if a.dtype.kind in "iu" and d.dtype.kind in "iu":
+        a_int, d_int = a.astype(object), d.astype(object)
+        exact = np.vectorize(lambda p, q: abs(p - q) <= atol + rtol * abs(q), otypes=[bool])(
+            a_int, d_int
         )
     a = a.astype(np.float64)
     d = d.astype(np.float64)
@@ -174,6 +215,11 @@ def assert_close(
         rel_err = np.where(finite & (d != 0), abs_err / np.abs(np.where(d == 0, 1.0, d)), 0.0)
         rel_err = np.where(finite & (d == 0) & (abs_err > 0), np.inf, rel_err)
     bad = (finite & ~(abs_err <= atol + rtol * np.abs(d))) | (~finite & ~same_nonfinite)
+    if exact is not None:
+        bad = ~exact
+        abs_err = np.abs(a_int - d_int).astype(np.float64)
+        rel_err = np.where(d != 0, abs_err / np.abs(np.where(d == 0, 1.0, d)), np.inf)
+        rel_err = np.where(abs_err == 0, 0.0, rel_err)
     if not np.any(bad):
         return
     lines = [
@@ -183,9 +229,10 @@ def assert_close(
 
     def at(flat: int) -> str:
         index = np.unravel_index(flat, a.shape) if a.shape else ()
-        return (
-            f"index {tuple(int(i) for i in index)}: actual {a[index]:.17g}, desired {d[index]:.17g}"
-        )
+        where = f"index {tuple(int(i) for i in index)}"
+        if exact is not None:
+            return f"{where}: actual {a_int[index]}, desired {d_int[index]}"
+        return f"{where}: actual {a[index]:.17g}, desired {d[index]:.17g}"
 
     nonfinite = np.flatnonzero((~finite & ~same_nonfinite).ravel())
     if nonfinite.size:

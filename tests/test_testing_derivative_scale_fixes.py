@@ -1,0 +1,194 @@
+"""Regression tests: derivative checks that could not resolve what they compared.
+
+Each test failed before the fix: a check passed a wrong derivative because its tolerance
+exceeded the quantity it compared (tiny ``x``, small Fisher), failed a correct float32
+function of float64 inputs, or silently dropped imaginary parts / rounded large integers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import log_softmax, softmax
+
+from trustregion.testing import (
+    assert_close,
+    check_fvp,
+    check_grad,
+    check_jvp_vjp,
+)
+
+S = 1e-8  # the scale on which the function below varies (x of order S)
+
+
+def tiny_f(x):
+    z = x.astype(np.float64) / S
+    return float(np.sum(np.sin(z)) + 0.5 * z @ z)
+
+
+def tiny_grad(x):
+    z = x.astype(np.float64) / S
+    return (np.cos(z) + z) / S
+
+
+def tiny_hvp(x, v):
+    z = x.astype(np.float64) / S
+    return (1.0 - np.sin(z)) * v.astype(np.float64) / S**2
+
+
+X_TINY = np.array([0.3, -1.2, 0.7, 0.5, -0.9, 1.1]) * S
+WRONG = {
+    "2 grad": lambda g: lambda x: 2 * g(x),
+    "grad / 2": lambda g: lambda x: g(x) / 2,
+    "-grad": lambda g: lambda x: -g(x),
+}
+
+
+@pytest.mark.parametrize("wrong", WRONG)
+def test_check_grad_does_not_pass_wrong_gradient_when_step_dwarfs_x(wrong):
+    with pytest.raises(AssertionError):
+        check_grad(tiny_f, WRONG[wrong](tiny_grad), X_TINY.astype(np.float32))
+
+
+def test_check_grad_says_it_cannot_resolve_instead_of_passing():
+    with pytest.raises(AssertionError, match=r"(?s)cannot resolve.*pass accuracy=.*rescale"):
+        check_grad(tiny_f, tiny_grad, X_TINY.astype(np.float32))
+
+
+@pytest.mark.parametrize("factor", [2.0, -1.0])
+def test_check_jvp_vjp_does_not_pass_wrong_products_when_step_dwarfs_x(factor):
+    def f(x):
+        z = x.astype(np.float64) / S
+        return z**2 / 2 + np.sin(z)
+
+    def jvp(x, t):
+        z = x.astype(np.float64) / S
+        return factor * (z + np.cos(z)) * t / S
+
+    def vjp(x, c):
+        z = x.astype(np.float64) / S
+        return factor * (z + np.cos(z)) * c / S
+
+    with pytest.raises(AssertionError):
+        check_jvp_vjp(f, jvp, vjp, X_TINY.astype(np.float32))
+
+
+def test_stationary_point_still_passes():
+    # grad . v = 0 exactly: nothing to resolve, the check must not cry "cannot resolve"
+    report = check_grad(lambda x: float(x @ x), lambda x: 2 * x, np.zeros(3))
+    assert report.calls == {"f": 12, "grad": 1}
+
+
+def test_ordinary_scale_results_unchanged():
+    f = lambda x: float(np.sum(np.sin(x)))  # noqa: E731
+    report = check_grad(f, np.cos, np.array([0.1, 2.0, -3.0]))
+    assert report.calls == {"f": 12, "grad": 1}
+    assert report.worst_ratio < 1
+
+
+# --- check_fvp with a small Fisher (the docs' softmax policy, features scaled 1e-4) ----
+
+_rng = np.random.default_rng(0)
+FEATURES = 1e-4 * _rng.standard_normal((8, 3))
+D, K = 3, 4
+THETA = _rng.standard_normal(D * K)
+
+
+def small_kl(theta_old, theta):
+    lo = log_softmax(FEATURES @ theta_old.reshape(D, K), axis=1)
+    ln = log_softmax(FEATURES @ theta.reshape(D, K), axis=1)
+    return float(np.mean(np.sum(np.exp(lo) * (lo - ln), axis=1)))
+
+
+def small_kl_grad(theta_old, theta):
+    po = softmax(FEATURES @ theta_old.reshape(D, K), axis=1)
+    pn = softmax(FEATURES @ theta.reshape(D, K), axis=1)
+    return (FEATURES.T @ (pn - po)).ravel() / len(FEATURES)
+
+
+def small_fvp(theta, v):
+    p = softmax(FEATURES @ theta.reshape(D, K), axis=1)
+    dz = FEATURES @ v.reshape(D, K)
+    fz = p * dz - p * np.sum(p * dz, axis=1, keepdims=True)
+    return (FEATURES.T @ fz).ravel() / len(FEATURES)
+
+
+def small_fvp_no_projection(theta, v):
+    p = softmax(FEATURES @ theta.reshape(D, K), axis=1)
+    return (FEATURES.T @ (p * (FEATURES @ v.reshape(D, K)))).ravel() / len(FEATURES)
+
+
+FVP_WRONG = {
+    "2 F v": lambda t, v: 2 * small_fvp(t, v),
+    "F v / 2": lambda t, v: small_fvp(t, v) / 2,
+    "F at theta = 0": lambda t, v: small_fvp(np.zeros_like(t), v),
+    "no -p (p . dz) term": small_fvp_no_projection,
+}
+
+
+@pytest.mark.parametrize("kl_grad", [None, small_kl_grad], ids=["kl", "kl_grad"])
+@pytest.mark.parametrize("wrong", FVP_WRONG)
+def test_check_fvp_does_not_pass_wrong_fisher_when_fisher_is_small(wrong, kl_grad):
+    with pytest.raises(AssertionError):
+        check_fvp(FVP_WRONG[wrong], small_kl, THETA, kl_grad=kl_grad)
+
+
+def test_check_fvp_says_it_cannot_resolve_a_small_fisher():
+    with pytest.raises(AssertionError, match=r"(?s)cannot resolve.*kl_accuracy=.*rescale"):
+        check_fvp(small_fvp, small_kl, THETA)
+
+
+# --- check_jvp_vjp: float32 values of a float64 input -----------------------------------
+
+W = np.array([[1.0, 0.5, -0.3], [0.2, -1.1, 0.8]])
+
+
+def _jac(x):
+    return (1 - np.tanh(W @ x) ** 2)[:, None] * W
+
+
+def test_check_jvp_vjp_allows_float32_rounding_of_float32_values():
+    report = check_jvp_vjp(
+        lambda x: np.tanh(W @ x).astype(np.float32),
+        lambda x, t: _jac(x) @ t,
+        lambda x, c: _jac(x).T @ c,
+        np.array([0.3, -0.4, 0.9]),
+    )
+    assert report.worst_ratio < 1
+
+
+def test_check_jvp_vjp_float32_values_still_catch_a_wrong_jvp():
+    with pytest.raises(AssertionError):
+        check_jvp_vjp(
+            lambda x: np.tanh(W @ x).astype(np.float32),
+            lambda x, t: 1.01 * _jac(x) @ t,
+            lambda x, c: 1.01 * _jac(x).T @ c,
+            np.array([0.3, -0.4, 0.9]),
+        )
+
+
+# --- complex values and large integers --------------------------------------------------
+
+
+def test_assert_close_rejects_complex_values():
+    with pytest.raises(TypeError, match="actual"):
+        assert_close(np.array([1 + 1j]), np.array([1 + 1j]))
+    with pytest.raises(TypeError, match="desired"):
+        assert_close(np.array([1.0]), np.array([1 + 2j]))
+
+
+def test_assert_close_compares_integers_exactly():
+    with pytest.raises(AssertionError, match="4611686018427387905"):
+        assert_close(np.array([2**62 + 1]), np.array([2**62]), rtol=0)
+    assert_close(np.array([2**62 + 1]), np.array([2**62]), rtol=0, atol=1)
+    assert_close(2**62, 2**62, rtol=0)
+
+
+def test_check_grad_rejects_a_complex_gradient():
+    with pytest.raises(TypeError, match="grad"):
+        check_grad(lambda x: float(np.sum(x**2)), lambda x: 2 * x + 5j, np.array([0.5, -1.0]))
+
+
+def test_check_grad_rejects_a_complex_function_value():
+    with pytest.raises(TypeError, match="f"):
+        check_grad(lambda x: np.sum(x**2) + 1j, lambda x: 2 * x, np.array([0.5, -1.0]))
