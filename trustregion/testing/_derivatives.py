@@ -195,15 +195,9 @@ def check_grad(
     return report.count(f_c, grad_c)
 
 
-def _require_resolved(
-    report: CheckReport,
-    what: str,
-    tolerance: float,
-    magnitude: float,
-    source: str,
-    remedy: str = RESCALE,
-    zero_fraction: float = ZERO_FRACTION,
-) -> None:
+def _require_resolved(report: CheckReport, what: str, tolerance: float, magnitude: float,
+                      source: str, remedy: str = RESCALE,
+                      zero_fraction: float = ZERO_FRACTION) -> None:
     """Fail a comparison that passed only because its tolerance swamps what it compares.
 
     ``magnitude`` is the size of the compared quantity (both sides, and norms that do not
@@ -657,15 +651,8 @@ def check_fvp(
         report.compare(what, abs(vfv - float(est.value)), est.tolerance + own, source)
         # no zero exemption: v^T F v is all this comparison is about, and a small Fisher
         # (features ~1e-4) under the default absolute kl accuracy would pass 2 F v or F v / 2
-        _require_resolved(
-            report,
-            what,
-            est.tolerance + own,
-            max(abs(vfv), abs(float(est.value))),
-            source,
-            FISHER_REMEDY,
-            0.0,
-        )
+        _require_resolved(report, what, est.tolerance + own,
+                          max(abs(vfv), abs(float(est.value))), source, FISHER_REMEDY, 0.0)
 
         def slope(h: float, v: np.ndarray = v) -> tuple[np.ndarray, float]:
             kp, km = K(v, h), K(v, -h)
@@ -742,13 +729,6 @@ def check_fvp(
         source = est.describe() + f" + {fd.ULPS} eps |u||Fv| = {own:.1e}"
         report.compare(what, abs(u_fv - float(est.value)), est.tolerance + own, source)
         # u^T F v may vanish for a correct Fisher; |u||Fv| does not unless F v = 0
-        _require_resolved(
-            report,
-            what,
-            est.tolerance + own,
-            max(abs(u_fv), abs(float(est.value)), fd.magnitude(u) * fd.magnitude(fv)),
-            source,
-            FISHER_REMEDY,
-            0.0,
-        )
+        size = max(abs(u_fv), abs(float(est.value)), fd.magnitude(u) * fd.magnitude(fv))
+        _require_resolved(report, what, est.tolerance + own, size, source, FISHER_REMEDY, 0.0)
     return report.count(fvp_c, kl_c)
