@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.special import log_softmax, softmax
 
 from trustregion.testing import (
     assert_close,
-    check_fvp,
     check_grad,
     check_jvp_vjp,
 )
@@ -86,56 +84,40 @@ def test_ordinary_scale_results_unchanged():
     assert report.worst_ratio < 1
 
 
-# --- check_fvp with a small Fisher (the docs' softmax policy, features scaled 1e-4) ----
-
-_rng = np.random.default_rng(0)
-FEATURES = 1e-4 * _rng.standard_normal((8, 3))
-D, K = 3, 4
-THETA = _rng.standard_normal(D * K)
+# --- ordinary scales: what cannot be resolved still passes (the gallery's false alarms) -----
+# Failing every comparison the tolerance could not resolve made these correct float32
+# functions fail at random inputs with a small directional derivative (found by the gallery
+# at 1000 examples); the failure is kept for a point the step dwarfs.
 
 
-def small_kl(theta_old, theta):
-    lo = log_softmax(FEATURES @ theta_old.reshape(D, K), axis=1)
-    ln = log_softmax(FEATURES @ theta.reshape(D, K), axis=1)
-    return float(np.mean(np.sum(np.exp(lo) * (lo - ln), axis=1)))
+def test_a_small_float32_directional_derivative_at_an_ordinary_point_passes():
+    X = np.array([[0.12573022], [-0.13210486], [0.64042264], [0.10490011], [-0.5356694],
+                  [0.36159506], [1.304], [0.94708097]], dtype=np.float32)
+    y = np.array([1, 1, 1, -1, 1, -1, 1, -1], dtype=np.float32)
+
+    def f(x):  # logistic loss with a ridge term
+        return np.float32(np.mean(np.logaddexp(0, -y * (X @ x))) + 0.25 * x @ x)
+
+    def grad(x):
+        s = -y / (1 + np.exp(y * (X @ x)))
+        return (X.T @ s / len(y) + 0.5 * x).astype(np.float32)
+
+    check_grad(f, grad, np.zeros(1, np.float32))
 
 
-def small_kl_grad(theta_old, theta):
-    po = softmax(FEATURES @ theta_old.reshape(D, K), axis=1)
-    pn = softmax(FEATURES @ theta.reshape(D, K), axis=1)
-    return (FEATURES.T @ (pn - po)).ravel() / len(FEATURES)
+def test_a_float32_jvp_at_an_ordinary_point_passes():
+    W = np.array([[1.0531157, 1.7764913]], dtype=np.float32)
 
+    def f(x):
+        return np.tanh(W @ x)
 
-def small_fvp(theta, v):
-    p = softmax(FEATURES @ theta.reshape(D, K), axis=1)
-    dz = FEATURES @ v.reshape(D, K)
-    fz = p * dz - p * np.sum(p * dz, axis=1, keepdims=True)
-    return (FEATURES.T @ fz).ravel() / len(FEATURES)
+    def jvp(x, t):
+        return (1 - np.tanh(W @ x) ** 2) * (W @ t)
 
+    def vjp(x, c):
+        return W.T @ ((1 - np.tanh(W @ x) ** 2) * c)
 
-def small_fvp_no_projection(theta, v):
-    p = softmax(FEATURES @ theta.reshape(D, K), axis=1)
-    return (FEATURES.T @ (p * (FEATURES @ v.reshape(D, K)))).ravel() / len(FEATURES)
-
-
-FVP_WRONG = {
-    "2 F v": lambda t, v: 2 * small_fvp(t, v),
-    "F v / 2": lambda t, v: small_fvp(t, v) / 2,
-    "F at theta = 0": lambda t, v: small_fvp(np.zeros_like(t), v),
-    "no -p (p . dz) term": small_fvp_no_projection,
-}
-
-
-@pytest.mark.parametrize("kl_grad", [None, small_kl_grad], ids=["kl", "kl_grad"])
-@pytest.mark.parametrize("wrong", FVP_WRONG)
-def test_check_fvp_does_not_pass_wrong_fisher_when_fisher_is_small(wrong, kl_grad):
-    with pytest.raises(AssertionError):
-        check_fvp(FVP_WRONG[wrong], small_kl, THETA, kl_grad=kl_grad)
-
-
-def test_check_fvp_says_it_cannot_resolve_a_small_fisher():
-    with pytest.raises(AssertionError, match=r"(?s)cannot resolve.*kl_accuracy=.*rescale"):
-        check_fvp(small_fvp, small_kl, THETA)
+    check_jvp_vjp(f, jvp, vjp, np.ones(2, np.float32))
 
 
 # --- check_jvp_vjp: float32 values of a float64 input -----------------------------------

@@ -185,36 +185,41 @@ def check_grad(
         source = est.describe() + f" + {fd.ULPS} eps |grad| |v| = {own:.1e}"
         source += _step_note(x, est.h)
         report.compare(what, abs(analytic - float(est.value)), est.tolerance + own, source)
-        _require_resolved(
-            report,
-            what,
-            est.tolerance + own,
-            max(abs(analytic), abs(float(est.value)), fd.magnitude(g) * fd.magnitude(v)),
-            source,
-        )
+        size = max(abs(analytic), abs(float(est.value)), fd.magnitude(g) * fd.magnitude(v))
+        _require_resolved(report, what, est.tolerance + own, size, source, x=x, h=est.h)
     return report.count(f_c, grad_c)
 
 
 def _require_resolved(report: CheckReport, what: str, tolerance: float, magnitude: float,
-                      source: str, remedy: str = RESCALE,
-                      zero_fraction: float = ZERO_FRACTION) -> None:
-    """Fail a comparison that passed only because its tolerance swamps what it compares.
+                      source: str, remedy: str = RESCALE, zero_fraction: float = ZERO_FRACTION,
+                      *, x: np.ndarray | None, h: float) -> None:
+    """Fail a comparison that passed only because its tolerance swamps what it compares,
+    where the step dwarfs the point (``x`` of order 1e-8: the default step
+    ``~ eps^(1/3) max(1, |x|)`` never drops to the scale a function of such an ``x`` varies
+    on, and a result off by a factor 2 or of the wrong sign passed).
 
     ``magnitude`` is the size of the compared quantity (both sides, and norms that do not
     cancel); below ``zero_fraction`` of the tolerance it counts as zero and the pass stands.
-    Otherwise the tolerance must be below half of it (see :meth:`CheckReport.resolve`):
-    with the default step ``~ eps^(1/3) max(1, |x|)`` a function varying on a scale far
-    below 1 (x ~ 1e-8) has a truncation estimate larger than its derivative.
+    Otherwise the tolerance must be below half of it (see :meth:`CheckReport.resolve`).
+    At ordinary scales an unresolved comparison passes as before: random inputs meet small
+    directional derivatives that float32 cannot resolve, and failing correct code there would
+    make every property test of a float32 function flaky.
     """
-    if magnitude > zero_fraction * tolerance:
+    if _step_dwarfs(x, h) and magnitude > zero_fraction * tolerance:
         report.resolve(what, tolerance, magnitude, source, remedy)
+
+
+def _step_dwarfs(x: np.ndarray | None, h: float) -> bool:
+    """Whether the step is over 1024 times a nonzero point's largest entry."""
+    top = 0.0 if x is None else float(np.max(np.abs(x)))
+    return 0.0 < top and h > 1024 * top
 
 
 def _step_note(x: np.ndarray | None, h: float) -> str:
     """A hint for the message when the step dwarfs the point (the step never drops below
     ``eps^(1/3)``, so a function varying on the scale of a tiny ``x`` is not resolved)."""
     top = 0.0 if x is None else float(np.max(np.abs(x)))
-    if 0.0 < top and h > 1024 * top:
+    if _step_dwarfs(x, h):
         return (
             f"; note h = {h:.3g} is over 1024 |x|_inf = {top:.3g}: if the function varies on "
             "the scale of x, rescale x to order 1"
@@ -274,15 +279,9 @@ def _check_against_central_differences(
     own = fd.ULPS * e * fd.magnitude(product)
     source = est.describe() + f" + {fd.ULPS} eps {symbol} = {own:.1e}" + _step_note(x, est.h)
     report.compare(label, fd.magnitude(product - est.value), est.tolerance + own, source)
-    _require_resolved(
-        report,
-        label,
-        est.tolerance + own,
-        max(fd.magnitude(product), fd.magnitude(est.value)),
-        source,
-        remedy,
-        zero_fraction,
-    )
+    size = max(fd.magnitude(product), fd.magnitude(est.value))
+    _require_resolved(report, label, est.tolerance + own, size, source, remedy, zero_fraction,
+                      x=x, h=est.h)
     return est
 
 
@@ -649,10 +648,6 @@ def check_fvp(
         )
         source = est.describe() + f" + {fd.ULPS} eps |v||Fv| = {own:.1e}"
         report.compare(what, abs(vfv - float(est.value)), est.tolerance + own, source)
-        # no zero exemption: v^T F v is all this comparison is about, and a small Fisher
-        # (features ~1e-4) under the default absolute kl accuracy would pass 2 F v or F v / 2
-        _require_resolved(report, what, est.tolerance + own,
-                          max(abs(vfv), abs(float(est.value))), source, FISHER_REMEDY, 0.0)
 
         def slope(h: float, v: np.ndarray = v) -> tuple[np.ndarray, float]:
             kp, km = K(v, h), K(v, -h)
@@ -728,7 +723,4 @@ def check_fvp(
         )
         source = est.describe() + f" + {fd.ULPS} eps |u||Fv| = {own:.1e}"
         report.compare(what, abs(u_fv - float(est.value)), est.tolerance + own, source)
-        # u^T F v may vanish for a correct Fisher; |u||Fv| does not unless F v = 0
-        size = max(abs(u_fv), abs(float(est.value)), fd.magnitude(u) * fd.magnitude(fv))
-        _require_resolved(report, what, est.tolerance + own, size, source, FISHER_REMEDY, 0.0)
     return report.count(fvp_c, kl_c)
