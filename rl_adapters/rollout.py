@@ -677,25 +677,31 @@ class Collector:
                             f"{float(np.finfo(dtype).max):.3g}, which reads as inf)")
         raise EnvOutputError(problem, env=self._env_name(index), field=field, at=where)
 
-    def _observation_dtype(self, index: int) -> np.dtype | None:
-        """The observation space's dtype of environment ``index`` (of the first if negative)."""
+    def _group_at(self, index: int) -> tuple[Any, slice] | None:
+        """The group running environment ``index`` (the first if negative) and its slice."""
         index = max(index, 0)
         for group, sl in zip(self.groups, self._slices, strict=True):
             if sl.start <= index < sl.stop:
-                space = getattr(group.venv, "single_observation_space", None)
-                return None if space is None else np.dtype(space.dtype)
+                return group, sl
         return None
+
+    def _observation_dtype(self, index: int) -> np.dtype | None:
+        """The observation space's dtype of environment ``index`` (of the first if negative)."""
+        found = self._group_at(index)
+        space = None if found is None else getattr(found[0].venv, "single_observation_space",
+                                                    None)
+        return None if space is None else np.dtype(space.dtype)
 
     def _env_name(self, index: int) -> str:
         """The id (or class name) of environment ``index`` (of the first if negative)."""
-        index = max(index, 0)
-        for group, sl in zip(self.groups, self._slices, strict=True):
-            if sl.start <= index < sl.stop:
-                envs = getattr(group.venv, "envs", None)
-                if envs is not None:
-                    return env_name(envs[index - sl.start])
-                return _venv_name(group.venv)
-        return ""
+        found = self._group_at(index)
+        if found is None:
+            return ""
+        group, sl = found
+        envs = getattr(group.venv, "envs", None)
+        if envs is not None:
+            return env_name(envs[max(index, 0) - sl.start])
+        return _venv_name(group.venv)
 
     def _collect(self, theta: NDArray, n_steps: int) -> RolloutBatch:
         assert self.raw_obs is not None, "call reset() first"

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from trustregion.core import _validation as v
+from trustregion.core._pow2 import ldexp as _ldexp
+from trustregion.core._pow2 import times_pow2 as _times_pow2
 from trustregion.core.status import Status, render
 
 # What steihaug_cg measured, per status; render() appends the remedy.
@@ -135,28 +137,6 @@ def _sphere_roots(dd: float, zd: float, zz: float, radius: float) -> tuple[float
         return 0.0, 0.0
     t1, t2 = q / a, c / q
     return (t1, t2) if t1 <= t2 else (t2, t1)
-
-
-def _ldexp(x: float, e: int) -> float:
-    """``x * 2**e`` as a float, inf on overflow (math.ldexp raises instead)."""
-    try:
-        return math.ldexp(x, e)
-    except OverflowError:
-        return math.copysign(math.inf, x)
-
-
-def _times_pow2(u: np.ndarray, e: int) -> np.ndarray:
-    """``u * 2**e`` in float64, exact unless the result leaves the normal range.
-
-    One product when ``2**e`` is a float64 (then bit for bit ``u * math.ldexp(1.0, e)``);
-    otherwise two, as ``2**e`` itself over- or underflows (a subnormal ``u`` needs
-    ``e`` up to 1074, and ``math.ldexp(1.0, 1024)`` raises).
-    """
-    u = np.asarray(u, dtype=np.float64)
-    if -1074 <= e <= 1023:
-        return u * math.ldexp(1.0, e)
-    first = e // 2
-    return (u * math.ldexp(1.0, first)) * math.ldexp(1.0, e - first)
 
 
 def _safe_norm(u: np.ndarray) -> float:

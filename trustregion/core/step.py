@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from trustregion.core import _validation as v
+from trustregion.core._pow2 import ldexp as _ldexp
+from trustregion.core._pow2 import times_pow2 as _times_pow2
 from trustregion.core.cg import CGResult, CGSpectrum, _solve
 from trustregion.core.status import Status, render
 
@@ -236,27 +238,6 @@ def _exponents(*vectors: np.ndarray) -> tuple[int, ...] | None:
             return None
         out.append(math.frexp(m)[1])
     return tuple(out)
-
-
-def _ldexp(x: float, e: int) -> float:
-    """``x * 2**e``, inf on overflow."""
-    try:
-        return math.ldexp(x, e)
-    except OverflowError:
-        return math.copysign(math.inf, x)
-
-
-def _times_pow2(u: np.ndarray, e: int) -> np.ndarray:
-    """``u * 2**e`` in float64, exact unless the result leaves the normal range.
-
-    One product when ``2**e`` is a float64 (then bit for bit ``u * math.ldexp(1.0, e)``);
-    otherwise two, as ``2**e`` itself over- or underflows (``e = 1046`` raises in ldexp).
-    """
-    u = np.asarray(u, dtype=np.float64)
-    if -1074 <= e <= 1023:
-        return u * math.ldexp(1.0, e)
-    first = e // 2
-    return (u * math.ldexp(1.0, first)) * math.ldexp(1.0, e - first)
 
 
 @dataclass(frozen=True, eq=False)

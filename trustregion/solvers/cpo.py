@@ -62,6 +62,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from trustregion.core import _validation as v
+from trustregion.core._pow2 import ldexp as _ldexp
 from trustregion.core.cg import CGResult, _scaled_operator, _solve
 from trustregion.core.status import Status, render
 
@@ -469,13 +470,6 @@ def _exponent(u: np.ndarray) -> int:
     """Binary exponent of ``max |u|`` (0 for a zero vector)."""
     m = float(np.max(np.abs(u)))
     return math.frexp(m)[1] if m > 0.0 else 0
-
-
-def _ldexp(x: float, e: int) -> float:
-    try:
-        return math.ldexp(x, e)
-    except OverflowError:
-        return math.copysign(math.inf, x)
 
 
 def _clamped(c: float) -> float:

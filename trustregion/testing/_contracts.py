@@ -16,7 +16,12 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from trustregion.testing import _differences as fd
-from trustregion.testing._report import CheckReport, as_float_array, vector_argument
+from trustregion.testing._report import (
+    CheckReport,
+    as_float_array,
+    number_argument,
+    vector_argument,
+)
 
 #: rounding allowed in residuals and model values, in multiples of n eps
 CONTRACT_ULPS = 64
@@ -76,15 +81,6 @@ def _vector_and_matrix(
     return vector, matrix
 
 
-def _tolerance_argument(name: str, value: Any) -> float:
-    """A finite relative tolerance ``>= 0``, or a TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not (0 <= value < math.inf):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-    return float(value)
-
-
 def check_cg_contract(
     solve: Callable[..., Any],
     A: Any,
@@ -128,7 +124,7 @@ def check_cg_contract(
     """
     report = CheckReport("check_cg_contract")
     b, A = _vector_and_matrix("b", b, "A", A)
-    rtol = _tolerance_argument("rtol", rtol)
+    rtol = number_argument("rtol", rtol)
     dtype = b.dtype
     n = b.size
     e = fd.eps(dtype)
@@ -357,7 +353,7 @@ def check_line_search_contract(
     CheckReport
     """
     report = CheckReport("check_line_search_contract")
-    constraint_rtol = _tolerance_argument("constraint_rtol", constraint_rtol)
+    constraint_rtol = number_argument("constraint_rtol", constraint_rtol)
     x0 = vector_argument("problem.x0", problem.x0)
     s = vector_argument("problem.full_step", problem.full_step)
     shrink, K = float(problem.shrink), int(problem.max_backtracks)

@@ -54,13 +54,6 @@ def inner_product_rtol(n: int, dtype: np.dtype) -> tuple[float, str]:
     )
 
 
-#: what to do when check_fvp cannot resolve the Fisher
-FISHER_REMEDY = (
-    "pass kl_accuracy= if kl is more accurate than the default, or rescale the parameters "
-    "(or features) so that the Fisher matrix is of order 1"
-)
-
-
 def _accuracy(
     dtype: np.dtype, accuracy: float | None, what: str
 ) -> tuple[Callable[[float], float], str]:
@@ -191,22 +184,21 @@ def check_grad(
 
 
 def _require_resolved(report: CheckReport, what: str, tolerance: float, magnitude: float,
-                      source: str, remedy: str = RESCALE, zero_fraction: float = ZERO_FRACTION,
-                      *, x: np.ndarray | None, h: float) -> None:
+                      source: str, *, x: np.ndarray | None, h: float) -> None:
     """Fail a comparison that passed only because its tolerance swamps what it compares,
     where the step dwarfs the point (``x`` of order 1e-8: the default step
     ``~ eps^(1/3) max(1, |x|)`` never drops to the scale a function of such an ``x`` varies
     on, and a result off by a factor 2 or of the wrong sign passed).
 
     ``magnitude`` is the size of the compared quantity (both sides, and norms that do not
-    cancel); below ``zero_fraction`` of the tolerance it counts as zero and the pass stands.
+    cancel); below ``ZERO_FRACTION`` of the tolerance it counts as zero and the pass stands.
     Otherwise the tolerance must be below half of it (see :meth:`CheckReport.resolve`).
     At ordinary scales an unresolved comparison passes as before: random inputs meet small
     directional derivatives that float32 cannot resolve, and failing correct code there would
     make every property test of a float32 function flaky.
     """
-    if _step_dwarfs(x, h) and magnitude > zero_fraction * tolerance:
-        report.resolve(what, tolerance, magnitude, source, remedy)
+    if _step_dwarfs(x, h) and magnitude > ZERO_FRACTION * tolerance:
+        report.resolve(what, tolerance, magnitude, source, RESCALE)
 
 
 def _step_dwarfs(x: np.ndarray | None, h: float) -> bool:
@@ -218,13 +210,13 @@ def _step_dwarfs(x: np.ndarray | None, h: float) -> bool:
 def _step_note(x: np.ndarray | None, h: float) -> str:
     """A hint for the message when the step dwarfs the point (the step never drops below
     ``eps^(1/3)``, so a function varying on the scale of a tiny ``x`` is not resolved)."""
-    top = 0.0 if x is None else float(np.max(np.abs(x)))
-    if _step_dwarfs(x, h):
-        return (
-            f"; note h = {h:.3g} is over 1024 |x|_inf = {top:.3g}: if the function varies on "
-            "the scale of x, rescale x to order 1"
-        )
-    return ""
+    if x is None or not _step_dwarfs(x, h):
+        return ""
+    top = float(np.max(np.abs(x)))
+    return (
+        f"; note h = {h:.3g} is over 1024 |x|_inf = {top:.3g}: if the function varies on "
+        "the scale of x, rescale x to order 1"
+    )
 
 
 def _vector_quotient(
@@ -257,8 +249,6 @@ def _check_against_central_differences(
     e: float,
     label: str,
     symbol: str,
-    remedy: str = RESCALE,
-    zero_fraction: float = ZERO_FRACTION,
     x: np.ndarray | None = None,
 ) -> Any:
     """Compare an array-valued ``product`` with the Richardson extrapolant of ``quotient``.
@@ -280,8 +270,7 @@ def _check_against_central_differences(
     source = est.describe() + f" + {fd.ULPS} eps {symbol} = {own:.1e}" + _step_note(x, est.h)
     report.compare(label, fd.magnitude(product - est.value), est.tolerance + own, source)
     size = max(fd.magnitude(product), fd.magnitude(est.value))
-    _require_resolved(report, label, est.tolerance + own, size, source, remedy, zero_fraction,
-                      x=x, h=est.h)
+    _require_resolved(report, label, est.tolerance + own, size, source, x=x, h=est.h)
     return est
 
 
@@ -691,8 +680,6 @@ def check_fvp(
                 "fvp(theta, v) against central differences of kl_grad(theta, .) along "
                 + _where(i, seed),
                 "|Fv|",
-                FISHER_REMEDY,
-                0.0,
             )
         report.count(kl_grad_c)
     else:

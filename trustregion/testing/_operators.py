@@ -16,22 +16,13 @@ from trustregion.testing._report import (
     Counted,
     as_float_array,
     count_argument,
+    number_argument,
     require_finite,
 )
 
 #: largest default relative allowance of the Lanczos test (a relative allowance near 1 would
 #: forgive -I as positive semi-definite)
 RTOL_CAP = 1e-2
-
-
-def _number(name: str, value: Any, below: float = math.inf) -> float:
-    """``value`` as a float in ``[0, below)``, or a TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not (0 <= value < below):
-        bound = "finite" if below == math.inf else f"< {below:g}"
-        raise ValueError(f"{name} must be {bound} and >= 0, got {value!r}")
-    return float(value)
 
 
 def check_symmetric_operator(
@@ -107,8 +98,8 @@ def check_symmetric_operator(
     seed = count_argument("seed", seed, minimum=0)
     max_dense = count_argument("max_dense", max_dense, minimum=0)
     # a relative allowance of 1 or more would forgive any asymmetry, and -I as PSD
-    rtol = None if rtol is None else _number("rtol", rtol, below=1.0)
-    atol = _number("atol", atol)
+    rtol = None if rtol is None else number_argument("rtol", rtol, below=1.0)
+    atol = number_argument("atol", atol)
     e = fd.eps(dtype)
     dense = n <= max_dense
     if rtol is not None:
@@ -330,7 +321,7 @@ def check_kl(
     seed = count_argument("seed", seed, minimum=0)
     max_rows = count_argument("max_rows", max_rows, minimum=0)
     if accuracy is not None:
-        accuracy = _number("accuracy", accuracy)
+        accuracy = number_argument("accuracy", accuracy)
     kl_c = Counted("kl", kl)
     batch = _batch_size(p)
     if batch == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,6 +144,16 @@ def vector_argument(name: str, value: Any) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite")
     return arr
+
+
+def number_argument(name: str, value: Any, below: float = math.inf) -> float:
+    """``value`` as a float in ``[0, below)``, or a TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not (0 <= value < below):
+        bound = "finite" if below == math.inf else f"< {below:g}"
+        raise ValueError(f"{name} must be {bound} and >= 0, got {value!r}")
+    return float(value)
 
 
 def count_argument(name: str, value: Any, minimum: int = 1) -> int:
