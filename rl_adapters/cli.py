@@ -455,15 +455,41 @@ def _check_env(env_id: str) -> None:
         env = gym.make(env_id)
     except gym.error.DependencyNotInstalled as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(f"{env_id} needs a missing dependency ({first}); "
-                       "install it with: pip install 'gymnasium[mujoco]'") from None
+        raise CLIError(f"{env_id} needs a missing dependency ({first})"
+                       f"{_install_hint(env_id, first)}") from None
     except gym.error.Error as exc:
         msg = " ".join(str(exc).split())
         raise CLIError(f"unknown environment id {env_id!r} ({msg})") from None
     except ImportError as exc:
-        raise CLIError(f"{env_id} needs a missing module ({exc}); "
-                       "install it with: pip install 'gymnasium[mujoco]'") from None
+        module = env_id.split(":", 1)[0] if ":" in env_id else None
+        if module is not None and exc.name in (None, module) and f"'{module}'" in str(exc):
+            raise CLIError(f"cannot import {module!r}, the module named before ':' in "
+                           f"{env_id!r}: install the package that provides it, or correct "
+                           "the id") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"{env_id} needs a missing module ({first})"
+                       f"{_install_hint(env_id, first)}") from None
     env.close()
+
+
+#: The Gymnasium extra that installs the simulator behind a registered entry point.
+_EXTRAS = (("mujoco", "mujoco"), ("box2d", "box2d"), ("toy_text", "toy-text"),
+           ("classic_control", "classic-control"))
+
+
+def _install_hint(env_id: str, message: str) -> str:
+    """``"; install it with: ..."`` for a registered env whose simulator is missing, or
+    nothing where the message already says what to install or the extra is unknown."""
+    import gymnasium as gym
+
+    if "pip install" in message:
+        return ""
+    spec = gym.envs.registry.get(env_id)
+    entry = spec.entry_point if spec is not None and isinstance(spec.entry_point, str) else ""
+    for part, extra in _EXTRAS:
+        if f".{part}" in entry:
+            return f"; install it with: pip install 'gymnasium[{extra}]'"
+    return ""
 
 
 def _ray_overrides(args: argparse.Namespace) -> dict[str, Any]:

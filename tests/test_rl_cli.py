@@ -54,6 +54,36 @@ def test_missing_mujoco_is_one_line(in_tmp, capsys, monkeypatch):
     assert os.listdir(in_tmp) == []
 
 
+def test_missing_module_of_a_module_prefixed_id_is_named(in_tmp, capsys):
+    # `module:Env-v0` imports `module` to register the env: a missing one is not MuJoCo's
+    rc = main(["train", "no_such_module_xyz:Env-v0", "--no-progress"])
+    line = _one_line_error(capsys, rc)
+    assert "'no_such_module_xyz', the module named before ':'" in line
+    assert "mujoco" not in line
+    assert os.listdir(in_tmp) == []
+
+
+@pytest.mark.parametrize("env_id, message, hint", [
+    # Gymnasium's own message says what to install: no second, contradicting hint
+    ("CarRacing-v3", 'Box2D is not installed, run `pip install "gymnasium[box2d]"`', None),
+    ("LunarLander-v3", "No module named 'Box2D'", "gymnasium[box2d]"),
+    ("Hopper-v5", "No module named 'mujoco'", "gymnasium[mujoco]"),
+])
+def test_missing_dependency_hint_follows_the_entry_point(in_tmp, capsys, monkeypatch,
+                                                        env_id, message, hint):
+    def missing(*args, **kwargs):
+        raise gym.error.DependencyNotInstalled(message)
+
+    monkeypatch.setattr(gym, "make", missing)
+    line = _one_line_error(capsys, main(["train", env_id, "--no-progress"]))
+    assert message in line
+    if hint is None:
+        assert line.count("pip install") == 1
+    else:
+        assert line.rstrip().endswith(f"install it with: pip install '{hint}'")
+    assert os.listdir(in_tmp) == []
+
+
 def test_train_eval_plot(in_tmp, capsys):
     rc = main(["train", "CartPole-v1", "--timesteps", "128", "--seed", "3", "--out", "run",
                "--no-progress", "n_steps=64", "value_epochs=1"])
