@@ -106,9 +106,10 @@ class SnapshotWrapper(gym.Wrapper):
 
     A snapshot holds what is needed to continue an episode bitwise after a restart: the
     environment's RNG state, the ``TimeLimit`` step counter and the simulator state
-    (MuJoCo's full integration state via ``mj_getState``, or the ``state`` array of the
-    classic-control environments).  For other environments the snapshot is ``None`` and
-    a resumed run starts new episodes there.  Vector envs reach it per sub-env through
+    (MuJoCo's full integration state via ``mj_getState`` and the derived quantities a live
+    run holds between steps, see :data:`MUJOCO_DERIVED_FIELDS`; or the ``state`` array of
+    the classic-control environments).  For other environments the snapshot is ``None``
+    and a resumed run starts new episodes there.  Vector envs reach it per sub-env through
     ``get_attr`` / ``set_attr``, which also works across processes (async).
     """
 
@@ -127,6 +128,7 @@ class SnapshotWrapper(gym.Wrapper):
             state = np.empty(mujoco.mj_stateSize(base.model, spec))
             mujoco.mj_getState(base.model, base.data, state, spec)
             snap["mujoco_state"] = state
+            snap["mujoco_derived"] = _get_mujoco_derived(base.data)
         elif _is_state(getattr(base, "state", None)):
             # (MountainCar-v0 keeps a tuple of two floats after a step, an array after reset;
             # restored as an array, which its step unpacks to the same floats)
@@ -152,12 +154,87 @@ class SnapshotWrapper(gym.Wrapper):
 
             spec = mujoco.mjtState.mjSTATE_INTEGRATION
             mujoco.mj_setState(base.model, base.data, np.asarray(snap["mujoco_state"]), spec)
+            # Fills every derived field (the contacts and constraints too) from the state;
+            # the fixed-size ones then get the live run's values back.  A snapshot without
+            # them (a checkpoint from before they were saved) restores as mj_forward has it.
             mujoco.mj_forward(base.model, base.data)
+            if "mujoco_derived" in snap:
+                _set_mujoco_derived(base.data, snap["mujoco_derived"])
         elif "state" in snap:
             base.state = np.array(snap["state"])
             if "steps_beyond_terminated" in snap:
                 sbt = int(snap["steps_beyond_terminated"])
                 base.steps_beyond_terminated = None if sbt < 0 else sbt
+
+
+#: The MjData fields a MuJoCo snapshot saves besides the integration state: the quantities
+#: ``mj_step`` derives from the state, in the order of its pipeline.
+#:
+#: ``mj_step`` runs a full forward pass on the state (``mjSTATE_INTEGRATION``: time, qpos,
+#: qvel, act, the controls and applied forces, mocap poses, ``qacc_warmstart``, ...) before
+#: it integrates, and every field below is an output of that pass, never an input.  So the
+#: physics after a restore is the same whatever these fields hold; what differs without
+#: them is what code reads *between* steps.  A live run holds those of the last forward
+#: pass inside its last substep: at the state before the integration (Euler, implicit), or
+#: at the last stage of the RK4 integrator (Ant, Hopper, ...), plus the forces Gymnasium's
+#: ``mj_rnePostConstraint`` computes from them after ``mj_step``; ``mj_forward`` on the
+#: restored state gives those of the integrated state instead.  Ant-v5 and Humanoid-v5 read
+#: a body position or the centre of mass before they step (their forward reward), so without
+#: these fields the first reward after a resume differs.
+#:
+#: Only fields sized by the model (nbody, ngeom, nsite, ncam, nlight, nv, nM, nu, na,
+#: ntendon, nwrap, nsensordata, ...) are listed, so the saved vector has a fixed length
+#: per model.  Left to ``mj_forward``: the contacts and ``efc_*``/``iefc_*`` constraint rows
+#: and the island arrays (their number changes with the contacts; the next step rebuilds
+#: them, so they only matter to a reader of ``data.contact`` before the step), the integer
+#: index structures (``moment_*``, ``ten_wrapadr``/``ten_wrapnum``, ``wrap_obj``: fixed for
+#: joint transmissions and fixed tendons, as in the Gymnasium models, and garbage there
+#: could crash a renderer), solver and integrator workspaces (``qH``, ``qLU``, ``qDeriv``,
+#: ``efm_*``), sleep bookkeeping and diagnostics (``solver*``, ``warning``, ``timer``).
+#: Names this MuJoCo version does not have (``qM`` became ``M``) are skipped.
+MUJOCO_DERIVED_FIELDS = (
+    # mj_fwdPosition: kinematics, centre of mass, cameras and lights, tendons, flexes,
+    # composite inertia, mass matrix and its factor, actuator lengths and moments
+    "xpos", "xquat", "xmat", "xipos", "ximat", "xiquat", "xanchor", "xaxis",
+    "geom_xpos", "geom_xmat", "geom_xquat", "site_xpos", "site_xmat", "site_xquat",
+    "cam_xpos", "cam_xmat", "light_xpos", "light_xdir", "subtree_com", "cdof", "cinert",
+    "ten_length", "ten_J", "wrap_xpos", "flexvert_xpos", "flexedge_length",
+    "actuator_length", "actuator_moment", "crb", "qM", "M", "qLD", "qLDiagInv",
+    # mj_fwdVelocity: velocities, bias and passive forces
+    "ten_velocity", "flexedge_velocity", "actuator_velocity", "cvel", "cdof_dot",
+    "qfrc_bias", "qfrc_spring", "qfrc_damper", "qfrc_gravcomp", "qfrc_fluid",
+    "qfrc_passive", "subtree_linvel", "subtree_angmom",
+    # mj_fwdActuation, mj_fwdAcceleration, mj_fwdConstraint (the per-dof results),
+    # mj_rnePostConstraint, sensors and energy
+    "act_dot", "actuator_force", "qfrc_actuator", "qfrc_adhesion", "qfrc_smooth",
+    "qacc_smooth", "qfrc_constraint", "qacc", "cacc", "cfrc_int", "cfrc_ext",
+    "sensordata", "energy",
+)
+
+
+def _mujoco_derived_arrays(data) -> list[NDArray]:
+    """The :data:`MUJOCO_DERIVED_FIELDS` of ``data`` (live views), those this MuJoCo has."""
+    return [getattr(data, name) for name in MUJOCO_DERIVED_FIELDS if hasattr(data, name)]
+
+
+def _get_mujoco_derived(data) -> NDArray:
+    """The derived fields of ``data`` as one float64 vector (one checkpoint entry)."""
+    return np.concatenate([np.ravel(a) for a in _mujoco_derived_arrays(data)]).astype(
+        np.float64)
+
+
+def _set_mujoco_derived(data, saved: Any) -> None:
+    """Write a vector from :func:`_get_mujoco_derived` back into ``data``'s fields."""
+    arrays = _mujoco_derived_arrays(data)
+    size = sum(a.size for a in arrays)
+    saved = np.asarray(saved)
+    if saved.dtype != np.float64 or saved.shape != (size,):
+        raise StateError("mujoco_derived", f"expected a float64 array of shape ({size},), "
+                                           f"got a {saved.dtype} array of shape {saved.shape}")
+    start = 0
+    for a in arrays:
+        a[...] = saved[start:start + a.size].reshape(a.shape)
+        start += a.size
 
 
 def _is_state(state: Any) -> bool:
@@ -186,6 +263,18 @@ def _with_saved_state_precision(template: dict, saved: Any) -> dict:
 
 
 _STATE_PRECISIONS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _snapshot_template(template: dict, saved: Any) -> dict:
+    """The layout ``saved`` must have: ``template`` (a fresh env's snapshot) in the saved
+    state's precision (:func:`_with_saved_state_precision`), without ``mujoco_derived`` if
+    ``saved`` has none (a checkpoint written before snapshots held the derived quantities:
+    it restores the integration state and recomputes the rest, as it did then)."""
+    template = _with_saved_state_precision(template, saved)
+    if ("mujoco_derived" in template and isinstance(saved, Mapping)
+            and "mujoco_derived" not in saved):
+        template = {k: v for k, v in template.items() if k != "mujoco_derived"}
+    return template
 
 
 def _time_limit(env: gym.Env):
@@ -586,7 +675,7 @@ class Collector:
             if template is None:
                 raise StateError(key, "a saved episode of an environment that has no "
                                       "snapshot here (another environment?)")
-            check_like(saved, _with_saved_state_precision(template, saved), key)
+            check_like(saved, _snapshot_template(template, saved), key)
 
     def close(self) -> None:
         for group in self.groups:
