@@ -36,6 +36,7 @@ Ray is imported here only, and only when one of these is used.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import os
@@ -357,7 +358,9 @@ class RayCollector(Collector):
             assert saved is not None
             for key in ("rngs", "snapshots"):
                 for j, value in saved[0].get(key, {}).items():
-                    state[key][str(sl.start + int(j))] = value
+                    # a copy: the saved states restart a failed worker, and must not change
+                    # with what a caller does to the dict it was given
+                    state[key][str(sl.start + int(j))] = copy.deepcopy(value)
         if not state["snapshots"]:
             del state["snapshots"]
         if self.sde_noise is not None:
@@ -365,12 +368,17 @@ class RayCollector(Collector):
         return state
 
     # The environments live on the workers: their saved streams are checked against fresh
-    # generators of the same kind, and their snapshots only by key (the workers load them).
+    # generators of the same kind, and their snapshots against the ones the workers
+    # returned with their last state (a damaged one would otherwise reach the simulator).
     def _generator_templates(self) -> list[np.random.Generator]:
         return env_generators(0, self.n_envs)
 
-    def _check_snapshots(self, snapshots: dict[str, Any]) -> None:
-        pass
+    def _current_snapshots(self) -> list[dict | None]:
+        current: list[dict | None] = [None] * self.n_envs
+        for saved, sl in zip(self._states, self._slices, strict=True):
+            for j, snap in ({} if saved is None else saved[0].get("snapshots", {})).items():
+                current[sl.start + int(j)] = snap
+        return current
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.sde_noise is not None:

@@ -667,9 +667,13 @@ class Collector:
         """Generators of the kind each environment's saved stream must restore into."""
         return [rng for group in self.groups for rng in group.rngs]
 
+    def _current_snapshots(self) -> list[dict | None]:
+        """The snapshot each environment takes now (``None``: it has none), in env order."""
+        return [snap for group in self.groups for snap in group.snapshots()]
+
     def _check_snapshots(self, snapshots: dict[str, Any]) -> None:
         """Each saved episode against the snapshot its environment takes now."""
-        current = [snap for group in self.groups for snap in group.snapshots()]
+        current = self._current_snapshots()
         for key, saved in snapshots.items():
             template = current[int(key)]
             if template is None:

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from rl_adapters import TRPO
+from rl_adapters.validation import StateError
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
 
@@ -149,6 +150,15 @@ def test_a_saved_ray_run_resumes_where_it_stopped(local_ray, reference, tmp_path
     agent = TRPO("Pendulum-v1", seed=3, vector_env="ray", n_workers=1, **SETTINGS)
     agent.learn(2 * agent.config.batch_size)
     agent.save(str(tmp_path / "model.npz"))
+    # A damaged episode snapshot is refused by the learner, which holds no environments,
+    # before it reaches a worker's simulator; the agent is left as it was.
+    state = agent.state_dict()
+    theta = agent.theta.copy()
+    state["collector"]["snapshots"]["7"]["state"] = np.zeros(3)  # (not the learner's copy)
+    with pytest.raises(StateError, match=r"collector/snapshots/7/state: expected a float64 array of "
+                                         r"shape \(2,\), got a float64 array of shape \(3,\)"):
+        agent.load_state_dict(state)
+    assert agent.theta.tobytes() == theta.tobytes()
     agent.close()  # the learner "crashes": its workers go with it
     resumed = TRPO.load(str(tmp_path / "model.npz"))
     try:
