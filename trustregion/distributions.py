@@ -6,8 +6,9 @@ independent distributions: ``N`` rows of ``K`` logits, or ``N`` rows of ``D`` ac
 dimensions.
 
 Dtypes
-    float32 and float64 are kept; integer and bool inputs become float64; mixing
-    float32 with float64 promotes to float64. The result has the common dtype.
+    float32 and float64 are kept (big-endian ones are converted to native byte
+    order); integer and bool inputs become float64; mixing float32 with float64
+    promotes to float64. The result has the common dtype.
     Arithmetic runs in float64 inside the kernels either way.
 
 Supported ranges (the tests cover them in both dtypes)
@@ -19,18 +20,21 @@ Supported ranges (the tests cover them in both dtypes)
     - log_std: ``[-20, 5]`` gives finite, rounding-accurate results in both
       dtypes. Values in ``[-100, 100]`` are accepted and never produce NaN, but
       quantities that scale like :math:`\sigma^{-2}` may overflow to ``inf``
-      (from ``log_std < -44`` in float32); values outside ``[-100, 100]`` are a
-      ``ValueError``.
+      (from ``log_std < -44`` in float32), and so may float32 samples (from
+      ``log_std > 88``); values outside ``[-100, 100]`` are a ``ValueError``.
     - means, samples and tangent vectors: finite (``ValueError`` otherwise).
+    - ragged nested lists are a ``ValueError`` and ``numpy.ma`` arrays with masked
+      entries a ``TypeError`` (the mask would be silently dropped).
 
 Hot loops
     Every function takes ``validate=False`` to skip the checks and conversions:
     the arguments must then already be float32/float64 ndarrays of one dtype and
-    the documented shapes, and actions int64; invalid input then gives garbage or
-    NaN instead of an error, never a crash: action indices are bound-checked even
-    then (an index outside ``[0, K)`` or a wrong number of actions is a
-    ``ValueError`` naming ``actions``, at the cost of one comparison per row), and
-    so are the shapes of ``logits_q`` and ``v`` against the logits. The
+    the documented shapes, and actions int64; invalid input then gives garbage, NaN
+    or a ``ZeroDivisionError`` instead of a clear error, never a crash: action
+    indices are bound-checked even then (an index outside ``[0, K)`` or a wrong
+    number of actions is a ``ValueError`` naming ``actions``, at the cost of one
+    comparison per row), and so are the shapes of ``logits_q`` and ``v`` against
+    the logits. The
     raw kernels in :mod:`trustregion.kernels` (same names) are the zero-overhead
     option and can be called from ``numba.njit`` code.
 
@@ -81,14 +85,29 @@ __all__ = [
 # --------------------------------------------------------------------------- checks
 
 
+def _as_ndarray(name: str, value: Any) -> np.ndarray:
+    """``np.asarray(value)`` with the errors naming ``name`` (only for non-ndarrays)."""
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        # np.asarray would silently use the values under the mask
+        hint = " (mask a category with a -inf logit)" if name.startswith("logits") else ""
+        raise TypeError(f"{name} has masked entries: numpy.ma masks are not "
+                        f"supported{hint}")
+    try:
+        return np.asarray(value)
+    except ValueError as exc:  # ragged nested sequences
+        raise ValueError(f"{name} must be a rectangular array: {exc}") from None
+
+
 def _float_array(name: str, value: Any) -> np.ndarray:
     """``value`` as a float32/float64 ndarray (ints and bools become float64), or raise."""
-    array = value if type(value) is np.ndarray else np.asarray(value)
+    array = value if type(value) is np.ndarray else _as_ndarray(name, value)
     dtype = array.dtype
     if dtype == _FLOAT64 or dtype == _FLOAT32:
         return array
     if dtype.kind in "iub":
         return array.astype(np.float64)
+    if dtype.kind == "f" and dtype.itemsize in (4, 8) and not dtype.isnative:
+        return array.astype(dtype.newbyteorder("="))  # the same values, native byte order
     raise TypeError(f"{name} must be a real float32 or float64 array, got dtype {dtype}")
 
 
@@ -183,7 +202,7 @@ def _check_log_std(name: str, log_std: np.ndarray, n: int, d: int) -> None:
 
 
 def _actions(actions: Any, n: int, k: int) -> IntArray:
-    array = actions if type(actions) is np.ndarray else np.asarray(actions)
+    array = actions if type(actions) is np.ndarray else _as_ndarray("actions", actions)
     if array.dtype.kind not in "iu":
         raise TypeError(f"actions must be an integer array, got dtype {array.dtype}")
     if not array.dtype.isnative:  # the same integers in this machine's byte order, which
@@ -391,7 +410,10 @@ def categorical_fisher_product(logits: Any, v: Any, *, validate: bool = True) ->
     ----------
     logits : array_like, shape (N, K)
     v : array_like, shape (N, K)
-        Finite tangent in logit space.
+        Finite tangent in logit space. Entries near the float64 limit (above
+        ``max_float / (2K + 2)``) are handled by exact power-of-2 scaling; with
+        ``validate=False`` they are not, and the products may overflow to ``inf``
+        or NaN.
     validate : bool, default True
 
     Returns
@@ -408,8 +430,17 @@ def categorical_fisher_product(logits: Any, v: Any, *, validate: bool = True) ->
         v = _float_array("v", v)
         _check_logits("logits", logits)
         _same_shape("v", v, "logits", logits)
-        _check_finite("v", v)
+        # Below this bound p.v, v - p.v and the kernel's partial sums cannot overflow.
+        bound = _FLOAT_MAX / (2.0 * logits.shape[1] + 2.0)
+        huge = _gauss.find_value_outside(v.reshape(-1), -bound, bound) >= 0
+        if huge:
+            _check_finite("v", v)
         logits, v = _common_dtype(logits, v)
+        if huge:  # F is linear: apply it to v / 2**c (exact) and scale back
+            c = (2 * logits.shape[1] + 2).bit_length()
+            out = _cat.categorical_fisher_product(logits, np.ldexp(v, -c))
+            with np.errstate(over="ignore"):
+                return np.ldexp(out, c)
     return _cat.categorical_fisher_product(logits, v)
 
 
@@ -565,7 +596,9 @@ def diag_gaussian_kl(
 
     evaluated as :math:`\tfrac12\sum_j \operatorname{expm1}(t_j) - t_j + \delta_j^2`
     with :math:`t = 2(\log\sigma^p - \log\sigma^q)`, :math:`\delta = (\mu^p - \mu^q)/\sigma^q`,
-    which is accurate when the stds are close and exactly 0 for ``KL(p, p)``.
+    exactly 0 for ``KL(p, p)``. When the stds are close the ``expm1(t) - t`` term has an
+    absolute error of about :math:`\varepsilon |t|` (the textbook form: about
+    :math:`\varepsilon`), a relative error of about :math:`\varepsilon / |t|`.
 
     Parameters
     ----------

@@ -8,7 +8,10 @@ Contract (the kernels do **not** check it; :mod:`trustregion.distributions` does
 
 - ``logits`` is a 2-D float32 or float64 array; every entry is finite or ``-inf``
   (``-inf`` marks a masked category of probability 0) and every row has at least one
-  finite entry. A NaN, a ``+inf`` or an all ``-inf`` row gives NaN in that row.
+  finite entry. Otherwise the row's results are garbage, not reliably NaN: a NaN entry
+  next to finite ones counts as masked (so ``categorical_kl`` with a NaN in
+  ``logits_q`` can return 0), and a row with ``+inf`` or no finite entry gives NaN or
+  raises ``ZeroDivisionError``.
 - ``actions`` is a 1-D int64 array of length ``N`` with ``0 <= actions[i] < K``.
   This part of the contract *is* checked, even here, because Numba does not
   bounds-check and an index out of range would read or write outside the arrays

@@ -92,7 +92,9 @@ def diag_gaussian_kl(mean_p, log_std_p, mean_q, log_std_q):
     .. math:: \tfrac12\bigl(\sigma_p^2/\sigma_q^2 - 1 - \log(\sigma_p^2/\sigma_q^2)
               + \delta^2\bigr) = \tfrac12\bigl(\operatorname{expm1}(t) - t + \delta^2\bigr),
 
-    the ``expm1`` form keeping full relative accuracy when the two stds are close.
+    the ``expm1`` form bringing the absolute error of the spread term down from about
+    :math:`\varepsilon` (the textbook form) to about :math:`\varepsilon |t|` when the two
+    stds are close (a relative error of about :math:`\varepsilon / |t|`).
     ``KL(p, p)`` is exactly 0.
     """
     n, d = mean_p.shape
