@@ -15,6 +15,7 @@ One update, top to bottom (see ``docs/trpo_update.md`` for the map to this file)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -413,6 +414,17 @@ class TRPO:
             # (a critic fit still running is waited for by learn(), where errors pass)
             raise err.located(f"{err.at} of the update from timestep {self.num_timesteps}") \
                 from None
+        except (ConnectionError, EOFError) as err:
+            # A worker process of an async vector env was killed: its pipe broke.
+            gone = _ended_env_workers(self.collector)
+            if not gone:
+                raise
+            cause = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            raise RuntimeError(
+                f"vector_env={cfg.vector_env!r}: the environment worker process "
+                f"{', '.join(gone)} ended during the update from timestep "
+                f"{self.num_timesteps} ({cause}); its environments are lost, so this run "
+                "cannot go on: load its last checkpoint (TRPO.load) to resume") from None
         t_collect = time.perf_counter()
         self._join_critic()
         self.episode_returns.extend(batch.episode_returns)
@@ -637,7 +649,10 @@ class TRPO:
         ------
         ValueError
             If ``obs`` has another shape, is not numeric, or has a NaN or infinite entry.
+        TypeError
+            If ``deterministic`` is not a bool.
         """
+        _check_bool("deterministic", deterministic)
         x, single = as_observations(obs, self.policy.net.sizes[0])
         batch = self._normalize_rows(x)
         env_actions, _, _ = self.policy.act(self.theta, batch, self._predict_rng,
@@ -660,22 +675,38 @@ class TRPO:
         Raises
         ------
         ValueError
-            If ``env`` has another observation shape or action space than the agent's, or
-            ``seed`` is a sequence whose length is not ``n_episodes`` or which holds
-            something other than non-negative ints.
+            If ``n_episodes`` or ``max_episode_steps`` is not a positive int, ``env`` has
+            another observation shape or action space than the agent's, or ``seed`` is a
+            sequence whose length is not ``n_episodes`` or which holds something other
+            than non-negative ints.
+        TypeError
+            If ``deterministic`` is not a bool or ``env`` not a ``gymnasium.Env``.
         EnvOutputError
             If the environment returns an unusable observation or reward.
         """
-        if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
-            raise ValueError(f"n_episodes must be a positive int, got {n_episodes!r}")
-        venv = self.collector.groups[0].venv
+        for name, count in (("n_episodes", n_episodes), ("max_episode_steps", max_episode_steps)):
+            if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
+                raise ValueError(f"{name} must be a positive int, got {count!r}")
+        n_episodes, max_episode_steps = int(n_episodes), int(max_episode_steps)
+        _check_bool("deterministic", deterministic)
+        if env is not None and not isinstance(env, gym.Env):
+            raise TypeError(f"env: expected a gymnasium.Env, got {type(env).__name__}")
+        episode_seeds = _episode_seeds(seed, n_episodes)
         if env is None:
             if self.env_id is None:
                 raise ValueError("env: this agent has no env id; pass env= to evaluate()")
-            env = gym.make(self.env_id)
-        elif not isinstance(env, gym.Env):
-            raise TypeError(f"env: expected a gymnasium.Env, got {type(env).__name__}")
-        episode_seeds = _episode_seeds(seed, n_episodes)
+            # made here, so closed here (an env the caller passes stays the caller's)
+            with contextlib.closing(gym.make(self.env_id)) as own_env:
+                return self._evaluate(own_env, n_episodes, deterministic, seed, episode_seeds,
+                                      max_episode_steps)
+        return self._evaluate(env, n_episodes, deterministic, seed, episode_seeds,
+                              max_episode_steps)
+
+    def _evaluate(self, env: gym.Env, n_episodes: int, deterministic: bool, seed: Any,
+                  episode_seeds: list[int] | None,
+                  max_episode_steps: int) -> tuple[float, float]:
+        """:meth:`evaluate` on ``env`` with its arguments checked."""
+        venv = self.collector.groups[0].venv
         same_spaces(env, venv.single_observation_space, venv.single_action_space)
         checked = CheckedEnv(env)
         # An int seed keeps the action stream of earlier versions; a sequence seeds it
@@ -882,8 +913,15 @@ class TRPO:
         return agent
 
     def close(self) -> None:
+        """Close the environments, the critic's worker process and thread, and the Fisher
+        shards; the others even if closing the environments fails (which then raises)."""
         self._join_critic(raise_error=False)
-        self.collector.close()
+        try:
+            self.collector.close()
+        finally:
+            self._close_workers()
+
+    def _close_workers(self) -> None:
         if self._critic_thread is not None:
             self._critic_thread.shutdown()
             self._critic_thread = None
@@ -969,9 +1007,11 @@ def _episode_seeds(seed: Any, n_episodes: int) -> list[int] | None:
         if not _is_seed(seed):
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         return [int(seed) + i for i in range(n_episodes)]
-    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence | np.ndarray):
+    if (isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence | np.ndarray)
+            or (isinstance(seed, np.ndarray) and seed.ndim == 0)):  # (nor a sequence)
+        got = f"the 0-d array {seed!r}" if isinstance(seed, np.ndarray) else type(seed).__name__
         raise ValueError(f"seed must be None, an int or a sequence of {n_episodes} ints, "
-                         f"got {type(seed).__name__}")
+                         f"got {got}")
     seeds = list(seed)
     if len(seeds) != n_episodes:
         raise ValueError(f"seed: {len(seeds)} episode seeds for n_episodes={n_episodes}")
@@ -979,6 +1019,27 @@ def _episode_seeds(seed: Any, n_episodes: int) -> list[int] | None:
         if not _is_seed(s):
             raise ValueError(f"seed[{k}] must be a non-negative int, got {s!r}")
     return [int(s) for s in seeds]
+
+
+def _ended_env_workers(collector: Any) -> list[str]:
+    """``"pid N (exit code C)"`` for each worker process of the collector's async vector
+    envs that has ended (waiting up to a second for one whose pipe just broke to exit)."""
+    procs = [proc for group in getattr(collector, "groups", ())
+             for proc in getattr(group.venv, "processes", ())]
+    deadline = time.monotonic() + 1.0
+    while procs:
+        gone = [f"pid {p.pid} (exit code {p.exitcode})" for p in procs
+                if p.exitcode is not None]
+        if gone or time.monotonic() > deadline:
+            return gone
+        time.sleep(0.01)
+    return []
+
+
+def _check_bool(name: str, value: Any) -> None:
+    """TypeError naming ``name`` unless ``value`` is a bool (NumPy's included)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
 def _is_seed(value: Any) -> bool:

@@ -305,7 +305,8 @@ class NumpyPolicy:
             elif self.kind == "categorical":
                 check_keys(spec, ("kind", "sizes", "activation", "nvec", "start", "multi"))
                 nvec = int_array(spec, "nvec", None, low=1)
-                if nvec.ndim != 1 or nvec.size < 1 or int(nvec.sum()) != out_dim:
+                # summed as Python ints: an int64 sum of huge sizes could wrap to out_dim
+                if nvec.ndim != 1 or nvec.size < 1 or sum(map(int, nvec)) != out_dim:
                     raise StateError("nvec", f"{nvec.tolist()} does not split the network's "
                                              f"{out_dim} outputs")
                 self.nvec = [int(k) for k in nvec]
@@ -324,6 +325,9 @@ class NumpyPolicy:
                 self.obs_mean = float_array(rms, "mean", (obs_dim,))
                 var = float_array(rms, "var", (obs_dim,), nonnegative=True)
                 self.obs_scale = np.sqrt(var + real_scalar(rms, "epsilon", low=0.0))
+                if not self.obs_scale.all():  # (x - mean) / 0: NaN actions at the mean
+                    raise StateError("epsilon", "0 with a zero variance: observations "
+                                                "cannot be normalized")
 
     def act(self, obs: Any) -> NDArray:
         """Deterministic action for one observation ``(obs_dim,)`` or a batch ``(N, obs_dim)``."""

@@ -64,6 +64,7 @@ __all__ = ["StateDependentGaussianPolicy", "StateDependentNoise", "make_sde_poli
 
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 _EMPTY = np.zeros(0)
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 def _flag(name: str, value: object) -> bool:
@@ -388,7 +389,8 @@ class StateDependentNoise:
     policy : StateDependentGaussianPolicy
     n_envs : int
     sample_freq : int
-        ``-1``, ``0`` or a positive number of steps.
+        ``-1``, ``0`` or a positive number of steps (stored as at most ``2**63 - 1``,
+        more steps than any run takes, so that it is saved as an int64).
 
     Examples
     --------
@@ -416,7 +418,8 @@ class StateDependentNoise:
                              f"rollout) or a positive int, got {sample_freq!r}")
         self.policy = policy
         self.n_envs = int(n_envs)
-        self.sample_freq = int(sample_freq)
+        # Beyond any step count (an int64, as saved): the same draws as the value given.
+        self.sample_freq = min(int(sample_freq), _INT64_MAX)
         self.matrices = np.zeros((self.n_envs, policy.latent_dim, policy.act_dim))
         self.n_steps = 0  # steps taken in the current rollout
         self.n_draws = 0  # draws since construction (for diagnostics and tests)
