@@ -1022,18 +1022,9 @@ def _episode_seeds(seed: Any, n_episodes: int) -> list[int] | None:
 
 
 def _ended_env_workers(collector: Any) -> list[str]:
-    """``"pid N (exit code C)"`` for each worker process of the collector's async vector
-    envs that has ended (waiting up to a second for one whose pipe just broke to exit)."""
-    procs = [proc for group in getattr(collector, "groups", ())
-             for proc in getattr(group.venv, "processes", ())]
-    deadline = time.monotonic() + 1.0
-    while procs:
-        gone = [f"pid {p.pid} (exit code {p.exitcode})" for p in procs
-                if p.exitcode is not None]
-        if gone or time.monotonic() > deadline:
-            return gone
-        time.sleep(0.01)
-    return []
+    """The collector's ended async env workers (waiting up to a second for one whose pipe
+    just broke to exit): :meth:`rl_adapters.rollout.EnvGroup.ended_workers`."""
+    return [w for group in getattr(collector, "groups", ()) for w in group.ended_workers(1.0)]
 
 
 def _check_bool(name: str, value: Any) -> None:

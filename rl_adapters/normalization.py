@@ -15,13 +15,14 @@ episode ends), the scheme of OpenAI Baselines' ``VecNormalize``.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from rl_adapters._kernels import rms_normalize, rms_update, scale_rewards
-from rl_adapters.validation import check_keys, float_array, nested, real_scalar
+from rl_adapters.validation import StateError, check_keys, float_array, nested, real_scalar
 
 __all__ = ["RewardScaler", "RunningMeanStd"]
 
@@ -77,6 +78,9 @@ class RunningMeanStd:
         var = float_array(state, "var", self.var.shape, nonnegative=True)
         count = real_scalar(state, "count", low=0.0)
         epsilon = real_scalar(state, "epsilon", low=0.0)
+        if epsilon == 0.0 and not var.all():  # (o - mean) / 0 at the first observation
+            raise StateError("epsilon", "0 with a zero variance: observations cannot be "
+                                        "normalized")
         self.mean, self.var, self.count, self.epsilon = mean, var, count, epsilon
 
 
@@ -123,5 +127,10 @@ class RewardScaler:
         clip = real_scalar(state, "clip", low=0.0)
         epsilon = real_scalar(state, "epsilon", low=0.0)
         with nested("rms"):
-            self.rms.load_state_dict(state["rms"])
+            rms = copy.deepcopy(self.rms)
+            rms.load_state_dict(state["rms"])
+        if epsilon == 0.0 and not rms.var.all():  # reward / 0
+            raise StateError("epsilon", "0 with a zero return variance: rewards cannot be "
+                                        "scaled")
+        self.rms = rms
         self.returns, self.gamma, self.clip, self.epsilon = returns, gamma, clip, epsilon

@@ -27,6 +27,7 @@ import itertools
 import math
 import re
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -527,11 +528,35 @@ class EnvGroup:
         return self.venv.step(actions)
 
     def snapshots(self) -> list[dict | None]:
-        """Each environment's :attr:`SnapshotWrapper.trpo_snapshot` (``None``: none)."""
+        """Each environment's :attr:`SnapshotWrapper.trpo_snapshot` (``None``: none).
+
+        ``None`` for every environment once a worker process of the vector env has ended
+        (with a warning): the episodes are lost, and the rest of the state can still be
+        saved, to resume with new episodes.
+        """
+        gone = self.ended_workers()
+        if gone:
+            warnings.warn(f"the environment worker process {', '.join(gone)} has ended: "
+                          "the state holds no episode snapshots, and a run resumed from it "
+                          "starts new episodes", RuntimeWarning, stacklevel=2)
+            return [None] * self.n_envs
         try:
             return list(self.venv.get_attr("trpo_snapshot"))
         except AttributeError:  # a vector env built without SnapshotWrapper
             return [None] * self.n_envs
+
+    def ended_workers(self, wait: float = 0.0) -> list[str]:
+        """``"pid N (exit code C)"`` for each worker process of an async vector env that has
+        ended, waiting up to ``wait`` seconds for one whose pipe just broke to exit."""
+        procs = list(getattr(self.venv, "processes", None) or ())
+        deadline = time.monotonic() + wait
+        while procs:
+            gone = [f"pid {p.pid} (exit code {p.exitcode})" for p in procs
+                    if p.exitcode is not None]
+            if gone or time.monotonic() >= deadline:
+                return gone
+            time.sleep(0.01)
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         """Generator states and environment snapshots, keyed by the env index in the group."""
@@ -551,6 +576,20 @@ class EnvGroup:
             self.venv.set_attr("trpo_snapshot", [snaps[str(j)] for j in range(self.n_envs)])
 
     def close(self) -> None:
+        if getattr(self.venv, "closed", True) is False and self.ended_workers():
+            # A worker died: Gymnasium's polite close would wait forever for a step's answer
+            # already consumed, or write to the broken pipe. Tear the workers down instead.
+            procs = self.venv.processes
+            for proc in procs:
+                if proc.is_alive():
+                    proc.kill()
+            for pipe in self.venv.parent_pipes:
+                if pipe is not None:
+                    pipe.close()
+            for proc in procs:
+                proc.join()
+            self.venv.closed = True
+            return
         self.venv.close()
 
 

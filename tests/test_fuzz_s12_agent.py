@@ -9,6 +9,7 @@ always be saved, and a run whose environment worker was killed stops with a clea
 import copy
 import os
 import signal
+import threading
 
 import gymnasium as gym
 import numpy as np
@@ -181,3 +182,58 @@ def test_a_killed_async_env_worker_stops_the_run_with_a_clear_error(tmp_path, mo
         assert_same_run(resumed, reference)
     finally:
         resumed.close()
+
+
+def test_a_worker_killed_mid_step_neither_hangs_close_nor_loses_the_training(tmp_path):
+    agent = TRPO("CartPole-v1", seed=3, vector_env="async", n_envs=2, n_steps=64)
+    agent.learn(128)
+    venv = agent.collector.groups[0].venv
+    step_async = venv.step_async
+    kill = []
+
+    def step_async_then_kill(actions):
+        step_async(actions)
+        if kill:  # the step is in flight: worker 0 answers it, worker 1 dies first
+            os.kill(venv.processes[1].pid, signal.SIGKILL)
+            venv.processes[1].join()
+            kill.clear()
+
+    venv.step_async = step_async_then_kill
+    with pytest.raises(RuntimeError, match=r"pid \d+ \(exit code -9\) ended during the update"):
+        agent.learn(256, callback=lambda *_: kill.append(True))
+    theta = agent.theta.copy()
+    # what was trained is saved, without the lost episodes (was a raw BrokenPipeError)
+    with pytest.warns(RuntimeWarning, match="holds no episode snapshots"):
+        agent.save(str(tmp_path / "rescued.npz"))
+    # Gymnasium's own close waited forever for the answer step_wait had already read
+    closer = threading.Thread(target=agent.close, daemon=True)
+    closer.start()
+    closer.join(20.0)
+    assert not closer.is_alive(), "close() hangs"
+    assert all(not proc.is_alive() for proc in venv.processes)
+    resumed = TRPO.load(str(tmp_path / "rescued.npz"))
+    try:
+        np.testing.assert_array_equal(resumed.theta, theta)
+        resumed.learn(128)  # new episodes, in new worker processes
+    finally:
+        resumed.close()
+
+
+@pytest.mark.parametrize("entry, state_path", [
+    ("obs_rms/epsilon", ("obs_rms",)),
+    ("reward_scaler/epsilon", ("reward_scaler",)),
+])
+def test_load_refuses_a_zero_normalization_scale(tmp_path, entry, state_path):
+    # was: loaded, then predict (or the first reward) divided by zero in a kernel
+    agent = TRPO("CartPole-v1", seed=0, n_steps=64, normalize_obs=True, normalize_reward=True)
+    agent.learn(64)
+    state = agent.state_dict()
+    part = state[state_path[0]]
+    part["epsilon"] = 0.0
+    rms = part if entry.startswith("obs") else part["rms"]
+    rms["var"] = np.zeros_like(rms["var"])
+    path = tmp_path / "zero_scale.npz"
+    write_state(str(path), state)
+    with pytest.raises(CheckpointError, match=entry + ": 0 with a zero"):
+        TRPO.load(str(path))
+    agent.close()
