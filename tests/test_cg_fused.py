@@ -148,7 +148,11 @@ def test_strided_and_foreign_operator_outputs(dtype):
         for damping in (0.0, 0.1):
             fused, unfused = _solve_both(matvec, b, rtol=1e-10, damping=damping)
             _assert_bitwise_equal(fused, unfused)
-            assert fused[0].status is Status.CONVERGED
+            # (an output rounded to float32 cannot give a true residual b - A x within
+            # rtol = 1e-10: the recurrence residual meets it, the true one stagnates near
+            # float32's rounding, which cg reports instead of a success)
+            expected = Status.STAGNATED if matvec is outputs[1] else Status.CONVERGED
+            assert fused[0].status is expected
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])

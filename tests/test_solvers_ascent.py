@@ -57,7 +57,8 @@ def test_softmax_regression_reaches_the_lbfgs_maximum_likelihood(model, mle, del
     assert res.fun == pytest.approx(model.loglik(mle), abs=1e-12)
     assert res.grad_norm <= 1e-7
     assert len(steps) == res.nit
-    assert res.nmp <= res.nit * 11  # cg_iters products + one for H d per iteration
+    # cg_iters products, one for the true-residual check when cg converges, one for H d
+    assert res.nmp <= res.nit * 12
 
 
 def test_every_accepted_step_keeps_the_divergence_bound_and_improves(model):

@@ -54,7 +54,32 @@ _WHAT_HAPPENED = {
         "the solution overflows {dtype} (its entries exceed {big:.3e}); the iteration itself "
         "ran rescaled and its residual norm is {res:.3e}"
     ),
+    Status.STAGNATED: (
+        "the recurrence residual {res:.3e} met the tolerance {tol:.3e} but the true residual "
+        "||{b} - {A} x|| is {true:.3e}, more than half of its {prev:.3e} at the start of this "
+        "cycle: restarting no longer reduces it, the tolerance is below what rounding allows"
+    ),
 }
+# When the recurrence residual met the tolerance and the true one did not (see cg's Notes)
+_WHAT_HAPPENED_CHECKED = {
+    Status.MAX_ITER: (
+        "iteration limit {nit} reached: the recurrence residual {res:.3e} met the tolerance "
+        "{tol:.3e} but the true residual ||{b} - {A} x|| is {true:.3e}"
+    ),
+}
+
+
+class _Restart(NamedTuple):
+    """What the cycles before a restart of :func:`cg` leave to the result (see its Notes)."""
+
+    nit: int  # iterations done before this cycle
+    history: np.ndarray  # their residual norms (iterations 0 .. nit - 1), caller's units
+    alphas: Any  # the first cycle's Lanczos coefficients, which the spectrum comes from
+    rhos: Any
+    scale: float
+    eps: float
+    spectrum: CGSpectrum | None  # the first cycle's, when asked for at once
+    restarts: int
 
 
 class _SpectrumFields(NamedTuple):
@@ -145,26 +170,37 @@ class CGResult:
         Number of calls to the matvec ``A``.
     residual_norm : float
         ``||r||`` of the recurrence residual at ``x`` (``b - (A + damping I) x`` in exact
-        arithmetic).
+        arithmetic; in floating point it can drift from it, see ``true_residual_norm``).
     residual_history : ndarray
         ``||r||`` before the first iteration and after each iteration, length ``nit + 1``
-        (computed on first access).
+        (computed on first access). After a restart (see :func:`cg`'s Notes) the entry of
+        the iteration it started from is the true residual's norm.
     success : bool
         True exactly when ``status`` is ``CONVERGED``.
     status : Status
         Why the iteration stopped: ``CONVERGED``, ``MAX_ITER``, ``NEGATIVE_CURVATURE``,
         ``NON_FINITE``, ``INDEFINITE_PRECONDITIONER``, ``NON_REAL_CURVATURE`` (complex,
-        non-Hermitian operator) or ``OUT_OF_RANGE`` (the solution overflows the dtype).
+        non-Hermitian operator), ``OUT_OF_RANGE`` (the solution overflows the dtype) or
+        ``STAGNATED`` (the true residual cannot reach the tolerance in this precision).
     message : str
         What happened and what to try (written on first access).
     direction : ndarray or None
         With ``NEGATIVE_CURVATURE``: the search direction ``p`` with ``p^T A p <= 0``.
     curvature : float or None
         With ``NEGATIVE_CURVATURE`` or ``INDEFINITE_PRECONDITIONER``: the offending value.
+    true_residual_norm : float or None
+        ``||b - (A + damping I) x||`` computed from its definition (one operator call) when
+        the recurrence residual met the tolerance after at least one iteration: with
+        ``CONVERGED`` it met the tolerance too; with ``MAX_ITER``, ``STAGNATED`` or
+        ``NON_FINITE`` after such a check it did not. None when it was not computed. In the
+        caller's units; far from unit scale it is computed on the rescaled problem CG
+        iterated on (see :func:`cg`'s Notes), then divided by its scale.
     spectrum : CGSpectrum
         Ritz values and extreme-eigenvalue and condition estimates of the (preconditioned,
         damped) operator, from the CG coefficients at no extra matvec; computed on first
-        access (or at once with ``cg(..., spectrum=True)``).
+        access (or at once with ``cg(..., spectrum=True)``). After a restart, those of the
+        first cycle (a restart begins a new Krylov space, whose coefficients do not extend
+        the first cycle's Lanczos matrix).
     """
 
     x: np.ndarray
@@ -177,6 +213,7 @@ class CGResult:
     message: str
     direction: np.ndarray | None = None
     curvature: float | None = None
+    true_residual_norm: float | None = None
     # CG's coefficients, kept to build the Lanczos matrix on demand: the step lengths, the
     # values rho_j = r_j^T z_j, and the power of two the operator was scaled by.
     lanczos_alphas: Sequence[float] | np.ndarray = field(default=(), repr=False)
@@ -225,13 +262,22 @@ class CGResult:
 def _render_message(
     status: Status, res: float, tol: float, nit: int, curvature: float | None, curv_c: str,
     where: str | None, name_A: str, name_b: str, name_M: str, info: _DtypeInfo,
+    true_res: float | None = None, prev: float = 0.0, restarts: int = 0,
 ) -> str:
     """The message of a :class:`CGResult` from the facts :func:`cg` measured."""
     fmt = dict(
         res=res, tol=tol, nit=nit, curv=curvature or 0.0, A=name_A, b=name_b, M=name_M,
         dtype=info.name, big=info.big, curv_c=curv_c, where=where or "matvec " + name_A,
+        true=true_res or 0.0, prev=prev,
     )
-    return render(status, _WHAT_HAPPENED[status].format_map(fmt))
+    template = _WHAT_HAPPENED[status]
+    if true_res is not None:
+        template = _WHAT_HAPPENED_CHECKED.get(status, template)
+    what = template.format_map(fmt)
+    if restarts:
+        what += (f" (after {restarts} restart{'s' if restarts > 1 else ''} from the true "
+                 f"residual, whose recurrence had drifted from it)")
+    return render(status, what)
 
 
 def _new_result(fields: dict[str, Any]) -> CGResult:
@@ -409,8 +455,10 @@ def cg(
         z_{k+1} = M r_{k+1},\quad
         p_{k+1} = z_{k+1} + \frac{r_{k+1}^H z_{k+1}}{r_k^H z_k} p_k,
 
-    and stops as soon as :math:`\|r_k\| \le \max(\mathrm{rtol}\,\|b\|, \mathrm{atol})`
-    (including on the last allowed iteration, which scipy reports as a failure).
+    and stops as soon as :math:`\|r_k\| \le \tau = \max(\mathrm{rtol}\,\|b\|, \mathrm{atol})`
+    (including on the last allowed iteration, which scipy reports as a failure) *and* the
+    true residual :math:`\|b - (A+\lambda I) x_k\| \le \tau` too (see Notes): ``CONVERGED``
+    never rests on the recurrence alone.
 
     For real input the inner products are transposes (``np.dot``, as scipy); for complex
     Hermitian systems they are conjugate (``np.vdot``).
@@ -445,9 +493,10 @@ def cg(
     Returns
     -------
     CGResult
-        ``x``, ``nit``, ``residual_norm``, ``status``, ``message``, ``spectrum`` and more.
-        Expected outcomes (iteration limit, non-positive or non-real curvature, non-finite
-        matvec output) are statuses; misuse raises.
+        ``x``, ``nit``, ``residual_norm``, ``true_residual_norm``, ``status``, ``message``,
+        ``spectrum`` and more. Expected outcomes (iteration limit, non-positive or non-real
+        curvature, non-finite matvec output, a tolerance below what rounding allows) are
+        statuses; misuse raises.
 
     Raises
     ------
@@ -458,10 +507,52 @@ def cg(
 
     Notes
     -----
+    True residual. In floating point the recurrence :math:`r_{k+1} = r_k - \alpha_k
+    (A+\lambda I) p_k` drifts from the true residual :math:`b - (A+\lambda I) x_{k+1}` by the
+    rounding of the updates of :math:`x` and :math:`r` (the *residual gap*, Greenbaum 1997;
+    Sleijpen & van der Vorst 1996), roughly
+
+    .. math::
+
+        \|b - (A+\lambda I) x_k - r_k\| \lesssim
+        \varepsilon \sum_{j \le k} \big(\|A+\lambda I\|\,\|x_j\| + \|r_j\|\big),
+
+    which exceeds :math:`\tau` when :math:`\|x_j\|` is far larger than the solution (a warm
+    start :math:`x_0 = s x_*`, :math:`s \gg 1`: :math:`x_0 + \sum_j \alpha_j p_j` cancels
+    about :math:`\log_{10} s` digits) or when :math:`\tau` is near
+    :math:`\varepsilon \kappa(A) \|b\|`. ``scipy.sparse.linalg.cg`` then reports success with
+    a wrong ``x``. Here, when :math:`\|r_k\| \le \tau` after at least one iteration, the true
+    residual is computed from its definition, on the problem CG iterated on (the caller's, or
+    far from unit scale its rescaled copy: see Scale safety) and reported in the caller's
+    units (one more operator call, counted in ``n_matvec``, reported as
+    ``true_residual_norm``):
+
+    - :math:`\le \tau`: ``CONVERGED``;
+    - otherwise CG restarts from :math:`x_k` with :math:`r = b - (A+\lambda I) x_k` (residual
+      replacement, one cycle of iterative refinement: each cycle regains the digits the
+      previous lost), within the same ``maxiter`` budget: ``nit``, ``n_matvec``, the callback
+      and ``residual_history`` continue across cycles (the history's entry at a restart is the
+      true residual's norm), and the ``spectrum`` is the first cycle's (a restart begins a new
+      Krylov space, whose coefficients do not extend the first Lanczos matrix);
+    - if the true residual is still above half of what it was where the cycle started (at
+      :math:`x_0`, or at the last restart), restarting no longer helps: the tolerance is below
+      the accuracy the rounding of the operator and of :math:`x` allow, ``STAGNATED``;
+    - if no iteration is left, ``MAX_ITER``, whose message gives both residuals.
+
+    A solve that meets the tolerance without a restart runs exactly the iterations it ran
+    before (the same bits as scipy's in float64) and pays one operator call more.
+
     Scale safety: if :math:`\|r_0\|` or the first Rayleigh quotients of the operator or of the
     preconditioner lie outside a safe window (about :math:`10^{\pm 60}` in float64), the
     problem is rescaled by powers of two, which is exact, and the answer scaled back. A
-    problem of ordinary scale runs unchanged (bit for bit).
+    problem of ordinary scale runs unchanged (bit for bit). The true residual of a rescaled
+    problem is checked on it, in its units, at the iterate before it is scaled back (with a
+    warm start, at ``x0`` plus the correction the iteration solved for, both in those units):
+    in the caller's dtype that ``x`` may be subnormal, which rounds away digits no answer in
+    it can hold, or so large that the caller's own product ``A x`` overflows, and neither
+    says the iteration did not converge. A restart begins from the ``x`` returned; if that
+    ``x`` lost digits (subnormal), from its own residual, computed in the rescaled units
+    (one more operator call), so that the next cycle corrects them there.
 
     Examples
     --------
@@ -473,6 +564,19 @@ def cg(
     ('CONVERGED', 2)
     >>> np.allclose(A @ res.x, [1.0, 2.0])
     True
+
+    A warm start far larger than the solution cancels digits in ``x``; the recurrence
+    residual still meets the tolerance, the true one did not, and one restart from it fixes
+    ``x`` (scipy's cg returns ``info=0`` with a residual over 20 times the tolerance here):
+
+    >>> rng = np.random.default_rng(0)
+    >>> Q = rng.standard_normal((5, 5))
+    >>> A, b = Q @ Q.T + 5 * np.eye(5), rng.standard_normal(5)
+    >>> res = tr.cg(A, b, x0=1e12 * np.linalg.solve(A, b))
+    >>> res.status.name, bool(res.true_residual_norm <= 1e-5 * np.linalg.norm(b))
+    ('CONVERGED', True)
+    >>> res.message.split(" (")[1]
+    'after 1 restart from the true residual, whose recurrence had drifted from it)'
 
     An indefinite operator is reported, not silently "solved":
 
@@ -507,11 +611,15 @@ def _solve(
     allow_complex: bool = False,
     normalize: bool = False,
     matvecs_before: int = 0,
+    residual: np.ndarray | None = None,
+    prior: _Restart | None = None,
 ) -> CGResult:
     """:func:`cg`, with the names of the caller's arguments for its error messages.
 
     ``normalize`` rescales the right-hand side to unit scale even inside the safe window: the
-    retry when the operator overflowed on a vector of ``b``'s scale.
+    retry when the operator overflowed on a vector of ``b``'s scale. A restart (see
+    :func:`cg`'s Notes) passes ``x0``, its true ``residual`` ``b - (A + damping I) x0``
+    (computed already) and what the cycles before it leave to the result (``prior``).
     """
     b_arg, rtol_arg, atol_arg, maxiter_arg = b, rtol, atol, maxiter
     name_A, name_b, name_M = names["A"], names["b"], names["M"]
@@ -607,6 +715,10 @@ def _solve(
             x = np.zeros(n, dtype=dtype)
             r = b.copy()
         n_matvec = matvecs_before
+    elif residual is not None:  # a restart: b - (A + damping I) x0 is known
+        x = x0_arr.astype(dtype, copy=True)
+        r = residual
+        n_matvec = matvecs_before
     else:
         x = x0_arr.astype(dtype, copy=True)
         Ax = v.matvec_output(name_A, matvec(x), n, dtype)
@@ -647,13 +759,15 @@ def _solve(
 
     def unscaled(y: np.ndarray) -> np.ndarray:
         """The iterate in the caller's units (only called on rescaled problems)."""
-        factor = c_A / c_b
+        e = math.frexp(c_A)[1] - math.frexp(c_b)[1]  # c_A / c_b = 2^e, exactly
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            if abs(math.frexp(factor)[1]) < 900:
-                out = y * real(factor)
+            if abs(e) < 900:
+                out = y * real(c_A / c_b)
             else:
-                half = real(math.sqrt(factor))
-                out = y * half * half
+                # as two powers of two, each in range, as is the product between (not the
+                # square root of 2^e twice, which rounds for an odd e: x_base + out then
+                # cancels the rounding up to a relative error in x above the tolerance)
+                out = y * real(math.ldexp(1.0, e // 2)) * real(math.ldexp(1.0, e - e // 2))
             return out if x_base is None else x_base + out
 
     def finish(
@@ -679,6 +793,7 @@ def _solve(
             alphas = fused_record[1:end:2]
             rr_last = fused_state[_RR]
         res = math.sqrt(rr_last) / c_b
+        y = x  # the iterate of the system the iteration solved (see true_residual)
         if c_b != 1.0 or c_A != 1.0:
             x = unscaled(x)
             if not np.all(np.isfinite(x)):
@@ -693,28 +808,120 @@ def _solve(
         if x.base is not None:
             x = x.copy()  # a row of the fused loops' work array: the caller's own array
         lanczos_rhos = squares if psolve is None else rhos
+        calls = n_matvec + nit + after_matvec
+        true_res: float | None = None
+        prev = 0.0
+        if status is Status.CONVERGED and nit:
+            # The recurrence residual met the tolerance; the true one, from its definition
+            # (one more operator call), may not have: r drifts from it by the rounding of
+            # the updates of the iterate and of r, most when the iterate is far larger than
+            # the solution (cancellation). Check it, on the system the iteration solved and
+            # in its units (see true_residual); restart from it if it is too large.
+            calls += 1
+            if c_b == 1.0 and c_A == 1.0:
+                x_int = y
+                r_true, true_int = true_residual(y)
+            else:
+                with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                    x_int = y if x_base is None else internal(x_base) + y
+                    r_true, true_int = true_residual(x_int)
+            true_res = true_int / c_b  # (reported in the caller's units, as tol / c_b)
+            if not true_int <= tol:
+                # where this cycle started: ||r0||, or after a restart the true residual it
+                # restarted from (in this cycle's units, where neither under- nor overflows)
+                prev_int = math.sqrt(squares[0])
+                prev = prev_int / c_b
+                if not np.all(np.isfinite(r_true)):
+                    status, where = Status.NON_FINITE, (
+                        f"matvec {name_A} (at the returned x, computing the true residual)"
+                    )
+                elif true_int > 0.5 * prev_int:
+                    status = Status.STAGNATED  # restarting gains nothing any more
+                elif nit >= maxiter:
+                    status = Status.MAX_ITER
+                else:
+                    # Residual replacement: a new cycle from x and its true residual (one
+                    # cycle of iterative refinement, which regains the digits lost). Rescaled,
+                    # it refines the x returned: if that x lost digits of x_int (subnormal:
+                    # see true_residual), from the residual of x itself, in the safe units
+                    # (one more operator call), so that the next cycle corrects them there;
+                    # if that is no better than where this cycle started, rounding to the
+                    # caller's dtype undoes what a cycle gains (an answer below its smallest
+                    # subnormal): restarting gains nothing, and that is x's true residual.
+                    if c_b != 1.0 or c_A != 1.0:
+                        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                            x_back = internal(x)
+                            if not np.array_equal(x_back, x_int):
+                                calls += 1
+                                r_back, back_int = true_residual(x_back)
+                                if np.all(np.isfinite(r_back)):
+                                    r_true, true_int = r_back, back_int
+                                    true_res = back_int / c_b
+                    if true_int > 0.5 * prev_int:
+                        status = Status.STAGNATED
+                    else:
+                        restart_from = r_true
+                        if c_b != 1.0:
+                            # in the caller's units: exact but for digits lost to underflow,
+                            # which a residual computed in those units would lose too (the
+                            # next cycle rescales it and iterates on a correction to x)
+                            with np.errstate(under="ignore"):
+                                restart_from = r_true * real(1.0 / c_b)
+                        history_done = np.sqrt(squares[:-1]) / c_b
+                        if prior is None:
+                            restart = _Restart(
+                                nit, history_done, alphas, lanczos_rhos, c_A * c_M, eps,
+                                # (the same bits as the fused loop's last kernel call finds)
+                                _spectrum(alphas, lanczos_rhos, c_A * c_M, eps) if spectrum
+                                else None,
+                                1,
+                            )
+                        else:
+                            restart = prior._replace(
+                                nit=prior.nit + nit,
+                                history=np.concatenate((prior.history, history_done)),
+                                restarts=prior.restarts + 1,
+                            )
+                        return _solve(
+                            A, b_arg, x0=x, rtol=rtol_arg, atol=atol_arg,
+                            maxiter=maxiter - nit, M=M, damping=damping, callback=callback,
+                            spectrum=spectrum, names=names, allow_complex=allow_complex,
+                            normalize=normalize, matvecs_before=calls, residual=restart_from,
+                            prior=restart,
+                        )
+        if prior is not None:
+            nit += prior.nit
         # the fields as one dict display (a presized dict, where keyword arguments to a
         # constructor would build and copy two)
         fields = {
             "x": x,
             "nit": nit,
-            "n_matvec": n_matvec + nit + after_matvec,
+            "n_matvec": calls,
             "residual_norm": float(res),
             "_residual_facts": (squares, c_b),  # residual_history, on first access
             "success": status is Status.CONVERGED,
             "status": status,
             "direction": direction,
             "curvature": curvature,
+            "true_residual_norm": true_res,
             "_message_facts": (
                 status, res, tol / c_b, nit, curvature, curv_c, where, name_A, name_b, name_M,
-                info,
+                info, true_res, prev, 0 if prior is None else prior.restarts,
             ),
             "lanczos_alphas": alphas,
             "lanczos_rhos": lanczos_rhos,
             "lanczos_scale": c_A * c_M,
             "lanczos_eps": eps,
         }
-        if spectrum:
+        if prior is not None:
+            # after a restart: the history of every cycle, the spectrum of the first
+            fields["residual_history"] = np.concatenate((prior.history, np.sqrt(squares) / c_b))
+            fields["lanczos_alphas"] = prior.alphas
+            fields["lanczos_rhos"] = prior.rhos
+            fields["lanczos_scale"] = prior.scale
+            if spectrum:
+                fields["spectrum"] = prior.spectrum
+        elif spectrum:
             # computed now, as asked (stored where the cached property keeps it): when the
             # fused loop ended the solve, by its last kernel call (the same kernel on the same
             # record as _spectrum, the same arithmetic after it), which saves a call
@@ -728,6 +935,59 @@ def _solve(
             else:
                 fields["spectrum"] = _spectrum(alphas, lanczos_rhos, c_A * c_M, eps)
         return _new_result(fields)
+
+    def internal(u: np.ndarray) -> np.ndarray:
+        """``u c_b / c_A``: a vector in the caller's units in those the iteration ran in."""
+        # (c_b / c_A as two powers of two, each in range, as is the product between)
+        e = math.frexp(c_b)[1] - math.frexp(c_A)[1]
+        return u * real(math.ldexp(1.0, e // 2)) * real(math.ldexp(1.0, e - e // 2))
+
+    def true_residual(x_int: np.ndarray) -> tuple[np.ndarray, float]:
+        """The true residual of the system the iteration solved, at ``x_int``, and its
+        norm, in that system's units (those of ``tol``).
+
+        Without rescaling that system is the caller's, ``(A + damping I) x = b``, and
+        ``x_int`` is ``x`` (accumulated from ``x0``): ``b - (A + damping I) x``, as for
+        ``x0``.
+
+        Rescaled (see "Scale safety" in :func:`cg`'s Notes), by powers of two, which is
+        exact: with ``r0 = b - (A + damping I) x0`` the iteration starts from ``y = 0`` on
+
+            c_A (A + damping I) y = c_b r0,    x = x_base + y c_A / c_b,
+
+        ``x_base`` the caller's ``x0`` (None without one or when it is zero, and then
+        ``r0 = b``); its operator is ``matvec`` (``c_A A`` once rescaled) plus
+        ``damping_typed`` (``c_A damping``), and ``b`` is ``c_b b`` here. In the units of
+        ``y`` the answer is ``x_int = internal(x) = internal(x_base) + y``, and
+
+            c_b b - c_A (A + damping I) x_int = c_b (b - (A + damping I) x)
+                                              = c_b r0 - c_A (A + damping I) y,
+
+        the caller's true residual times ``c_b``, compared with ``tol``, which is in these
+        units (the caller's tolerance times ``c_b``). It is evaluated in the first form,
+        which rounds at the scale of ``x`` and ``b`` as the caller's residual would; the
+        last (the correction's system) rounds at the scale of ``r0``, which a warm start
+        far from the solution makes larger than the tolerance, so that its value says
+        nothing about ``x`` (it can even come out 0). ``x_int`` is the returned ``x`` scaled
+        exactly (``unscaled`` divides it by ``c_b / c_A``, a power of two, and rounds
+        ``x_base + ...`` once, to the sum's own precision) unless that ``x`` is subnormal
+        or overflows: digits the caller's dtype cannot hold, which no answer in it avoids
+        and a residual computed in the caller's units would count, failing solves that
+        converged on the system iterated on.
+        """
+        Ax = _checked(matvec(x_int), name_A, n, dtype, shape)
+        if damping:
+            Ax = Ax + damping_typed * x_int
+        r_true = b - Ax
+        if blas:  # (NumPy's own dot products, without its floating-point checks)
+            uu = _kc.numpy_zdotc(r_true, r_true).real if is_complex else _kc.numpy_ddot(
+                r_true, r_true)
+        else:
+            uu = _sqnorm_quiet(r_true, rdot, is_complex, lo_sq, hi_sq)
+        if lo_sq < uu < hi_sq:
+            return r_true, math.sqrt(uu)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            return r_true, _norm(r_true, rdot, lo_sq, hi_sq)
 
     if b_is_zero or math.sqrt(rr) <= tol:
         return finish(Status.CONVERGED, 0)
@@ -870,7 +1130,8 @@ def _solve(
                             A, b_arg, x0=x0, rtol=rtol_arg, atol=atol_arg,
                             maxiter=maxiter_arg, M=M, damping=damping, callback=callback,
                             spectrum=spectrum, names=names, allow_complex=allow_complex,
-                            normalize=True, matvecs_before=n_matvec + 1,
+                            normalize=True, matvecs_before=n_matvec + 1, residual=residual,
+                            prior=prior,
                         )
                     if e_q is not None and e_p is not None and np.all(np.isfinite(q)):
                         c_A = _pow2(e_p - e_q, limit)
@@ -900,7 +1161,7 @@ def _solve(
                         A, b_arg, x0=x0, rtol=rtol_arg, atol=atol_arg, maxiter=maxiter_arg,
                         M=M, damping=damping, callback=callback, spectrum=spectrum,
                         names=names, allow_complex=allow_complex, normalize=True,
-                        matvecs_before=n_matvec + 1,
+                        matvecs_before=n_matvec + 1, residual=residual, prior=prior,
                     )
                 return finish(Status.NON_FINITE, k, True)
             return finish(

@@ -50,6 +50,10 @@ class Status(IntEnum):
     OUT_OF_RANGE = 7
     """The answer's magnitude does not fit the floating-point type (it would overflow):
     the problem is too badly scaled to represent its solution."""
+    STAGNATED = 8
+    """The tolerance is below the accuracy rounding allows: the iteration's own estimate
+    met it, but restarting from the true value (recomputed from the definition) no longer
+    reduces the error (:func:`~trustregion.cg`: the true residual ``b - A x``)."""
     # -- trust-region steps (steihaug_cg, scale_step, natural_gradient_step) ---------------
     BOUNDARY = 10
     """The step lies on the trust-region boundary."""
@@ -115,6 +119,11 @@ _REMEDIES: dict[Status, str] = {
     Status.OUT_OF_RANGE: (
         "rescale the problem (change the units of the right-hand side or of the operator) "
         "or solve in float64"
+    ),
+    Status.STAGNATED: (
+        "loosen the tolerance to above the true residual reached (the rounding of the "
+        "operator and of x sets a floor that grows with the condition number and with the "
+        "size of a warm start x0), or precondition, or compute the operator in float64"
     ),
     Status.BOUNDARY: "",
     Status.ZERO_DIRECTION: "the gradient is zero: the point is stationary, nothing to do",
