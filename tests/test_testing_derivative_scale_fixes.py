@@ -48,9 +48,16 @@ def test_check_grad_does_not_pass_wrong_gradient_when_step_dwarfs_x(wrong):
         check_grad(tiny_f, WRONG[wrong](tiny_grad), X_TINY.astype(np.float32))
 
 
+def test_check_grad_resolves_a_correct_gradient_at_tiny_x():
+    # (the twelfth session's second step at x's own scale: this failed with "cannot resolve")
+    check_grad(tiny_f, tiny_grad, X_TINY.astype(np.float32))
+
+
 def test_check_grad_says_it_cannot_resolve_instead_of_passing():
-    with pytest.raises(AssertionError, match=r"(?s)cannot resolve.*pass accuracy=.*rescale"):
-        check_grad(tiny_f, tiny_grad, X_TINY.astype(np.float32))
+    # a value of 1e4 on top: float32 keeps none of the tiny function's variation
+    with pytest.raises(AssertionError, match=r"(?s)cannot resolve.*accuracy=.*rescale"):
+        check_grad(lambda x: float(np.float32(1e4)) + tiny_f(x), tiny_grad,
+                   X_TINY.astype(np.float32))
 
 
 @pytest.mark.parametrize("factor", [2.0, -1.0])

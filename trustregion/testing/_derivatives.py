@@ -21,6 +21,7 @@ from trustregion.testing._report import (
     Counted,
     as_float_array,
     count_argument,
+    number_argument,
     reject_complex,
     require_finite,
     vector_argument,
@@ -33,8 +34,15 @@ INNER_PRODUCT_ULPS = 16
 ZERO_FRACTION = 1e-3
 #: what to do when a check cannot resolve the quantity it compares
 RESCALE = (
-    "pass accuracy= if the function is more accurate than assumed, or rescale x and the "
-    "function so that both are of order 1 near x"
+    "pass accuracy= if the function is more accurate than assumed, or x_scale= the length "
+    "on which the function varies near x (the steps are about eps^(1/3) x_scale), or rescale "
+    "x and the function so that both are of order 1 near x"
+)
+#: the same for check_fvp, whose KL is differenced twice
+KL_REMEDY = (
+    "pass kl_accuracy= if the KL is more accurate than assumed, or x_scale= the length on "
+    "which it varies near params (its second differences step about eps^(1/5) x_scale), "
+    "or rescale params so that the KL varies on a scale of order 1"
 )
 
 
@@ -69,6 +77,46 @@ def _accuracy(
     return (lambda scale: float(accuracy)), f"{what} accurate to {accuracy:.1e} (given)"
 
 
+def _input_rounding(
+    acc: Callable[[float], float],
+    note: str,
+    accuracy: float | None,
+    x: np.ndarray,
+    sensitivity: Callable[[], float],
+    what: str,
+) -> tuple[Callable[[float], float], str]:
+    """The accuracy ``acc`` plus the rounding of ``x``'s own entries, where ``|x|_inf`` is
+    over ``SCALE_RATIO`` and no ``accuracy`` was given.
+
+    A function computed from ``x`` rounds its first operations relative to ``x``'s entries
+    (``x / 100`` at ``x ~ 1e6`` is off by ``eps 1e4``), which changes its value by about
+    ``eps sum_i |df/dx_i| |x_i|`` (``sensitivity()``): beyond 64 eps of the value itself
+    where ``|x|`` is huge and the function varies on a far smaller scale, which is where a
+    step for the scale 1 is tried and divides that rounding by a small ``h``. Ordinary
+    scales keep the plain assumption.
+    """
+    if accuracy is not None or float(np.max(np.abs(x))) <= fd.SCALE_RATIO:
+        return acc, note
+    with np.errstate(over="ignore"):
+        extra = fd.ULPS * fd.eps(x.dtype) * sensitivity()
+    return (lambda scale: acc(scale) + extra), (
+        f"{note}; plus x's own rounding, {fd.ULPS} eps({x.dtype.name}) x {what} = {extra:.1e}"
+    )
+
+
+def _x_scale(value: Any) -> float | None:
+    """The ``x_scale`` argument: None, or a finite length > 0."""
+    if value is None:
+        return None
+    try:
+        scale = number_argument("x_scale", value)
+    except ValueError:
+        scale = math.nan
+    if not scale > 0:
+        raise ValueError(f"x_scale must be finite and > 0, got {value!r}")
+    return scale
+
+
 def _scalar(report: CheckReport, name: str, value: Any) -> float:
     reject_complex(name, value, "returned")
     arr = np.asarray(value)
@@ -93,6 +141,7 @@ def check_grad(
     n_directions: int = 3,
     seed: int = 0,
     accuracy: float | None = None,
+    x_scale: float | None = None,
 ) -> CheckReport:
     r"""Check ``grad(x)`` against central differences of ``f`` along random directions.
 
@@ -100,6 +149,18 @@ def check_grad(
     extrapolant of :math:`(f(x + hv) - f(x - hv)) / 2h` at ``h`` and ``h/2``; the tolerance
     is the pair's disagreement (the truncation estimate) plus a rounding bound
     ``accuracy / h``.
+
+    The step starts at :math:`h \approx \epsilon^{1/3} s` for the length :math:`s` on
+    which ``f`` varies near ``x``: ``x_scale`` if given, else :math:`\max(1, \|x\|_\infty)`,
+    and where :math:`\|x\|_\infty` is nonzero and far from 1 (below :math:`2^{-10}` or 4
+    default steps, above :math:`2^{10}`) also :math:`\min(1, \|x\|_\infty)`: a function of a
+    tiny ``x`` may vary on the scale of ``x`` or on the scale 1. The estimate compared with is
+    the smaller step's where the two disagree, where the default's pair is unsettled or where
+    the smaller step's does not confirm it, else the tighter
+    (:func:`~trustregion.testing._differences.richardson_at_steps`). Where the default step is
+    over 1024 times :math:`\|x\|_\infty`, or the two estimates disagreed, the comparison
+    must resolve :math:`\nabla f(x)^T v` (a tolerance below half of it) or the check fails
+    with "cannot resolve"; so it does where the tolerance is not finite.
 
     Parameters
     ----------
@@ -116,6 +177,13 @@ def check_grad(
     accuracy : float, optional
         Absolute accuracy of ``f``'s values; by default 64 eps of the dtype times their
         magnitude.
+    x_scale : float, optional
+        The length on which ``f`` varies near ``x`` (like ``x_scale`` of
+        ``scipy.optimize.least_squares``): the only scale the step is taken from. Needed
+        where neither 1 nor :math:`\|x\|_\infty` is that length (``f(x) = sin(x / 1e-8)``
+        at ``x = 0``, say). Given, each direction takes one Richardson estimate (4 calls,
+        more if ``h`` must shrink), as the default does at ordinary scales; far from them
+        the default takes two.
 
     Returns
     -------
@@ -124,7 +192,8 @@ def check_grad(
     Raises
     ------
     AssertionError
-        If a directional derivative disagrees beyond the tolerance.
+        If a directional derivative disagrees beyond the tolerance, or where it cannot be
+        resolved (see above).
 
     Examples
     --------
@@ -144,14 +213,24 @@ def check_grad(
     report = CheckReport("check_grad")
     x = vector_argument("x", x)
     n_directions = count_argument("n_directions", n_directions)
+    length = _x_scale(x_scale)
     f_c, grad_c = Counted("f", f), Counted("grad", grad)
     dtype = x.dtype
     e = fd.eps(dtype)
     g = as_float_array(report, "grad(x)", grad_c(x.copy()), x.shape)
     require_finite(report, "grad(x)", g)
     acc, note = _accuracy(dtype, accuracy, "f")
+    acc, note = _input_rounding(
+        acc,
+        note,
+        accuracy,
+        x,
+        lambda: float(np.abs(g.ravel()) @ np.abs(x.astype(np.float64).ravel())),
+        "sum |grad_i x_i|",
+    )
     rng = np.random.default_rng(seed)
-    h0, h_min = fd.step(x, 1 / 3), fd.smallest_exact_step(x)
+    steps, h_min = fd.start_steps(x, 1 / 3, x_scale=length), fd.smallest_exact_step(x)
+    dwarfed = _step_dwarfs(x, fd.step(x, 1 / 3))  # the point's regime, whatever x_scale says
     for i in range(n_directions):
         v = fd.direction(rng, x.shape, dtype)
         analytic = float(g.ravel() @ v.astype(np.float64).ravel())
@@ -161,44 +240,181 @@ def check_grad(
             fm = _scalar(report, "f", f_c(fd.shifted(x, -h, v)))
             return np.asarray((fp - fm) / (2 * h)), max(abs(fp), abs(fm))
 
-        est = fd.richardson(
+        choice = fd.richardson_at_steps(
             quotient,
-            h0,
+            steps,
+            prefer_smaller=dwarfed,
             order=2,
             rounding=lambda h, s: acc(s) / h,
             accuracy_note=note,
             reference=analytic,
             min_h=h_min,
         )
+        est = choice.estimate
         own = fd.ULPS * e * fd.magnitude(g) * fd.magnitude(v)
         what = (
             f"grad(x) . v against central differences of f along {_where(i, seed)}: "
             f"grad . v = {analytic:.10g}, difference quotient = {float(est.value):.10g}"
         )
         source = est.describe() + f" + {fd.ULPS} eps |grad| |v| = {own:.1e}"
-        source += _step_note(x, est.h)
-        report.compare(what, abs(analytic - float(est.value)), est.tolerance + own, source)
-        size = max(abs(analytic), abs(float(est.value)), fd.magnitude(g) * fd.magnitude(v))
-        _require_resolved(report, what, est.tolerance + own, size, source, x=x, h=est.h)
+        source += _notes(choice, x, h_min)
+        _judge(
+            report,
+            what,
+            abs(analytic - float(est.value)),
+            est.tolerance + own,
+            _size(analytic, float(est.value), fd.magnitude(g) * fd.magnitude(v)),
+            source,
+            choice=choice,
+            x=x,
+            h_min=h_min,
+            required=dwarfed or choice.disagreed,
+        )
     return report.count(f_c, grad_c)
 
 
-def _require_resolved(report: CheckReport, what: str, tolerance: float, magnitude: float,
-                      source: str, *, x: np.ndarray | None, h: float) -> None:
-    """Fail a comparison that passed only because its tolerance swamps what it compares,
-    where the step dwarfs the point (``x`` of order 1e-8: the default step
-    ``~ eps^(1/3) max(1, |x|)`` never drops to the scale a function of such an ``x`` varies
-    on, and a result off by a factor 2 or of the wrong sign passed).
+def _size(analytic: float, estimate: float, norms: float) -> float:
+    """The size of a compared inner product for :func:`_require_resolved`: the estimate's,
+    or the norms of its factors (a direction meeting the gradient at a right angle has a
+    small product, which need not be resolved for the check to see a wrong gradient along
+    the others).
 
-    ``magnitude`` is the size of the compared quantity (both sides, and norms that do not
-    cancel); below ``ZERO_FRACTION`` of the tolerance it counts as zero and the pass stands.
+    The norms are the user's and shrink with the estimate where it is smaller than the
+    analytic value, down to half of them: a gradient doubled by a bug would otherwise
+    double the size it is judged against and be "resolved" by the tolerance that passes it.
+    """
+    ratio = 1.0 if analytic == 0 else abs(estimate) / abs(analytic)
+    if not math.isfinite(ratio):
+        ratio = 1.0
+    return max(abs(estimate), norms * min(1.0, max(0.5, ratio)))
+
+
+def _judge(
+    report: CheckReport,
+    what: str,
+    error: float,
+    tolerance: float,
+    magnitude: float,
+    source: str,
+    *,
+    choice: fd.Choice,
+    x: np.ndarray,
+    h_min: float,
+    required: bool,
+    remedy: str = RESCALE,
+) -> None:
+    """Compare, where the estimate can be trusted, and require it to resolve the quantity
+    where that is ``required`` (see :func:`_require_resolved`). A tolerance that is not
+    finite (values that overflowed at every step tried) cannot resolve anything.
+
+    Where the steps for both scales were tried (:func:`fd.richardson_at_steps`), the
+    smaller one ended at the smallest step that perturbs ``x`` exactly, and neither it nor
+    the estimate kept is in its asymptotic range (:attr:`fd.Estimate.settled`), the
+    function varies on a scale that ``x``'s spacing does not let a difference reach
+    (``sin(x)`` at ``x ~ 1e4`` in float32, whose smallest exact step is 8): no tolerance
+    computed there can be trusted either way.
+    """
+    if not math.isfinite(tolerance):  # values that overflowed at every step tried
+        report.resolve(what, tolerance, magnitude, source, remedy)
+    smallest = choice.last
+    if (
+        choice.tried
+        and smallest.h <= h_min
+        and not smallest.settled
+        and not choice.estimate.settled
+    ):
+        report.fail(
+            f"cannot resolve {what}\n"
+            f"  the estimates started at the steps for the scales max(1, |x|_inf) and "
+            f"min(1, |x|_inf) are not settled (their pairs D(h), D(h/2) disagree), and the "
+            f"smaller step is already the smallest that "
+            f"perturbs x exactly in {x.dtype.name} (h = {h_min:.3g}, as x's spacing is "
+            f"{float(np.spacing(np.max(np.abs(x)))):.3g}): the function varies on a scale "
+            "below what a difference at this x can resolve; check it in float64 or at a "
+            "point of smaller magnitude\n"
+            f"  tolerance = {source}"
+        )
+    report.compare(what, error, tolerance, source)
+    _require_resolved(report, what, tolerance, magnitude, source, required=required,
+                      remedy=remedy)
+
+
+def _require_resolved(report: CheckReport, what: str, tolerance: float, magnitude: float,
+                      source: str, *, required: bool, remedy: str = RESCALE) -> None:
+    """Fail a comparison that passed only because its tolerance swamps what it compares,
+    where resolving it is ``required``: where the default step (whatever ``x_scale`` says)
+    dwarfs the point (``x`` of order 1e-8 and a function varying on the scale 1, whose step
+    ``~ eps^(1/3)`` stays far above ``x``), or where the estimates started at the steps for
+    the scales 1 and ``|x|_inf`` disagreed (the function varies on a scale the larger step
+    missed, and a result off by a factor 2 or of the wrong sign would pass the smaller
+    step's loose tolerance). A tolerance that is not finite (values that overflowed) fails
+    everywhere.
+
+    ``magnitude`` is the size of the compared quantity (see :func:`_size`; for arrays, the
+    larger norm of the two sides); below ``ZERO_FRACTION`` of the tolerance it counts as
+    zero and the pass stands.
     Otherwise the tolerance must be below half of it (see :meth:`CheckReport.resolve`).
     At ordinary scales an unresolved comparison passes as before: random inputs meet small
     directional derivatives that float32 cannot resolve, and failing correct code there would
     make every property test of a float32 function flaky.
     """
-    if _step_dwarfs(x, h) and magnitude > ZERO_FRACTION * tolerance:
-        report.resolve(what, tolerance, magnitude, source, RESCALE)
+    if not math.isfinite(tolerance) or (required and magnitude > ZERO_FRACTION * tolerance):
+        report.resolve(what, tolerance, magnitude, source, remedy)
+
+
+def _notes(choice: fd.Choice, x: np.ndarray, h_min: float) -> str:
+    """What the message adds to a tolerance's source about the step: where it dwarfs ``x``,
+    how it was chosen between two scales, and whether it is settled (``h_min``: the
+    smallest step that perturbs ``x`` exactly)."""
+    notes = _step_note(x, choice.estimate.h) + _choice_note(choice, x)
+    if not choice.estimate.settled and choice.estimate.h > h_min:
+        notes += (
+            "; note the pair D(h), D(h/2) disagrees by over 1% of the estimate and its "
+            "rounding bound (h is outside the asymptotic range): if the function varies on "
+            "a scale far below h, pass x_scale="
+        )
+    if choice.tried and choice.last.h <= h_min:
+        notes += (
+            f"; note the estimate for the scale min(1, |x|_inf) is at the smallest step that "
+            f"perturbs x exactly in {x.dtype.name}, h = {h_min:.3g}: if the function varies "
+            f"on a scale near 1, x's spacing ({float(np.spacing(np.max(np.abs(x)))):.3g}) is "
+            "too coarse to difference it (check it in float64 or at a point nearer 0)"
+        )
+    return notes
+
+
+def _choice_note(choice: fd.Choice, x: np.ndarray) -> str:
+    """What the message says of a step chosen between the scales 1 and ``|x|_inf``."""
+    if not choice.tried:
+        return ""
+    top = float(np.max(np.abs(x)))
+    other = f"the step for the scale min(1, |x|_inf) = {min(1.0, top):.3g}"
+    if choice.disagreed:
+        with np.errstate(over="ignore", invalid="ignore"):
+            gap = fd.magnitude(np.asarray(choice.first.value, dtype=np.float64)
+                               - choice.estimate.value)
+        return (
+            f"; the estimate started at the default step h = {choice.first.h:.3g} (scale "
+            f"max(1, |x|_inf)) differs from this one, started at {other}, by {gap:.3e}, "
+            f"beyond both tolerances ({choice.first.tolerance:.2e} and "
+            f"{choice.estimate.tolerance:.2e}): the function varies on a scale the default "
+            "step missed, and the smaller step's estimate is used"
+        )
+    if choice.estimate is choice.first:
+        return f"; the estimate started at {other} agreed and confirmed this one, less tightly"
+    why = {
+        "unsettled": "agreed within the tolerances, but its pair D(h), D(h/2) is unsettled",
+        "unconfirmed": "agreed only within this one's rounding bound, which a function "
+        "rounding to a few ulps stays far inside (the default step's pair can be fooled by "
+        "a function varying on the scale of x)",
+        "resolves": "agreed within the tolerances, and this one resolves it alone (where the "
+        "default step dwarfs x, its pair can be fooled by a function of x's own scale)",
+        "tighter": "agreed, less tightly",
+    }[choice.reason]
+    return (
+        f"; started at {other}: the estimate at the default step h = {choice.first.h:.3g}, "
+        f"of size {fd.magnitude(choice.first.value):.6g} +- {choice.first.tolerance:.2e}, {why}"
+    )
 
 
 def _step_dwarfs(x: np.ndarray | None, h: float) -> bool:
@@ -215,7 +431,7 @@ def _step_note(x: np.ndarray | None, h: float) -> str:
     top = float(np.max(np.abs(x)))
     return (
         f"; note h = {h:.3g} is over 1024 |x|_inf = {top:.3g}: if the function varies on "
-        "the scale of x, rescale x to order 1"
+        "the scale of x, pass x_scale= or rescale x to order 1"
     )
 
 
@@ -233,7 +449,11 @@ def _vector_quotient(
     def quotient(h: float) -> tuple[np.ndarray, float]:
         plus = as_float_array(report, name, function(fd.shifted(x, h, v)), shape)
         minus = as_float_array(report, name, function(fd.shifted(x, -h, v)), shape)
-        return (plus - minus) / (2 * h), max(fd.magnitude(plus), fd.magnitude(minus))
+        size = max(fd.magnitude(plus), fd.magnitude(minus))
+        if size < 1e300 * min(h, 1.0):  # cannot overflow
+            return (plus - minus) / (2 * h), size
+        with np.errstate(over="ignore", invalid="ignore"):  # refused later if not finite
+            return (plus - minus) / (2 * h), size
 
     return quotient
 
@@ -242,35 +462,55 @@ def _check_against_central_differences(
     report: CheckReport,
     quotient: Callable[[float], tuple[np.ndarray, float]],
     product: np.ndarray,
-    h0: float,
+    steps: tuple[float, ...],
     h_min: float,
     acc: Callable[[float], float],
     note: str,
     e: float,
     label: str,
     symbol: str,
-    x: np.ndarray | None = None,
+    x: np.ndarray,
+    dwarfed: bool,
+    remedy: str = RESCALE,
 ) -> Any:
-    """Compare an array-valued ``product`` with the Richardson extrapolant of ``quotient``.
+    """Compare an array-valued ``product`` with the Richardson extrapolant of ``quotient``
+    started at ``steps`` (see :func:`fd.richardson_at_steps`).
 
     The tolerance is the estimate's own plus ``ULPS`` eps of ``|product|`` (named
-    ``symbol`` in the message), and must resolve the product (see :func:`_require_resolved`);
-    returns the estimate for callers that reuse it.
+    ``symbol`` in the message), and must resolve the product (see :func:`_require_resolved`;
+    ``dwarfed`` says whether the default step dwarfs ``x``); returns the estimate for
+    callers that reuse it.
     """
-    est = fd.richardson(
+    choice = fd.richardson_at_steps(
         quotient,
-        h0,
+        steps,
+        prefer_smaller=dwarfed,
         order=2,
         rounding=lambda h, s: acc(s) / h,
         accuracy_note=note,
         reference=fd.magnitude(product),
         min_h=h_min,
     )
+    est = choice.estimate
     own = fd.ULPS * e * fd.magnitude(product)
-    source = est.describe() + f" + {fd.ULPS} eps {symbol} = {own:.1e}" + _step_note(x, est.h)
-    report.compare(label, fd.magnitude(product - est.value), est.tolerance + own, source)
-    size = max(fd.magnitude(product), fd.magnitude(est.value))
-    _require_resolved(report, label, est.tolerance + own, size, source, x=x, h=est.h)
+    source = est.describe() + f" + {fd.ULPS} eps {symbol} = {own:.1e}"
+    source += _notes(choice, x, h_min)
+    with np.errstate(over="ignore", invalid="ignore"):
+        error = fd.magnitude(product - est.value)
+        size = max(fd.magnitude(product), fd.magnitude(est.value))
+    _judge(
+        report,
+        label,
+        error,
+        est.tolerance + own,
+        size,
+        source,
+        choice=choice,
+        x=x,
+        h_min=h_min,
+        required=dwarfed or choice.disagreed,
+        remedy=remedy,
+    )
     return est
 
 
@@ -283,6 +523,7 @@ def check_jvp_vjp(
     n_directions: int = 2,
     seed: int = 0,
     accuracy: float | None = None,
+    x_scale: float | None = None,
 ) -> CheckReport:
     r"""Check a Jacobian-vector product and its transpose against each other and ``f``.
 
@@ -308,6 +549,9 @@ def check_jvp_vjp(
     seed : int
     accuracy : float, optional
         Absolute accuracy of ``f``'s entries (default 64 eps of their magnitude).
+    x_scale : float, optional
+        The length on which ``f`` varies near ``x``; by default the steps are chosen from
+        the scales 1 and :math:`\|x\|_\infty` as in :func:`check_grad`.
 
     Returns
     -------
@@ -316,6 +560,7 @@ def check_jvp_vjp(
     report = CheckReport("check_jvp_vjp")
     x = vector_argument("x", x)
     n_directions = count_argument("n_directions", n_directions)
+    length = _x_scale(x_scale)
     f_c, jvp_c, vjp_c = Counted("f", f), Counted("jvp", jvp), Counted("vjp", vjp)
     y_raw = np.asarray(f_c(x.copy()))
     y = as_float_array(report, "f(x)", y_raw)
@@ -325,7 +570,8 @@ def check_jvp_vjp(
     n, m = x.size, y.size
     acc, note = _accuracy(dtype, accuracy, "f")
     rng = np.random.default_rng(seed)
-    h0, h_min = fd.step(x, 1 / 3, dtype), fd.smallest_exact_step(x)
+    steps, h_min = fd.start_steps(x, 1 / 3, dtype, length), fd.smallest_exact_step(x)
+    dwarfed = _step_dwarfs(x, fd.step(x, 1 / 3, dtype))  # the point's regime, as in check_grad
     for i in range(n_directions):
         t = fd.direction(rng, x.shape, x.dtype)
         c = rng.standard_normal(y.shape).astype(x.dtype).astype(np.float64)
@@ -333,6 +579,17 @@ def check_jvp_vjp(
         jtc = as_float_array(report, "vjp(x, c)", vjp_c(x.copy(), c.astype(x.dtype)), x.shape)
         require_finite(report, "jvp(x, t)", jt)
         require_finite(report, "vjp(x, c)", jtc)
+
+        def sensitivity(jt: np.ndarray = jt, jtc: np.ndarray = jtc, t: np.ndarray = t,
+                        c: np.ndarray = c) -> float:
+            """|J| |x|, |J| from below by the products at hand (no further calls)."""
+            cc = fd.magnitude(c)
+            norm_j = max(fd.magnitude(jt) / fd.magnitude(t), fd.magnitude(jtc) / cc if cc else 0)
+            return fd.magnitude(x) * norm_j
+
+        acc_t, note_t = _input_rounding(
+            acc, note, accuracy, x, sensitivity, "|J||x|, |J| >= |Jt|/|t|, |J^T c|/|c|"
+        )
         left, right = float(c.ravel() @ jt.ravel()), float(jtc.ravel() @ t.ravel())
         scale = fd.magnitude(c) * fd.magnitude(jt) + fd.magnitude(jtc) * fd.magnitude(t)
         report.compare(
@@ -346,14 +603,15 @@ def check_jvp_vjp(
             report,
             _vector_quotient(report, "f", f_c, x, t, y.shape),
             jt,
-            h0,
+            steps,
             h_min,
-            acc,
-            note,
+            acc_t,
+            note_t,
             e,
             f"jvp(x, t) against central differences of f along {_where(i, seed)}",
             "|Jt|",
             x=x,
+            dwarfed=dwarfed,
         )
         projected = float(c.ravel() @ np.ravel(est.value))
         own = fd.ULPS * e * fd.magnitude(jtc) * fd.magnitude(t)
@@ -375,6 +633,7 @@ def check_hvp(
     n_directions: int = 2,
     seed: int = 0,
     accuracy: float | None = None,
+    x_scale: float | None = None,
 ) -> CheckReport:
     r"""Check a Hessian-vector product: against the gradient, symmetric, linear.
 
@@ -396,6 +655,9 @@ def check_hvp(
     seed : int
     accuracy : float, optional
         Absolute accuracy of the gradient's entries (default 64 eps of their magnitude).
+    x_scale : float, optional
+        The length on which ``grad`` varies near ``x``; by default the steps are chosen
+        from the scales 1 and :math:`\|x\|_\infty` as in :func:`check_grad`.
 
     Returns
     -------
@@ -414,19 +676,33 @@ def check_hvp(
     report = CheckReport("check_hvp")
     x = vector_argument("x", x)
     n_directions = max(2, count_argument("n_directions", n_directions))
+    length = _x_scale(x_scale)
     grad_c, hvp_c = Counted("grad", grad), Counted("hvp", hvp)
     dtype = x.dtype
     e = fd.eps(dtype)
     n = x.size
     acc, note = _accuracy(dtype, accuracy, "grad")
     rng = np.random.default_rng(seed)
-    h0, h_min = fd.step(x, 1 / 3), fd.smallest_exact_step(x)
+    steps, h_min = fd.start_steps(x, 1 / 3, x_scale=length), fd.smallest_exact_step(x)
+    dwarfed = _step_dwarfs(x, fd.step(x, 1 / 3))  # the point's regime, as in check_grad
     directions = [fd.direction(rng, x.shape, dtype) for _ in range(n_directions)]
     products = []
     for i, v in enumerate(directions):
         hv = as_float_array(report, "hvp(x, v)", hvp_c(x.copy(), v.copy()), x.shape)
         require_finite(report, f"hvp(x, v) along {_where(i, seed)}", hv)
         products.append(hv)
+    # |H| from below, by the products at hand
+    acc, note = _input_rounding(
+        acc,
+        note,
+        accuracy,
+        x,
+        # |H| from below, by the products at hand
+        lambda: fd.magnitude(x) * max(
+            fd.magnitude(hv) / fd.magnitude(v) for v, hv in zip(directions, products, strict=True)
+        ),
+        "|H||x|, |H| >= |Hv|/|v|",
+    )
     rounding, source = inner_product_rtol(n, dtype)
     for i in range(n_directions - 1):
         u, v, hu, hv = directions[i], directions[i + 1], products[i], products[i + 1]
@@ -454,7 +730,7 @@ def check_hvp(
             report,
             _vector_quotient(report, "grad", grad_c, x, v, x.shape),
             hv,
-            h0,
+            steps,
             h_min,
             acc,
             note,
@@ -462,6 +738,7 @@ def check_hvp(
             f"hvp(x, v) against central differences of grad along {_where(i, seed)}",
             "|Hv|",
             x=x,
+            dwarfed=dwarfed,
         )
     return report.count(grad_c, hvp_c)
 
@@ -476,6 +753,7 @@ def check_fvp(
     n_directions: int = 2,
     seed: int = 0,
     kl_accuracy: float | None = None,
+    x_scale: float | None = None,
 ) -> CheckReport:
     r"""Check a Fisher-vector product against the KL divergence it comes from.
 
@@ -493,7 +771,9 @@ def check_fvp(
     - with ``damping``: ``fvp(theta, v, damping=lam) - fvp(theta, v)`` is exactly
       :math:`\lambda v` to rounding.
 
-    Each difference is a Richardson pair (steps ``h`` and ``h/2``).
+    Each difference is a Richardson pair (steps ``h`` and ``h/2``), started at
+    :math:`h \approx \epsilon^{1/5} s` (second differences) or :math:`\epsilon^{1/3} s`
+    (of ``kl_grad``) for the scales :math:`s` of :func:`check_grad`.
 
     Parameters
     ----------
@@ -516,6 +796,12 @@ def check_fvp(
         Absolute accuracy of ``kl``'s values; by default 64 eps of the dtype times
         ``max(1, |theta|_inf, |kl|)`` (KL values near 0 carry the rounding of the
         log-probabilities).
+    x_scale : float, optional
+        The length on which the KL varies near ``params``; by default the steps are chosen
+        from the scales 1 and :math:`\|\theta\|_\infty` as in :func:`check_grad`. Pass
+        it where the KL varies on a scale far from both: features of order :math:`10^{-4}`
+        give a Fisher of order :math:`10^{-8}` that the default steps cannot resolve (a
+        doubled Fisher passes), and ``x_scale=1e4`` resolves it.
 
     Returns
     -------
@@ -526,6 +812,7 @@ def check_fvp(
     if theta.ndim != 1:
         raise ValueError(f"params must be 1-D, got shape {theta.shape}")
     n_directions = max(2, count_argument("n_directions", n_directions))
+    length = _x_scale(x_scale)
     if damping is not None and not (float(damping) > 0 and math.isfinite(float(damping))):
         raise ValueError(f"damping must be finite and > 0, got {damping!r}")
     fvp_c, kl_c = Counted("fvp", fvp), Counted("kl", kl)
@@ -612,7 +899,7 @@ def check_fvp(
 
     # second differences: h ~ eps^(1/5) balances the O(h^2) truncation of the pair against
     # the accuracy / h^2 rounding
-    h0 = fd.step(theta, 1 / 5)
+    steps = fd.start_steps(theta, 1 / 5, x_scale=length)
     h_min = fd.smallest_exact_step(theta)
     for i, (v, fv) in enumerate(zip(directions, products, strict=True)):
         vfv = float(v.ravel() @ fv.ravel())
@@ -621,22 +908,36 @@ def check_fvp(
             kp, km = K(v, h), K(v, -h)
             return np.asarray((kp + km - 2 * k0) / (h * h)), max(abs(kp), abs(km), abs(k0))
 
-        est = fd.richardson(
+        choice = fd.richardson_at_steps(
             curvature,
-            h0,
+            steps,
             order=2,
             rounding=lambda h, s: 4 * acc(s) / (h * h),
             accuracy_note=note,
             reference=abs(vfv),
             min_h=h_min,
         )
+        est = choice.estimate
         own = fd.ULPS * e * fd.magnitude(v) * fd.magnitude(fv)
         what = (
             f"v^T F v = {vfv:.10g} against (KL(theta||theta+hv) + KL(theta||theta-hv)) / h^2 "
             f"= {float(est.value):.10g} (twice the KL's second-order term) along {_where(i, seed)}"
         )
         source = est.describe() + f" + {fd.ULPS} eps |v||Fv| = {own:.1e}"
-        report.compare(what, abs(vfv - float(est.value)), est.tolerance + own, source)
+        source += _notes(choice, theta, h_min)
+        _judge(
+            report,
+            what,
+            abs(vfv - float(est.value)),
+            est.tolerance + own,
+            _size(vfv, float(est.value), fd.magnitude(v) * fd.magnitude(fv)),
+            source,
+            choice=choice,
+            x=theta,
+            h_min=h_min,
+            required=choice.disagreed,
+            remedy=KL_REMEDY,
+        )
 
         def slope(h: float, v: np.ndarray = v) -> tuple[np.ndarray, float]:
             kp, km = K(v, h), K(v, -h)
@@ -666,13 +967,15 @@ def check_fvp(
                     kl_grad_c(theta.copy(), fd.shifted(theta, -h, v)),
                     theta.shape,
                 )
-                return (plus - minus) / (2 * h), max(fd.magnitude(plus), fd.magnitude(minus))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    quotient = (plus - minus) / (2 * h)
+                return quotient, max(fd.magnitude(plus), fd.magnitude(minus))
 
             _check_against_central_differences(
                 report,
                 gradient_quotient,
                 fv,
-                fd.step(theta, 1 / 3),
+                fd.start_steps(theta, 1 / 3, x_scale=length),
                 h_min,
                 acc,
                 note.replace("kl ", "kl_grad ", 1),
@@ -680,6 +983,9 @@ def check_fvp(
                 "fvp(theta, v) against central differences of kl_grad(theta, .) along "
                 + _where(i, seed),
                 "|Fv|",
+                x=theta,
+                dwarfed=False,  # the Fisher's known limit (docs/testing.md): not required
+                remedy=KL_REMEDY,
             )
         report.count(kl_grad_c)
     else:
@@ -694,20 +1000,34 @@ def check_fvp(
                 max(abs(k) for k in values),
             )
 
-        est = fd.richardson(
+        choice = fd.richardson_at_steps(
             mixed,
-            h0,
+            steps,
             order=2,
             rounding=lambda h, s: acc(s) / (h * h),
             accuracy_note=note,
             reference=abs(u_fv),
             min_h=h_min,
         )
+        est = choice.estimate
         own = fd.ULPS * e * fd.magnitude(u) * fd.magnitude(fv)
         what = (
             f"u^T F v = {u_fv:.10g} against the mixed second difference of KL(theta || .) "
             f"= {float(est.value):.10g} for directions #0, #1 (seed {seed})"
         )
         source = est.describe() + f" + {fd.ULPS} eps |u||Fv| = {own:.1e}"
-        report.compare(what, abs(u_fv - float(est.value)), est.tolerance + own, source)
+        source += _notes(choice, theta, h_min)
+        _judge(
+            report,
+            what,
+            abs(u_fv - float(est.value)),
+            est.tolerance + own,
+            _size(u_fv, float(est.value), fd.magnitude(u) * fd.magnitude(fv)),
+            source,
+            choice=choice,
+            x=theta,
+            h_min=h_min,
+            required=choice.disagreed,
+            remedy=KL_REMEDY,
+        )
     return report.count(fvp_c, kl_c)
