@@ -362,6 +362,33 @@ def _require_resolved(report: CheckReport, what: str, tolerance: float, magnitud
         report.resolve(what, tolerance, magnitude, source, remedy)
 
 
+def _judge_second_difference(
+    report: CheckReport, choice: fd.Choice, analytic: float, left: str, what: str,
+    norms: float, eps: float, theta: np.ndarray, h_min: float,
+) -> None:
+    """:func:`_judge` ``analytic`` (``left^T F v``) against a KL second difference's
+    estimate, whose value fills ``{estimate}`` in ``what``; ``norms`` is ``|left||Fv|``,
+    which sets the rounding allowed for the product itself (``ULPS eps |left||Fv|``)."""
+    est = choice.estimate
+    value = float(est.value)
+    own = fd.ULPS * eps * norms
+    source = (est.describe() + f" + {fd.ULPS} eps |{left}||Fv| = {own:.1e}"
+              + _notes(choice, theta, h_min))
+    _judge(
+        report,
+        what.format(estimate=value),
+        abs(analytic - value),
+        est.tolerance + own,
+        _size(analytic, value, norms),
+        source,
+        choice=choice,
+        x=theta,
+        h_min=h_min,
+        required=choice.disagreed,
+        remedy=KL_REMEDY,
+    )
+
+
 def _notes(choice: fd.Choice, x: np.ndarray, h_min: float) -> str:
     """What the message adds to a tolerance's source about the step: where it dwarfs ``x``,
     how it was chosen between two scales, and whether it is settled (``h_min``: the
@@ -917,34 +944,19 @@ def check_fvp(
             reference=abs(vfv),
             min_h=h_min,
         )
-        est = choice.estimate
-        own = fd.ULPS * e * fd.magnitude(v) * fd.magnitude(fv)
-        what = (
+        _judge_second_difference(
+            report, choice, vfv, "v",
             f"v^T F v = {vfv:.10g} against (KL(theta||theta+hv) + KL(theta||theta-hv)) / h^2 "
-            f"= {float(est.value):.10g} (twice the KL's second-order term) along {_where(i, seed)}"
-        )
-        source = est.describe() + f" + {fd.ULPS} eps |v||Fv| = {own:.1e}"
-        source += _notes(choice, theta, h_min)
-        _judge(
-            report,
-            what,
-            abs(vfv - float(est.value)),
-            est.tolerance + own,
-            _size(vfv, float(est.value), fd.magnitude(v) * fd.magnitude(fv)),
-            source,
-            choice=choice,
-            x=theta,
-            h_min=h_min,
-            required=choice.disagreed,
-            remedy=KL_REMEDY,
-        )
+            f"= {{estimate:.10g}} (twice the KL's second-order term) along {_where(i, seed)}",
+            fd.magnitude(v) * fd.magnitude(fv), e, theta, h_min)
 
         def slope(h: float, v: np.ndarray = v) -> tuple[np.ndarray, float]:
             kp, km = K(v, h), K(v, -h)
             return np.asarray((kp - km) / (2 * h)), max(abs(kp), abs(km))
 
         grad_est = fd.richardson(
-            slope, est.h, order=2, rounding=lambda h, s: acc(s) / h, accuracy_note=note, retries=0
+            slope, choice.estimate.h, order=2, rounding=lambda h, s: acc(s) / h,
+            accuracy_note=note, retries=0,
         )
         report.compare(
             f"zero gradient of KL(theta || .) at theta: central difference along "
@@ -1009,25 +1021,9 @@ def check_fvp(
             reference=abs(u_fv),
             min_h=h_min,
         )
-        est = choice.estimate
-        own = fd.ULPS * e * fd.magnitude(u) * fd.magnitude(fv)
-        what = (
+        _judge_second_difference(
+            report, choice, u_fv, "u",
             f"u^T F v = {u_fv:.10g} against the mixed second difference of KL(theta || .) "
-            f"= {float(est.value):.10g} for directions #0, #1 (seed {seed})"
-        )
-        source = est.describe() + f" + {fd.ULPS} eps |u||Fv| = {own:.1e}"
-        source += _notes(choice, theta, h_min)
-        _judge(
-            report,
-            what,
-            abs(u_fv - float(est.value)),
-            est.tolerance + own,
-            _size(u_fv, float(est.value), fd.magnitude(u) * fd.magnitude(fv)),
-            source,
-            choice=choice,
-            x=theta,
-            h_min=h_min,
-            required=choice.disagreed,
-            remedy=KL_REMEDY,
-        )
+            f"= {{estimate:.10g}} for directions #0, #1 (seed {seed})",
+            fd.magnitude(u) * fd.magnitude(fv), e, theta, h_min)
     return report.count(fvp_c, kl_c)
