@@ -63,7 +63,8 @@ _WHAT_HAPPENED = {
 # When the recurrence residual met the tolerance and the true one did not (see cg's Notes)
 _WHAT_HAPPENED_CHECKED = {
     Status.MAX_ITER: (
-        "iteration limit {nit} reached: the recurrence residual {res:.3e} met the tolerance "
+        "iteration limit reached after {nit} iterations and the true-residual checks, which "
+        "count against it: the recurrence residual {res:.3e} met the tolerance "
         "{tol:.3e} but the true residual ||{b} - {A} x|| is {true:.3e}"
     ),
 }
@@ -530,7 +531,9 @@ def cg(
     - :math:`\le \tau`: ``CONVERGED``;
     - otherwise CG restarts from :math:`x_k` with :math:`r = b - (A+\lambda I) x_k` (residual
       replacement, one cycle of iterative refinement: each cycle regains the digits the
-      previous lost), within the same ``maxiter`` budget: ``nit``, ``n_matvec``, the callback
+      previous lost), within the same ``maxiter`` budget, where each check that leads to a
+      restart counts as one iteration (so the operator is applied at most ``maxiter + 1``
+      times, one more with ``x0``, as without the check): ``nit``, ``n_matvec``, the callback
       and ``residual_history`` continue across cycles (the history's entry at a restart is the
       true residual's norm), and the ``spectrum`` is the first cycle's (a restart begins a new
       Krylov space, whose coefficients do not extend the first Lanczos matrix);
@@ -550,9 +553,11 @@ def cg(
     warm start, at ``x0`` plus the correction the iteration solved for, both in those units):
     in the caller's dtype that ``x`` may be subnormal, which rounds away digits no answer in
     it can hold, or so large that the caller's own product ``A x`` overflows, and neither
-    says the iteration did not converge. A restart begins from the ``x`` returned; if that
-    ``x`` lost digits (subnormal), from its own residual, computed in the rescaled units
-    (one more operator call), so that the next cycle corrects them there.
+    says the iteration did not converge. A warm start whose residual is smaller than ``x0``
+    and ``b`` by more than the dtype's range (they overflow in those units) is checked in
+    the caller's units instead (still one call). A restart begins from the ``x`` returned;
+    if that ``x`` lost digits (subnormal), from its own residual, computed in the rescaled
+    units (one more operator call), so that the next cycle corrects them there.
 
     Examples
     --------
@@ -661,6 +666,7 @@ def _solve(
     if callback is not None:
         v.function(names.get("callback", "callback"), callback)
     matvec = v.as_matvec(name_A, A, n, allow_complex=complex_ok, vector=name_b)
+    matvec_caller = matvec  # (`matvec` becomes c_A times it when the operator is rescaled)
     psolve = None if M is None else v.as_matvec(name_M, M, n, allow_complex=complex_ok,
                                                 vector=name_b)
     x0_arr = None if x0 is None else v.float_vector(names["x0"], x0, allow_complex=complex_ok)
@@ -740,6 +746,7 @@ def _solve(
         c_b = _pow2(-(_exponent(r) or 0), limit)
         if x.any():
             x_base, x = x, np.zeros(n, dtype=dtype)
+        b_caller = b  # (for a true residual the rescaled units cannot hold: see finish)
         with np.errstate(over="ignore", under="ignore"):
             r = r * real_dtype.type(c_b)
             b = b * real_dtype.type(c_b)
@@ -818,14 +825,27 @@ def _solve(
             # the solution (cancellation). Check it, on the system the iteration solved and
             # in its units (see true_residual); restart from it if it is too large.
             calls += 1
+            r_caller: np.ndarray | None = None  # the true residual in the caller's units
             if c_b == 1.0 and c_A == 1.0:
                 x_int = y
                 r_true, true_int = true_residual(y)
             else:
                 with np.errstate(over="ignore", under="ignore", invalid="ignore"):
                     x_int = y if x_base is None else internal(x_base) + y
-                    r_true, true_int = true_residual(x_int)
-            true_res = true_int / c_b  # (reported in the caller's units, as tol / c_b)
+                    if x_base is None or (
+                        np.all(np.isfinite(x_int)) and np.all(np.isfinite(b))
+                    ) or not np.all(np.isfinite(x)):
+                        r_true, true_int = true_residual(x_int)
+                    else:
+                        # A warm start whose residual is far smaller than x0 and b (by more
+                        # than the dtype's range): in these units x0 and b overflow, and
+                        # b - A x would be inf - inf. In the caller's units x is finite:
+                        # its residual is computed there (the same one operator call).
+                        r_true = r_caller = caller_residual(x)
+                        true_res = _norm(r_caller, rdot, lo_sq, hi_sq)
+                        true_int = true_res * c_b
+            if r_caller is None:
+                true_res = true_int / c_b  # (reported in the caller's units, as tol / c_b)
             if not true_int <= tol:
                 # where this cycle started: ||r0||, or after a restart the true residual it
                 # restarted from (in this cycle's units, where neither under- nor overflows)
@@ -837,7 +857,7 @@ def _solve(
                     )
                 elif true_int > 0.5 * prev_int:
                     status = Status.STAGNATED  # restarting gains nothing any more
-                elif nit >= maxiter:
+                elif nit + 1 >= maxiter:  # the check took the budget's last product
                     status = Status.MAX_ITER
                 else:
                     # Residual replacement: a new cycle from x and its true residual (one
@@ -848,7 +868,7 @@ def _solve(
                     # if that is no better than where this cycle started, rounding to the
                     # caller's dtype undoes what a cycle gains (an answer below its smallest
                     # subnormal): restarting gains nothing, and that is x's true residual.
-                    if c_b != 1.0 or c_A != 1.0:
+                    if (c_b != 1.0 or c_A != 1.0) and r_caller is None:
                         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
                             x_back = internal(x)
                             if not np.array_equal(x_back, x_int):
@@ -857,11 +877,18 @@ def _solve(
                                 if np.all(np.isfinite(r_back)):
                                     r_true, true_int = r_back, back_int
                                     true_res = back_int / c_b
+                    # Each check that leads to a restart counts against maxiter like an
+                    # iteration, so that maxiter bounds the operator calls (see Notes).
+                    budget = maxiter - nit - (calls - (n_matvec + nit + after_matvec))
                     if true_int > 0.5 * prev_int:
                         status = Status.STAGNATED
+                    elif budget < 1:
+                        status = Status.MAX_ITER
                     else:
                         restart_from = r_true
-                        if c_b != 1.0:
+                        if r_caller is not None:
+                            restart_from = r_caller  # (x's own, in the caller's units)
+                        elif c_b != 1.0:
                             # in the caller's units: exact but for digits lost to underflow,
                             # which a residual computed in those units would lose too (the
                             # next cycle rescales it and iterates on a correction to x)
@@ -884,7 +911,7 @@ def _solve(
                             )
                         return _solve(
                             A, b_arg, x0=x, rtol=rtol_arg, atol=atol_arg,
-                            maxiter=maxiter - nit, M=M, damping=damping, callback=callback,
+                            maxiter=budget, M=M, damping=damping, callback=callback,
                             spectrum=spectrum, names=names, allow_complex=allow_complex,
                             normalize=normalize, matvecs_before=calls, residual=restart_from,
                             prior=restart,
@@ -941,6 +968,14 @@ def _solve(
         # (c_b / c_A as two powers of two, each in range, as is the product between)
         e = math.frexp(c_b)[1] - math.frexp(c_A)[1]
         return u * real(math.ldexp(1.0, e // 2)) * real(math.ldexp(1.0, e - e // 2))
+
+    def caller_residual(x_c: np.ndarray) -> np.ndarray:
+        """``b - (A + damping I) x_c`` in the caller's units, with the caller's operator
+        (only called on rescaled warm starts whose rescaled units overflow: see finish)."""
+        Ax = _checked(matvec_caller(x_c), name_A, n, dtype, shape)
+        if damping:
+            Ax = Ax + real(damping) * x_c
+        return b_caller - Ax
 
     def true_residual(x_int: np.ndarray) -> tuple[np.ndarray, float]:
         """The true residual of the system the iteration solved, at ``x_int``, and its

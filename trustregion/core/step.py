@@ -315,10 +315,10 @@ def natural_gradient_step(
     g : array_like, shape (n,)
         Gradient of the objective to maximize (finite).
     hvp : callable
-        ``hvp(v) -> H v``; called ``cg_iters + 1`` times at most when CG stops at its
-        iteration limit, plus one call per CG cycle that meets its tolerance (the true
-        residual's check, see :func:`~trustregion.cg`, which says what a restart costs):
-        ``cg_iters + 2`` when CG converges without a restart.
+        ``hvp(v) -> H v``; called at most ``cg_iters + 2`` times: ``cg_iters`` by CG's
+        iterations, one by its check of the true residual when it meets its tolerance (a
+        check that leads to a restart counts as one of the ``cg_iters``, see
+        :func:`~trustregion.cg`), and one for ``d^T H d``.
     delta : float
         Trust-region size :math:`\delta > 0` (the KL bound in TRPO).
     cg_iters : int

@@ -212,10 +212,9 @@ def cpo_step(
         Current constraint value minus its limit (> 0: the current point violates it).
     hvp : callable
         ``hvp(u) -> H u``, ``H`` symmetric positive definite (the Fisher matrix in CPO).
-        Called at most ``2 * cg_iters`` times by the two CG solves' iterations (no extra
-        product for the dual's scalars), plus one per CG cycle that meets its tolerance
-        (the true residual's check, see :func:`~trustregion.cg`; usually one per solve that
-        converges); for an
+        Called at most ``2 * cg_iters + 2`` times: by the two CG solves' iterations and
+        their checks of the true residual (see :func:`~trustregion.cg`), no extra product
+        for the dual's scalars; for an
         operator far from unit scale (CG rescales it), up to twice that: both solves are
         repeated with ``H`` scaled by a power of two, so that the scalars of the dual stay
         in range.
