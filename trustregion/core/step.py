@@ -315,10 +315,10 @@ def natural_gradient_step(
     g : array_like, shape (n,)
         Gradient of the objective to maximize (finite).
     hvp : callable
-        ``hvp(v) -> H v``; called at most ``cg_iters + 2`` times: ``cg_iters`` by CG's
-        iterations, one by its check of the true residual when it meets its tolerance (a
-        check that leads to a restart counts as one of the ``cg_iters``, see
-        :func:`~trustregion.cg`), and one for ``d^T H d``.
+        ``hvp(v) -> H v``; called at most ``cg_iters + 2`` times (one more with ``x0``):
+        ``cg_iters`` by CG's iterations, one by its check of the true residual when it
+        meets its tolerance (a check that leads to a restart counts as one of the
+        ``cg_iters``, see :func:`~trustregion.cg`), and one for ``d^T H d``.
     delta : float
         Trust-region size :math:`\delta > 0` (the KL bound in TRPO).
     cg_iters : int
