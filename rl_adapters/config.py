@@ -282,6 +282,9 @@ class TRPOConfig:
     def from_json(cls, text: str) -> TRPOConfig:
         """Inverse of :meth:`to_json` (JSON lists become the tuple fields' tuples)."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"config JSON: expected an object of field: value pairs, got "
+                             f"{type(data).__name__} {str(data)[:80]}")
         _check_keys(data)
         return cls(**data)
 
@@ -482,7 +485,12 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         raise wrong("int")
     if kind is float:
         if isinstance(value, numbers.Real) and not _is_bool(value):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond float's range (e.g. 10**400 from JSON)
+                bits = value.bit_length() if isinstance(value, int) else "so many"
+                raise ValueError(f"config {name}: an int of {bits} bits is beyond float's "
+                                 "range") from None
         raise wrong("float")
     if kind is str:
         if isinstance(value, str):
@@ -653,9 +661,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     ...
     ValueError: unknown config key 'max_k'; did you mean 'max_kl'? ...
     """
+    if isinstance(items, str | bytes):
+        raise TypeError(f"items must be a list of 'key=value' strings, got the string "
+                        f"{items!r} (wrap it in a list)")
     types = _field_types()
     out: dict[str, Any] = {}
     for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"override {item!r}: expected a 'key=value' string, got "
+                            f"{type(item).__name__}")
         key, sep, raw = item.partition("=")
         key, raw = key.strip(), raw.strip()
         if not sep or not key:
@@ -781,8 +795,9 @@ def _sb3_value(name: str, value: Any, kind: Any) -> Any:
     try:
         return _coerce(name, value, kind)
     except TypeError:
+        expected = "a list of ints" if typing.get_origin(kind) is tuple else _type_name(kind)
         raise TypeError(f"SB3-contrib argument {name}={value!r}: expected "
-                        f"{_type_name(kind)}, got {type(value).__name__}") from None
+                        f"{expected}, got {type(value).__name__}") from None
 
 
 def _unsupported(name: str, value: Any, what: str) -> ValueError:
@@ -823,6 +838,9 @@ def _translate_sb3(sb3_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     factor = _sb3_value("sub_sampling_factor", args["sub_sampling_factor"], int)
     if factor < 1:
         raise _unsupported("sub_sampling_factor", factor, "must be an int >= 1")
+    if factor > 2**53:  # (1 / factor overflowed: "int too large to convert to float")
+        raise _unsupported("sub_sampling_factor", factor, "must be at most 2**53 (a Fisher "
+                           "subsample of at least one row in 2**53)")
     out.update(
         ls_max_backtracks=max_iter - 1,
         fvp_subsample=1.0 / factor,
@@ -853,9 +871,10 @@ def _translate_policy_kwargs(policy_kwargs: Any) -> dict[str, Any]:
                            "our critic uses Adam (eps 1e-5) or L-BFGS (value_optimizer)")
     arch = kwargs["net_arch"]
     if isinstance(arch, Mapping) and set(arch) == {"pi", "vf"}:
-        pi, vf = arch["pi"], arch["vf"]
+        (pi, pi_key), (vf, vf_key) = (arch["pi"], "['pi']"), (arch["vf"], "['vf']")
     elif isinstance(arch, list | tuple) and all(_is_int(s) for s in arch):
-        pi = vf = arch  # SB3 >= 1.8: one list = the same sizes for both networks
+        # SB3 >= 1.8: one list = the same sizes for both networks
+        (pi, pi_key), (vf, vf_key) = (arch, ""), (arch, "")
     else:
         raise _unsupported("policy_kwargs['net_arch']", arch, "expected a list of layer "
                            "sizes or dict(pi=[...], vf=[...]); shared layers have no "
@@ -870,8 +889,8 @@ def _translate_policy_kwargs(policy_kwargs: Any) -> dict[str, Any]:
         raise _unsupported("policy_kwargs['activation_fn']", activation,
                            "only Tanh and ReLU have an equivalent here")
     return {
-        "policy_hidden": _sb3_value("policy_kwargs['net_arch']", pi, tuple[int, ...]),
-        "value_hidden": _sb3_value("policy_kwargs['net_arch']", vf, tuple[int, ...]),
+        "policy_hidden": _sb3_value(f"policy_kwargs['net_arch']{pi_key}", pi, tuple[int, ...]),
+        "value_hidden": _sb3_value(f"policy_kwargs['net_arch']{vf_key}", vf, tuple[int, ...]),
         "activation": name,
         "log_std_init": _sb3_value("policy_kwargs['log_std_init']", kwargs["log_std_init"],
                                    float),
@@ -884,7 +903,7 @@ def _translate_policy_kwargs(policy_kwargs: Any) -> dict[str, Any]:
 
 
 def _translate_normalize(normalize: Any, gamma: float) -> dict[str, Any]:
-    if isinstance(normalize, bool):
+    if _is_bool(normalize):
         settings = dict(SB3_VECNORMALIZE_DEFAULTS) if normalize else {
             **SB3_VECNORMALIZE_DEFAULTS, "norm_obs": False, "norm_reward": False}
     elif isinstance(normalize, Mapping):
@@ -897,7 +916,7 @@ def _translate_normalize(normalize: Any, gamma: float) -> dict[str, Any]:
     else:
         raise TypeError(f"zoo argument normalize={normalize!r}: expected a bool or a dict of "
                         f"VecNormalize arguments, got {type(normalize).__name__}")
-    if settings.get("gamma", gamma) != gamma:
+    if "gamma" in settings and settings["gamma"] != gamma:
         raise _unsupported("normalize['gamma']", settings["gamma"], "our reward scaling "
                            f"discounts with the algorithm's gamma ({gamma}); drop it")
     if settings["epsilon"] != SB3_VECNORMALIZE_DEFAULTS["epsilon"]:

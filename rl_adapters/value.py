@@ -18,6 +18,8 @@ its gradient is then one compiled call, :func:`rl_adapters._kernels.mse_loss_gra
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,8 @@ __all__ = ["AdamState", "ValueFunction"]
 
 #: The precisions of the passes (``ValueFunction.fit``'s dtype).
 _DTYPES = ("float64", "float32")
+#: The optimizers of ``ValueFunction.fit``.
+_OPTIMIZERS = ("adam", "lbfgs")
 
 # The compiled kernels (rl_adapters._kernels) are imported where they are used: the float64
 # L-BFGS fit is NumPy's, and the critic's worker process (rl_adapters.critic_process), which
@@ -171,9 +175,21 @@ class ValueFunction:
 
         ``dtype`` ("float64" or "float32") is the precision of the forward and reverse
         passes, for either optimizer.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For a bad argument, naming it: an unknown ``optimizer`` or ``dtype``, ``obs``
+            not of shape ``(B >= 1, obs_dim)``, ``targets`` not of shape ``(B,)``, either
+            not finite, a count below 1, a learning rate not finite and > 0 or an ``l2``
+            not finite and >= 0. ``ValueError`` also when an Adam fit overflows (values
+            beyond the range of ``dtype``: float32's is about 3.4e38): the critic and its
+            Adam state are then left as they were.
         """
         if dtype not in _DTYPES:
             raise ValueError(f"dtype={dtype!r}: must be one of {', '.join(_DTYPES)}")
+        obs, targets = self._check_batch(obs, targets)
+        _check_fit_settings(optimizer, lr, epochs, batch_size, lbfgs_iters, l2)
         n = obs.shape[0]
         loss_before = self.mse(obs, targets)
         if optimizer == "lbfgs":
@@ -189,10 +205,62 @@ class ValueFunction:
         adam = self.adam
         from rl_adapters._kernels import adam_fit, adam_fit_float32
 
+        # The kernel writes the moments in place: kept to restore them after an overflow.
+        m_before, v_before, t_before = adam.m.copy(), adam.v.copy(), adam.t
         adam.t = (adam_fit if dtype == "float64" else adam_fit_float32)(
             theta, np.ascontiguousarray(obs, dtype=np.float64),
             np.ascontiguousarray(targets, dtype=np.float64), orders, int(batch_size),
             self.net.sizes_array, self.net.activation == "relu", float(lr), adam.beta1,
             adam.beta2, adam.eps, adam.m, adam.v, adam.t, float(l2), self._weight_mask)
+        if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(adam.m))
+                and np.all(np.isfinite(adam.v))):
+            # (NaN parameters would reach the next update's advantages and policy step)
+            adam.m, adam.v, adam.t = m_before, v_before, t_before
+            limit = "3.4e38" if dtype == "float32" else "1.8e308, of squares near 1.3e154"
+            raise ValueError(
+                f"the critic's Adam fit overflowed in {dtype} (value_dtype): its parameters "
+                f"or moments are no longer finite (observations up to "
+                f"{float(np.max(np.abs(obs))):.3g}, targets up to "
+                f"{float(np.max(np.abs(targets))):.3g}, l2={l2!r}; {dtype}'s range ends near "
+                f"{limit}); the critic is left as it was. Normalize the observations or "
+                "rewards (normalize_obs, normalize_reward)"
+                + (" or use value_dtype='float64'" if dtype == "float32" else ""))
         self.theta = theta
         return loss_before
+
+    def _check_batch(self, obs: Any, targets: Any) -> tuple[NDArray, NDArray]:
+        """``obs`` and ``targets`` as arrays (not copied), or an error naming the bad one."""
+        obs, targets = np.asarray(obs), np.asarray(targets)
+        n_in = self.net.sizes[0]
+        if obs.ndim != 2 or obs.shape[0] < 1 or obs.shape[1] != n_in:
+            raise ValueError(f"obs must have shape (B >= 1, {n_in}), got {obs.shape}")
+        if targets.shape != (obs.shape[0],):
+            raise ValueError(f"targets must have shape ({obs.shape[0]},) like obs' rows, "
+                             f"got {targets.shape}")
+        for name, arr in (("obs", obs), ("targets", targets)):
+            if not (arr.dtype.kind in "biuf" and np.all(np.isfinite(arr))):
+                raise ValueError(f"{name} must be finite numbers")
+        return obs, targets
+
+
+def _check_fit_settings(optimizer: Any, lr: Any, epochs: Any, batch_size: Any,
+                        lbfgs_iters: Any, l2: Any) -> None:
+    """TypeError or ValueError naming the first bad setting of :meth:`ValueFunction.fit`."""
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r}: must be one of {', '.join(_OPTIMIZERS)}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                        ("lbfgs_iters", lbfgs_iters)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool | np.bool_):
+            raise TypeError(f"{name}={value!r}: must be an int >= 1")
+        if value < 1:
+            raise ValueError(f"{name}={value!r}: must be an int >= 1")
+    for name, value, low_open in (("lr", lr, True), ("l2", l2, False)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
+            raise TypeError(f"{name}={value!r}: must be a real number")
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float's range
+            number = math.inf
+        if not (math.isfinite(number) and (number > 0.0 if low_open else number >= 0.0)):
+            raise ValueError(f"{name}={value!r}: must be a finite number "
+                             f"{'>' if low_open else '>='} 0")

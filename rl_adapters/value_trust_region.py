@@ -60,6 +60,7 @@ Examples
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,8 @@ _DTYPES = ("float32", "float64")
 # (a linear model, a near-linear network) a step aimed at epsilon itself lands a rounding
 # error above it half the time, and the line search would throw away 20% of it.
 _BOUNDARY_MARGIN = 1e-6
+# The radius epsilon * sigma^2 handed to the step, kept inside float64's positive range.
+_MIN_RADIUS, _MAX_RADIUS = sys.float_info.min, sys.float_info.max
 
 
 class GaussNewtonOperator:
@@ -302,8 +305,17 @@ class TrustRegionValueFit:
             out, cache = net.forward(theta, obs)
             v_old = out[:, 0]
             resid = v_old - targets
-            sigma2 = float(resid @ resid) / n
-            g = net.vjp(theta, cache, resid[:, None] * (-1.0 / n))
+            with np.errstate(over="ignore", invalid="ignore"):
+                sigma2 = float(resid @ resid) / n
+                g = net.vjp(theta, cache, resid[:, None] * (-1.0 / n))
+            if not (math.isfinite(sigma2) and np.all(np.isfinite(g))):
+                # Returns beyond about 1e154 (or values that overflow the network): their
+                # squares leave float64, and with them the trust region and the gradient.
+                status = Status.NON_FINITE if steps == 0 else status
+                message = (f"the mean squared error sigma^2 = {sigma2!r} or its gradient is "
+                           "not finite (returns or values beyond about 1e154 overflow "
+                           "float64): no step; scale the rewards down (normalize_reward)")
+                break
             if not sigma2 > 0.0 or not np.any(g):
                 status = Status.ZERO_DIRECTION if steps == 0 else status
                 message = "the residuals or their gradient are zero: the fit is exact already"
@@ -315,7 +327,12 @@ class TrustRegionValueFit:
                 gn = GaussNewtonOperator.at(net, theta, obs[idx], gn_dtype)
             else:
                 gn = GaussNewtonOperator(net, theta, cache, gn_dtype)
-            nat = natural_gradient_step(g, gn, (1.0 - _BOUNDARY_MARGIN) * eps * sigma2,
+            # epsilon * sigma^2 can leave float64's range though both are finite (epsilon
+            # 1e300, or sigma^2 1e-300): the radius is kept within it, the line search still
+            # checks the true constraint.
+            radius = min(max((1.0 - _BOUNDARY_MARGIN) * eps * sigma2, _MIN_RADIUS),
+                         _MAX_RADIUS)
+            nat = natural_gradient_step(g, gn, radius,
                                         cg_iters=self.cg_iters, damping=self.damping,
                                         cg_rtol=self.cg_rtol)
             cg_total += int(nat.cg.nit)
