@@ -432,7 +432,8 @@ def _predict(net: MLP, theta: NDArray, obs: NDArray) -> NDArray:
 
 def _mse(values: NDArray, targets: NDArray) -> float:
     err = values - targets
-    return float(err @ err) / err.shape[0]
+    with np.errstate(over="ignore"):  # inf for returns beyond ~1e154: the fit says NON_FINITE
+        return float(err @ err) / err.shape[0]
 
 
 # ------------------------------------------------------------------ validation
