@@ -202,9 +202,12 @@ class TRPO:
                        else overrides.get("vector_env")) == "ray"
             if isinstance(env, str) or not (callable(env) and ray_env):
                 check_env_id(env)
-        self.env_id = _env_id(env)
+        # The id's family gives the defaults; the id itself is kept (saved, and used by
+        # evaluate() and load()) only if gymnasium.make rebuilds this very environment.
+        family_id = _env_id(env)
+        self.env_id = _env_id(env, rebuildable=True)
         if config is None:
-            config = TRPOConfig.for_env(self.env_id, **overrides)
+            config = TRPOConfig.for_env(family_id, **overrides)
         elif overrides:
             config = config.replace(**overrides)
         self.seed = int(seed)
@@ -216,6 +219,13 @@ class TRPO:
             groups = []
             obs_space, act_space = env_spaces(env)
         else:
+            given = _env_count(env)
+            if "n_envs" in overrides and given is not None and given != config.n_envs \
+                    and not isinstance(env, gym.Env):
+                # (an env instance with n_envs != 1 is refused by make_env_groups)
+                raise ValueError(f"n_envs={overrides['n_envs']!r}: env is vector envs of "
+                                 f"{given} environments in all; leave n_envs out (the vector "
+                                 "env decides) or pass a vector env of that many")
             groups = make_env_groups(env, config.n_envs, config.vector_env, self.seed)
             n_envs = sum(g.n_envs for g in groups)
             if n_envs != config.n_envs:
@@ -859,7 +869,8 @@ class TRPO:
         """Restore an agent saved with :meth:`save`; training continues the same run.
 
         ``env`` defaults to the saved environment id (required if the agent was trained on
-        an environment instance without a registered id).
+        an environment instance without a registered id, or one ``gymnasium.make(id)``
+        does not rebuild: wrapped by the user, or made with other arguments).
 
         Raises
         ------
@@ -896,6 +907,14 @@ class TRPO:
             env = saved_id or None
             if env is None:
                 raise ValueError("env: the checkpoint has no env id; pass the env to load()")
+        given = _env_count(env)
+        if given is not None and given != config.n_envs:
+            kind = ("an env instance is one environment" if isinstance(env, gym.Env)
+                    else f"the vector env(s) run {given} environment(s)")
+            raise CheckpointError(
+                f"{where}: env: {kind}, but the checkpoint was saved with "
+                f"n_envs={config.n_envs}: pass an id, or vector envs of {config.n_envs} "
+                "environments in all") from None
         try:
             agent = cls(env, seed=seed, config=config)
         except ConfigError as err:
@@ -938,11 +957,32 @@ class TRPO:
 
 
 
-def _env_id(env: Any) -> str | None:
+def _env_count(env: Any) -> int | None:
+    """How many environments ``env`` runs if it decides that itself (an env instance, a
+    vector env or a list of them), else None (an id: the agent makes ``n_envs``)."""
+    if isinstance(env, gym.Env):
+        return 1
+    venvs = env if isinstance(env, list | tuple) else [env]
+    if not venvs or not all(isinstance(v, gym.vector.VectorEnv) for v in venvs):
+        return None
+    counts = [getattr(v, "num_envs", None) for v in venvs]
+    if not all(isinstance(c, int | np.integer) and not isinstance(c, bool) for c in counts):
+        return None  # make_env_groups names the bad vector env
+    return int(sum(counts))
+
+
+def _env_id(env: Any, rebuildable: bool = False) -> str | None:
+    """The registered id of ``env`` (an id, an instance, a vector env or a list of them).
+
+    With ``rebuildable``, only an id that ``gymnasium.make`` turns into the same
+    environment: not that of an instance the user wrapped (``NormalizeObservation``, another
+    ``TimeLimit``) or made with other keyword arguments, whose checkpoint must not load
+    silently onto the plain registered environment.
+    """
     if isinstance(env, str):
         return env
     if isinstance(env, list | tuple):
-        return _env_id(env[0]) if env else None
+        return _env_id(env[0], rebuildable) if env else None
     spec = getattr(env, "spec", None)
     if spec is None and isinstance(env, gym.vector.VectorEnv):
         # Gymnasium's vector envs have no spec of their own: ask the first sub-env.
@@ -950,7 +990,34 @@ def _env_id(env: Any) -> str | None:
             spec = env.get_attr("spec")[0]
         except Exception:  # a custom vector env without per-env attributes
             spec = None
-    return getattr(spec, "id", None)
+    env_id = getattr(spec, "id", None)
+    if env_id is None or not rebuildable:
+        return env_id
+    try:
+        registered = gym.spec(env_id)
+    except gym.error.Error:
+        return env_id  # not registered here: loading it by id fails loudly anyway
+    same = (_user_wrappers(spec) == _user_wrappers(registered)
+            and all(getattr(spec, f, None) == getattr(registered, f, None)
+                    for f in ("entry_point", "max_episode_steps")))
+    try:
+        same = same and bool(_make_kwargs(spec) == _make_kwargs(registered))
+    except Exception:  # kwargs that do not compare (arrays)
+        same = False
+    return env_id if same else None
+
+
+def _make_kwargs(spec: Any) -> dict:
+    """The keyword arguments ``spec`` makes its env with, but ``render_mode`` (display only)."""
+    return {k: v for k, v in (getattr(spec, "kwargs", None) or {}).items()
+            if k != "render_mode"}
+
+
+def _user_wrappers(spec: Any) -> tuple:
+    """The wrappers ``spec`` records beyond ``gymnasium.make``'s, but the agent's own checks
+    and snapshots."""
+    return tuple(w for w in getattr(spec, "additional_wrappers", None) or ()
+                 if getattr(w, "name", None) not in ("CheckedEnv", "SnapshotWrapper"))
 
 
 def _metric_columns(metrics: list[dict[str, Any]]) -> dict[str, NDArray]:

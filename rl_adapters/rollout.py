@@ -51,6 +51,7 @@ from rl_adapters._kernels import (
 )
 from rl_adapters.env_checks import (
     CheckedEnv,
+    _describe,
     check_batch,
     check_spaces,
     env_name,
@@ -402,6 +403,13 @@ def make_vector_env(env, n_envs: int, kind: str = "sync") -> gym.vector.VectorEn
     """A vector env in SAME_STEP autoreset mode from an id, an env instance or a vector env."""
     same_step = gym.vector.AutoresetMode.SAME_STEP
     if isinstance(env, gym.vector.VectorEnv):
+        if getattr(env, "closed", False) is True:
+            raise ValueError(f"env: the vector env ({type(env).__name__}) is closed; pass "
+                             "an open one")
+        num = getattr(env, "num_envs", None)
+        if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 1:
+            raise ValueError(f"env: the vector env ({type(env).__name__}) has num_envs={num!r}; "
+                             "it must run one or more environments")
         mode = env.metadata.get("autoreset_mode")
         if mode != same_step:
             raise ValueError(
@@ -508,8 +516,12 @@ class EnvGroup:
     def reset(self) -> NDArray:
         """Reset every environment with a seed drawn from its stream; the observations."""
         seeds = [int(rng.integers(2**32)) for rng in self.rngs]
-        obs, _ = self.venv.reset(seed=seeds)
-        return np.asarray(obs, dtype=np.float64)
+        out = self.venv.reset(seed=seeds)
+        if type(out) is not tuple or len(out) != 2:
+            raise EnvOutputError(f"is {_describe(out)}: a vector env's reset() returns a tuple "
+                                 "(observations, infos)", env=_venv_name(self.venv),
+                                 field="output", at="reset")
+        return np.asarray(out[0], dtype=np.float64)
 
     def draw_noise(self, policy, n_steps: int) -> NDArray:
         """``n_steps`` of sampling noise per environment, ``(n_steps, n_envs, ...)``."""
@@ -522,10 +534,25 @@ class EnvGroup:
             self._pending = actions
 
     def receive(self):
+        """The vector env's ``(obs, rewards, terminated, truncated, infos)``; an
+        EnvOutputError unless it is a 5-tuple with a dict of infos."""
         if self._pending is None:
-            return self.venv.step_wait()
-        actions, self._pending = self._pending, None
-        return self.venv.step(actions)
+            out = self.venv.step_wait()
+        else:
+            actions, self._pending = self._pending, None
+            out = self.venv.step(actions)
+        if type(out) is not tuple or len(out) != 5 or not isinstance(out[4], dict):
+            self._bad_step(out)
+        return out
+
+    def _bad_step(self, out: Any) -> None:
+        name = _venv_name(self.venv)
+        if type(out) is not tuple or len(out) != 5:
+            raise EnvOutputError(f"is {_describe(out)}: a vector env's step() returns "
+                                 "(observations, rewards, terminated, truncated, infos)",
+                                 env=name, field="output", at="step")
+        raise EnvOutputError(f"is {_describe(out[4])}, expected a dict", env=name,
+                             field="infos", at="step")
 
     def snapshots(self) -> list[dict | None]:
         """Each environment's :attr:`SnapshotWrapper.trpo_snapshot` (``None``: none).
@@ -541,8 +568,15 @@ class EnvGroup:
                           "starts new episodes", RuntimeWarning, stacklevel=2)
             return [None] * self.n_envs
         try:
+            # Asked first: a sub-env of Gymnasium's AsyncVectorEnv that raises (no such
+            # attribute) shuts its worker down, so get_attr alone would end a user's vector
+            # env built without SnapshotWrapper.
+            has = self.venv.call("has_wrapper_attr", "trpo_snapshot")
+            if not all(has):
+                return [None] * self.n_envs
             return list(self.venv.get_attr("trpo_snapshot"))
-        except AttributeError:  # a vector env built without SnapshotWrapper
+        except (AttributeError, NotImplementedError):
+            # a vector env without Gymnasium's call/get_attr
             return [None] * self.n_envs
 
     def ended_workers(self, wait: float = 0.0) -> list[str]:
@@ -743,7 +777,11 @@ class Collector:
         final_obs = np.full(self.n_envs, None, dtype=object)
         for (*_, info), sl in zip(results, self._slices, strict=True):
             if "final_obs" in info:
-                final_obs[sl] = info["final_obs"]
+                # row by row: the group's final_obs may be an object array, a list or a
+                # 2-D array (read, and checked, by _final_observation where an episode ends)
+                group_final = info["final_obs"]
+                for j in range(min(sl.stop - sl.start, _len_or_zero(group_final))):
+                    final_obs[sl.start + j] = group_final[j]
         return (np.concatenate([r[0] for r in results]),
                 np.concatenate([np.asarray(r[1], dtype=np.float64) for r in results]),
                 np.concatenate([r[2] for r in results]),
@@ -1009,7 +1047,15 @@ class Collector:
 
     def _final_observation(self, final_obs: Any, e: int, t: int) -> NDArray:
         """The last observation of env ``e``'s truncated episode, checked."""
-        value = None if final_obs is None else final_obs[e]
+        try:
+            value = None if final_obs is None else final_obs[e]
+        except (IndexError, KeyError, TypeError):
+            value = None
+        if value is None:
+            raise EnvOutputError(
+                "is missing: the step's infos hold no 'final_obs' for this truncated episode "
+                "(a vector env in SAME_STEP autoreset mode gives it)", env=self._env_name(e),
+                field="final observation", at=f"rollout step {t}, env index {e}")
         try:
             row = np.array(value, dtype=np.float64).reshape(1, -1)
         except (ValueError, TypeError):
@@ -1310,6 +1356,13 @@ def collect_segment(step, noise: NDArray | None, policy, theta: NDArray,
 #: Vector envs whose ``step`` returns (n_envs, ...) observations, (n_envs,) rewards and bool
 #: flags by construction (their sub-envs' outputs are checked by :class:`CheckedEnv`).
 _TRUSTED_VECTOR_ENVS = (LeanSyncVectorEnv, gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv)
+
+
+def _len_or_zero(value: Any) -> int:
+    try:
+        return len(value)
+    except TypeError:
+        return 0
 
 
 def _venv_name(venv: Any) -> str:
