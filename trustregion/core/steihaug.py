@@ -370,7 +370,8 @@ def steihaug_cg(
     quiet = np.errstate(over="ignore", under="ignore") if scaled else contextlib.nullcontext()
     with quiet:
         for j in range(maxiter):
-            Hd = v.matvec_output("hessp", hessp(d), n, dtype)
+            # hessp gets a copy: one that scales its argument in place would corrupt d
+            Hd = v.matvec_output("hessp", hessp(d.copy()), n, dtype)
             nhev += 1
             dHd = float(np.dot(d, Hd))
             if not np.isfinite(dHd):

@@ -43,8 +43,14 @@ def wrap_callback(
     except (TypeError, ValueError):  # builtins without a signature
         params = set()
     if params == {"intermediate_result"}:
-        return lambda res: callback(intermediate_result=res)
+        # x is the solver's own array: the callback gets a copy, as callback(xk) does
+        return lambda res: callback(intermediate_result=_with_x_copied(res))
     return lambda res: callback(np.copy(res.x))
+
+
+def _with_x_copied(res: OptimizeResult) -> OptimizeResult:
+    res["x"] = np.copy(res["x"])
+    return res
 
 
 def real_vector_output(name: str, value: Any, n: int) -> np.ndarray:

@@ -229,7 +229,11 @@ def divergence_ascent(
 
     def gradient(x: np.ndarray) -> np.ndarray:
         counts["ngev"] += 1
-        return real_vector_output("grad", grad(x.copy()), n).astype(x.dtype, copy=False)
+        raw = grad(x.copy())
+        out = real_vector_output("grad", raw, n).astype(x.dtype, copy=False)
+        # g is kept across later calls: a grad that fills and returns one buffer must not
+        # change it (a NaN at the next point would replace the returned gradient)
+        return out.copy() if out is raw or out.base is not None else out
 
     f = value(x)
     if not np.isfinite(f):
@@ -255,7 +259,8 @@ def divergence_ascent(
 
         def metric(u: np.ndarray, x_ref: np.ndarray = x_ref) -> np.ndarray:
             counts["nmp"] += 1
-            return real_vector_output("metric_product", metric_product(x_ref.copy(), u), n)
+            out = metric_product(x_ref.copy(), u.copy())  # u is CG's direction: keep it intact
+            return real_vector_output("metric_product", out, n)
 
         def evaluate(x_trial: np.ndarray, x_ref: np.ndarray = x_ref) -> tuple[float, float]:
             objective = value(x_trial)

@@ -69,7 +69,7 @@ from trustregion.solvers._common import (
     scalar_output,
     wrap_callback,
 )
-from trustregion.solvers._subproblems import LocalModel, failed
+from trustregion.solvers._subproblems import LocalModel, Step, failed
 from trustregion.solvers._subproblems.dogleg import DoglegModel
 from trustregion.solvers._subproblems.exact import ExactModel
 from trustregion.solvers._subproblems.krylov import KrylovModel
@@ -91,6 +91,7 @@ SCIPY_STATUS_CODES: dict[Status, int] = {
 
 METHODS = ("trust-ncg", "trust-krylov", "trust-exact", "dogleg")
 _EPS = float(np.finfo(np.float64).eps)
+_TINY = float(np.finfo(np.float64).tiny)
 
 # scipy's strings, verbatim, so code matching on them keeps working.
 _SCIPY_MESSAGES = {
@@ -268,11 +269,17 @@ class _Objective:
                 self.njev += 1
                 assert callable(self.jac)
                 grad = self.jac(x.copy(), *self.args)
+        raw = grad
         grad = np.asarray(grad)
         if grad.size == self.n and grad.ndim != 1:
             grad = grad.reshape(self.n)  # scipy flattens the gradient
-        return real_vector_output("fun's gradient (jac=True)" if self._fun_and_grad else "jac",
-                                  grad, self.n)  # fmt: skip
+        out = real_vector_output("fun's gradient (jac=True)" if self._fun_and_grad else "jac",
+                                 grad, self.n)  # fmt: skip
+        # The loop keeps g across later calls: a function that fills and returns one buffer
+        # would otherwise change it (with jac=True, at every trial point).
+        if out is raw or out.base is not None:
+            out = out.copy()
+        return out
 
     def hessian_operator(self, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """``p -> H(x) p``, counting products; ``hess(x)`` is evaluated once per point."""
@@ -283,7 +290,8 @@ class _Objective:
 
             def product(p: np.ndarray) -> np.ndarray:
                 self.nhvp += 1
-                return real_vector_output("hessp", hessp(x_fixed.copy(), p, *args), n)
+                # p is CG's (or Lanczos') own vector: hessp gets a copy, as it does of x
+                return real_vector_output("hessp", hessp(x_fixed.copy(), p.copy(), *args), n)
 
             return product
         # After a rejected step the point is the same: reuse its Hessian (as scipy does).
@@ -323,7 +331,9 @@ class _Objective:
         H = self.hessian_at(x)
         if hasattr(H, "toarray"):
             H = H.toarray()
-        if not isinstance(H, np.ndarray):
+        if isinstance(H, np.ndarray):
+            H = np.asarray(H)  # an np.matrix would make every product 2-D
+        else:
             raise TypeError(
                 f"method {method!r} factorizes the Hessian: hess must return an ndarray or a "
                 f"scipy.sparse matrix, got {type(H).__name__} (use 'trust-ncg' or "
@@ -368,7 +378,15 @@ def _model_factory(
 
         return dense
     if method == "trust-krylov":
-        return lambda x, g: KrylovModel(objective.hessian_operator(x), g, inexact=opts.inexact)
+
+        def krylov(x: np.ndarray, g: np.ndarray) -> LocalModel:
+            if not g.any():
+                # g = 0 (reachable with gtol = 0) starts no Krylov space: the model predicts
+                # no decrease, as trust-ncg's does there
+                return _Failed(Step(np.zeros(n), False, 0.0))
+            return KrylovModel(objective.hessian_operator(x), g, inexact=opts.inexact)
+
+        return krylov
     preconditioner = _preconditioner(opts.preconditioner, n)
     cg_maxiter = 10 * n if opts.cg_maxiter is None else opts.cg_maxiter
 
@@ -390,7 +408,8 @@ def _model_factory(
 
 @dataclass(frozen=True)
 class _Failed:
-    """A local model that could not be built (a non-finite Hessian)."""
+    """A local model that could not be built (a non-finite Hessian, or g = 0 for GLTR): its
+    one step ends the run."""
 
     step: Any
 
@@ -561,6 +580,7 @@ def _trust_region_loop(
     """The outer loop (scipy's ``_minimize_trust_region``), independent of the subproblem."""
     maxiter = 200 * x.shape[0] if opts.maxiter is None else opts.maxiter
     radius = float(opts.initial_trust_radius)
+    radius_floor = max(_EPS * _EPS * radius, _TINY)
     allvecs = [x.copy()] if opts.return_all else None
     status = Status.CONVERGED
     detail: dict[str, Any] = {}
@@ -583,7 +603,13 @@ def _trust_region_loop(
         # how the rounding falls. A step that no longer changes x is STEP_TOO_SMALL.
         noise = 2.0 * _EPS * (abs(f) + g_norm * math.sqrt(float(step.p @ step.p)))
         x_trial = x + step.p
-        if not predicted > noise or not (x_trial != x).any():
+        # At x = 0 every step changes x: there, a radius eps^2 times the initial one is
+        # nothing (the subproblem solvers would otherwise meet a radius that underflows).
+        if (
+            not predicted > noise
+            or not (x_trial != x).any()
+            or radius < radius_floor
+        ):
             status = (
                 Status.NO_PREDICTED_DECREASE if not predicted > noise else Status.STEP_TOO_SMALL
             )
