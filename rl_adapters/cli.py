@@ -48,6 +48,7 @@ import struct
 import sys
 import tempfile
 import threading
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -555,6 +556,10 @@ def _train(args: argparse.Namespace) -> int:
         with _locked(out):
             existing = [name for name in RUN_FILES if os.path.exists(os.path.join(out, name))]
             if existing and not args.overwrite:
+                if MODEL not in existing:  # a run killed before its first checkpoint
+                    raise CLIError(f"--out {out!r} already holds the files of a run "
+                                   f"({', '.join(existing)}) but no {MODEL} to resume; "
+                                   "pass --overwrite to replace them")
                 raise CLIError(f"--out {out!r} already holds a run ({', '.join(existing)}); "
                                f"pass --overwrite to replace it, or continue it with "
                                f"--resume {out}")
@@ -648,17 +653,31 @@ class _StopRequest:
 
     A second Ctrl-C interrupts at once (``KeyboardInterrupt``) and saves nothing: the
     agent may be halfway through an update, so the last checkpoint is kept instead.
+    A repeated SIGTERM does not: it asks for the stop already under way (``timeout``
+    sends SIGTERM to the process and again to its process group).
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.aborting = False
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
+            if signum != signal.SIGINT:
+                return  # the same request again
+            self.aborting = True
             raise KeyboardInterrupt
         self.signum = signum
         print(f"\ntrpo train: {signal.Signals(signum).name}: stopping after this update "
               "(Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    def _unraisable(self, unraisable: Any) -> None:
+        """An abort raised while a finalizer (``__del__``) ran: Python would print it as
+        "Exception ignored" with a traceback and train on.  It is kept instead, and
+        :func:`_run` aborts at the end of the update (``aborting`` is set)."""
+        if self.aborting and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return
+        self._previous_hook(unraisable)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_StopRequest]:
@@ -666,9 +685,12 @@ class _StopRequest:
             yield self  # signal handlers can only be set from the main thread
             return
         previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         try:
             yield self
         finally:
+            sys.unraisablehook = self._previous_hook
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
@@ -699,6 +721,8 @@ def _run(agent: Any, run_dir: str, target: int, args: argparse.Namespace, *,
 
     def after_update(agent: Any, metrics: dict[str, float]) -> bool:
         nonlocal last_saved
+        if stop.aborting:  # a second Ctrl-C that a finalizer swallowed
+            raise KeyboardInterrupt
         write_held()
         held.append(metrics)
         if save_every and agent.num_timesteps - last_saved >= save_every:
@@ -715,6 +739,8 @@ def _run(agent: Any, run_dir: str, target: int, args: argparse.Namespace, *,
             try:
                 agent.learn(max(0, target - agent.num_timesteps), callback=after_update,
                             progress_bar=not args.no_progress)
+                if stop.aborting:
+                    raise KeyboardInterrupt
             except KeyboardInterrupt:
                 write_held()
                 print(f"trpo train: aborted mid-update; {model} keeps the checkpoint of step "
@@ -758,6 +784,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.run_dir!r} has no model.npz (is it a `trpo train` run directory?)")
     if args.episodes < 1:
         raise CLIError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
     agent = _load_agent(path)
     try:
         mean, std = agent.evaluate(args.episodes, deterministic=not args.stochastic,
@@ -795,7 +823,9 @@ def _plot_runs(runs: list[tuple[str, list[dict[str, Any]]]], path: str, title: s
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
+    with warnings.catch_warnings():  # many runs: a legend too tall for a tight layout
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     suffix = os.path.splitext(path)[1] or ".png"
     tmp = None
     try:
