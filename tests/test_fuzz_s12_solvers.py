@@ -46,18 +46,24 @@ def test_minimize_gradient_buffer_reused_by_fun(method):
     np.testing.assert_array_equal(res.jac, rosen_der(res.x))
 
 
+def _one_buffer_then_nan(gradient, n):
+    """``gradient`` written into one reused buffer, which turns NaN from the fourth call."""
+    buf = np.zeros(n)
+    calls = [0]
+
+    def buffered(x):
+        calls[0] += 1
+        buf[:] = gradient(x) if calls[0] < 4 else np.nan
+        return buf
+
+    return buffered
+
+
 def test_minimize_jac_buffer_nan_does_not_leak_into_result():
     """A jac that returns one buffer and turns NaN at an accepted point: result.jac was the
     buffer, now NaN, though the result promises jac is never NaN."""
-    buf = np.zeros(2)
-    calls = [0]
-
-    def jac(x):
-        calls[0] += 1
-        buf[:] = rosen_der(x) if calls[0] < 4 else np.nan
-        return buf
-
-    res = tr.minimize(rosen, X0, jac=jac, hessp=rosen_hess_prod)
+    res = tr.minimize(rosen, X0, jac=_one_buffer_then_nan(rosen_der, 2),
+                      hessp=rosen_hess_prod)
     assert res.reason is Status.NON_FINITE
     assert np.isfinite(res.jac).all()
     np.testing.assert_array_equal(res.jac, rosen_der(res.x))
@@ -203,15 +209,8 @@ def test_ascent_grad_buffer_nan_does_not_leak_into_result():
     """divergence_ascent kept the user's gradient buffer as g: a NaN at the next accepted
     point replaced the returned grad of the last good point."""
     loglik, grad, kl, fisher = _categorical()
-    buf = np.zeros(3)
-    calls = [0]
-
-    def grad_buf(z):
-        calls[0] += 1
-        buf[:] = grad(z) if calls[0] < 4 else np.nan
-        return buf
-
-    res = tr.divergence_ascent(loglik, grad_buf, kl, fisher, np.zeros(3), 0.1, gtol=1e-8)
+    res = tr.divergence_ascent(loglik, _one_buffer_then_nan(grad, 3), kl, fisher, np.zeros(3),
+                               0.1, gtol=1e-8)
     assert res.status is Status.NON_FINITE
     assert np.isfinite(res.grad).all() and np.isfinite(res.grad_norm)
     np.testing.assert_array_equal(res.grad, grad(res.x))
