@@ -816,6 +816,7 @@ def _solve(
             x = x.copy()  # a row of the fused loops' work array: the caller's own array
         lanczos_rhos = squares if psolve is None else rhos
         calls = n_matvec + nit + after_matvec
+        checks = 0  # operator calls for the true residual (see below)
         true_res: float | None = None
         prev = 0.0
         if status is Status.CONVERGED and nit:
@@ -824,7 +825,7 @@ def _solve(
             # the updates of the iterate and of r, most when the iterate is far larger than
             # the solution (cancellation). Check it, on the system the iteration solved and
             # in its units (see true_residual); restart from it if it is too large.
-            calls += 1
+            checks = 1
             r_caller: np.ndarray | None = None  # the true residual in the caller's units
             if c_b == 1.0 and c_A == 1.0:
                 x_int = y
@@ -841,7 +842,8 @@ def _solve(
                         # than the dtype's range): in these units x0 and b overflow, and
                         # b - A x would be inf - inf. In the caller's units x is finite:
                         # its residual is computed there (the same one operator call).
-                        r_true = r_caller = caller_residual(x)
+                        r_true = r_caller = residual_of(matvec_caller, b_caller,
+                                                        real(damping), x)
                         true_res = _norm(r_caller, rdot, lo_sq, hi_sq)
                         true_int = true_res * c_b
             if r_caller is None:
@@ -872,14 +874,14 @@ def _solve(
                         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
                             x_back = internal(x)
                             if not np.array_equal(x_back, x_int):
-                                calls += 1
+                                checks += 1
                                 r_back, back_int = true_residual(x_back)
                                 if np.all(np.isfinite(r_back)):
                                     r_true, true_int = r_back, back_int
                                     true_res = back_int / c_b
                     # Each check that leads to a restart counts against maxiter like an
                     # iteration, so that maxiter bounds the operator calls (see Notes).
-                    budget = maxiter - nit - (calls - (n_matvec + nit + after_matvec))
+                    budget = maxiter - nit - checks
                     if true_int > 0.5 * prev_int:
                         status = Status.STAGNATED
                     elif budget < 1:
@@ -913,8 +915,8 @@ def _solve(
                             A, b_arg, x0=x, rtol=rtol_arg, atol=atol_arg,
                             maxiter=budget, M=M, damping=damping, callback=callback,
                             spectrum=spectrum, names=names, allow_complex=allow_complex,
-                            normalize=normalize, matvecs_before=calls, residual=restart_from,
-                            prior=restart,
+                            normalize=normalize, matvecs_before=calls + checks,
+                            residual=restart_from, prior=restart,
                         )
         if prior is not None:
             nit += prior.nit
@@ -923,7 +925,7 @@ def _solve(
         fields = {
             "x": x,
             "nit": nit,
-            "n_matvec": calls,
+            "n_matvec": calls + checks,
             "residual_norm": float(res),
             "_residual_facts": (squares, c_b),  # residual_history, on first access
             "success": status is Status.CONVERGED,
@@ -969,13 +971,13 @@ def _solve(
         e = math.frexp(c_b)[1] - math.frexp(c_A)[1]
         return u * real(math.ldexp(1.0, e // 2)) * real(math.ldexp(1.0, e - e // 2))
 
-    def caller_residual(x_c: np.ndarray) -> np.ndarray:
-        """``b - (A + damping I) x_c`` in the caller's units, with the caller's operator
-        (only called on rescaled warm starts whose rescaled units overflow: see finish)."""
-        Ax = _checked(matvec_caller(x_c), name_A, n, dtype, shape)
+    def residual_of(op: Callable[..., Any], rhs: np.ndarray, lam: Any,
+                    u: np.ndarray) -> np.ndarray:
+        """``rhs - (op + lam I) u``: one operator call, its output checked."""
+        Au = _checked(op(u), name_A, n, dtype, shape)
         if damping:
-            Ax = Ax + real(damping) * x_c
-        return b_caller - Ax
+            Au = Au + lam * u
+        return rhs - Au
 
     def true_residual(x_int: np.ndarray) -> tuple[np.ndarray, float]:
         """The true residual of the system the iteration solved, at ``x_int``, and its
@@ -1010,10 +1012,7 @@ def _solve(
         and a residual computed in the caller's units would count, failing solves that
         converged on the system iterated on.
         """
-        Ax = _checked(matvec(x_int), name_A, n, dtype, shape)
-        if damping:
-            Ax = Ax + damping_typed * x_int
-        r_true = b - Ax
+        r_true = residual_of(matvec, b, damping_typed, x_int)
         if blas:  # (NumPy's own dot products, without its floating-point checks)
             uu = _kc.numpy_zdotc(r_true, r_true).real if is_complex else _kc.numpy_ddot(
                 r_true, r_true)

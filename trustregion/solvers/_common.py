@@ -53,6 +53,13 @@ def _with_x_copied(res: OptimizeResult) -> OptimizeResult:
     return res
 
 
+def kept_output(out: np.ndarray, raw: Any) -> np.ndarray:
+    """``out`` (a user function's checked output ``raw``), copied if it still is the user's
+    array or a view of one: a solver that keeps it across later calls must not see a buffer
+    the function fills and returns again change under it."""
+    return out.copy() if out is raw or out.base is not None else out
+
+
 def real_vector_output(name: str, value: Any, n: int) -> np.ndarray:
     """A user function's vector output as float64 of shape ``(n,)``, or raise naming it.
 

@@ -54,6 +54,7 @@ from trustregion.core.line_search import backtracking_line_search
 from trustregion.core.status import Status, render
 from trustregion.core.step import natural_gradient_step
 from trustregion.solvers._common import (
+    kept_output,
     optimize_result,
     real_vector_output,
     scalar_output,
@@ -230,10 +231,8 @@ def divergence_ascent(
     def gradient(x: np.ndarray) -> np.ndarray:
         counts["ngev"] += 1
         raw = grad(x.copy())
-        out = real_vector_output("grad", raw, n).astype(x.dtype, copy=False)
-        # g is kept across later calls: a grad that fills and returns one buffer must not
-        # change it (a NaN at the next point would replace the returned gradient)
-        return out.copy() if out is raw or out.base is not None else out
+        # (g is kept across later calls: a NaN at the next point must not replace it)
+        return kept_output(real_vector_output("grad", raw, n).astype(x.dtype, copy=False), raw)
 
     f = value(x)
     if not np.isfinite(f):

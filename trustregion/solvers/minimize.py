@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 from trustregion.core import _validation as v
 from trustregion.core.status import Status, render
 from trustregion.solvers._common import (
+    kept_output,
     optimize_result,
     real_vector_output,
     scalar_output,
@@ -275,14 +276,17 @@ class _Objective:
             grad = grad.reshape(self.n)  # scipy flattens the gradient
         out = real_vector_output("fun's gradient (jac=True)" if self._fun_and_grad else "jac",
                                  grad, self.n)  # fmt: skip
-        # The loop keeps g across later calls: a function that fills and returns one buffer
-        # would otherwise change it (with jac=True, at every trial point).
-        if out is raw or out.base is not None:
-            out = out.copy()
-        return out
+        # (the loop keeps g across later calls; with jac=True fun runs at every trial point)
+        return kept_output(out, raw)
 
-    def hessian_operator(self, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        """``p -> H(x) p``, counting products; ``hess(x)`` is evaluated once per point."""
+    def hessian_operator(self, x: np.ndarray, *, copy_vector: bool = True
+                         ) -> Callable[[np.ndarray], np.ndarray]:
+        """``p -> H(x) p``, counting products; ``hess(x)`` is evaluated once per point.
+
+        ``hessp`` gets copies of ``x`` and, with ``copy_vector``, of ``p`` (the solver's own
+        vector); ``steihaug_cg`` already hands its operator a copy, so its model passes
+        False.
+        """
         n = self.n
         if self.hessp is not None:
             hessp, args = self.hessp, self.args
@@ -290,8 +294,8 @@ class _Objective:
 
             def product(p: np.ndarray) -> np.ndarray:
                 self.nhvp += 1
-                # p is CG's (or Lanczos') own vector: hessp gets a copy, as it does of x
-                return real_vector_output("hessp", hessp(x_fixed.copy(), p.copy(), *args), n)
+                return real_vector_output(
+                    "hessp", hessp(x_fixed.copy(), p.copy() if copy_vector else p, *args), n)
 
             return product
         # After a rejected step the point is the same: reuse its Hessian (as scipy does).
@@ -400,7 +404,8 @@ def _model_factory(
                 return real_vector_output("preconditioner", out, n)
 
         return SteihaugModel(
-            objective.hessian_operator(x), g, rtol=opts.cg_rtol, maxiter=cg_maxiter, M=M
+            objective.hessian_operator(x, copy_vector=False), g, rtol=opts.cg_rtol,
+            maxiter=cg_maxiter, M=M,
         )
 
     return steihaug
