@@ -1,6 +1,15 @@
-"""Assertions shared by the agent tests."""
+"""Assertions and markers shared by the agent and CLI tests."""
+
+import threading
 
 import numpy as np
+import pytest
+
+#: For tests of the CLI's signal handling: Python installs signal handlers from the main
+#: thread only.
+needs_main_thread = pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="signal handlers are only installed from the main thread")
 
 #: Per-update metrics that are clock readings (they differ between identical runs).
 CLOCKS = ("steps_per_sec", "env_time", "policy_time", "update_time", "wall_time")

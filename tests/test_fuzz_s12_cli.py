@@ -12,10 +12,10 @@
 
 import os
 import signal
-import threading
 import warnings
 
 import pytest
+from agent_checks import needs_main_thread
 
 from rl_adapters.agent import TRPO
 from rl_adapters.cli import main
@@ -24,9 +24,6 @@ BATCH = 32
 TINY = ["--no-progress", "--n-envs", "1", "n_steps=32", "value_epochs=1"]
 METRICS_HEADER = "update,timesteps,ep_return_mean\n"
 
-needs_main_thread = pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(),
-    reason="signal handlers are only installed from the main thread")
 
 
 def run_cli(capsys, argv):

@@ -18,11 +18,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
 import pytest
+from agent_checks import needs_main_thread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -487,9 +487,6 @@ def _signal_after_update(monkeypatch, signals_at):
     monkeypatch.setattr(TRPO, "learn", signalling_learn)
 
 
-needs_main_thread = pytest.mark.skipif(
-    threading.current_thread() is not threading.main_thread(),
-    reason="signal handlers are only installed from the main thread")
 
 
 @needs_main_thread
